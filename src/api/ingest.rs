@@ -1,0 +1,262 @@
+//! Live data plane over HTTP: `PUT /ingest/{stream_id}/{file}` as an encoder uses it.
+//!
+//! Two ways a segment gets its sequence number and duration:
+//! - headers `X-Sequence-Number` and `X-Duration-Ms` (and `X-Checksum-Sha256`) on the PUT;
+//! - FFmpeg's HLS muxer with `-method PUT`: segments arrive bare, then the playlist it PUTs
+//!   after each one names them (`EXT-X-MEDIA-SEQUENCE`, `EXTINF`).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+
+use super::live::{append_live, check_duration};
+use super::{ApiError, AppState, find_live_stream};
+use crate::model::{
+    ChunkStatus, LiveEvent, LiveEventType, LiveStreamDoc, bucket, live_chunk_key, now_us, validate_file_name,
+    validate_sha256_hex,
+};
+use crate::sinks::object_store::{ByteStream, StoredObject};
+
+/// How long a playlist waits for a segment it names that is still uploading.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest playlist FFmpeg may PUT.
+const MAX_PLAYLIST_BYTES: usize = 1 << 20;
+
+fn header<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Result<Option<T>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest(format!("header {name} is not valid"))),
+    }
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+/// `PUT /ingest/{stream_id}/{file}`.
+///
+/// The work runs in its own task: FFmpeg closes the connection right after the last byte
+/// without waiting for the answer, which would otherwise cancel the handler mid-write.
+pub async fn put_file(
+    State(state): State<AppState>,
+    Path((stream_id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    tokio::spawn(store_file(state, stream_id, file, headers, body))
+        .await
+        .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
+}
+
+async fn store_file(
+    state: AppState,
+    stream_id: String,
+    file: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    validate_file_name(&file).map_err(ApiError::BadRequest)?;
+    let stream = find_live_stream(&state, &stream_id).await?;
+    let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "m3u8" => {
+            let bytes = axum::body::to_bytes(body, MAX_PLAYLIST_BYTES)
+                .await
+                .map_err(|_| ApiError::PayloadTooLarge(format!("playlist is over {MAX_PLAYLIST_BYTES} bytes")))?;
+            pushed_playlist(&state, &stream, &bytes).await
+        }
+        "ts" | "m4s" | "mp4" | "aac" => match header::<u64>(&headers, "x-sequence-number")? {
+            Some(seq) => segment_with_headers(&state, &stream, seq, &ext, &headers, body).await,
+            None if ext == "mp4" => init_segment(&state, &stream, &file, body).await,
+            None => {
+                let key = format!("{}/{stream_id}/incoming/{file}", bucket::LIVE_STREAMS);
+                state.pushed.uploading(&key);
+                let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await;
+                state.pushed.finished(&key, stored.as_ref().ok().cloned());
+                let stored = stored?;
+                Ok((
+                    StatusCode::CREATED,
+                    Json(json!({ "object_key": key, "size_bytes": stored.size, "sha256": stored.sha256 })),
+                ))
+            }
+        },
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "unsupported file type {file:?}: send .ts, .m4s or .mp4 segments and .m3u8 playlists"
+        ))),
+    }
+}
+
+/// A segment whose sequence number and duration come in headers.
+async fn segment_with_headers(
+    state: &AppState,
+    stream: &LiveStreamDoc,
+    seq: u64,
+    ext: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let duration_ms = header::<u64>(headers, "x-duration-ms")?
+        .ok_or_else(|| ApiError::BadRequest("X-Duration-Ms is required with X-Sequence-Number".into()))?;
+    check_duration(stream, duration_ms)?;
+    let claimed = header::<String>(headers, "x-checksum-sha256")?;
+    if let Some(sum) = &claimed {
+        validate_sha256_hex(sum).map_err(ApiError::BadRequest)?;
+    }
+    if let Some(existing) = state.metadata.get_chunk(&stream.stream_id, seq).await? {
+        if existing.status == ChunkStatus::Live {
+            return Err(ApiError::Conflict(format!("chunk {seq} of {} is already accepted", stream.stream_id)));
+        }
+    }
+    let key = live_chunk_key(&stream.stream_id, seq, ext);
+    let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
+    let event = chunk_event(&stream.stream_id, seq, duration_ms, &key, &stored, claimed);
+    append_live(state, &event).await?;
+    Ok((StatusCode::CREATED, Json(chunk_reply(&event, &stored))))
+}
+
+fn chunk_event(
+    stream_id: &str,
+    seq: u64,
+    duration_ms: u64,
+    key: &str,
+    stored: &StoredObject,
+    claimed: Option<String>,
+) -> LiveEvent {
+    LiveEvent {
+        event_type: LiveEventType::Chunk,
+        stream_id: stream_id.to_string(),
+        chunk_index: Some(seq),
+        sequence_number: Some(seq),
+        duration_ms: Some(duration_ms),
+        size_bytes: Some(stored.size),
+        checksum: claimed,
+        stored_sha256: Some(stored.sha256.clone()),
+        object_key: Some(key.to_string()),
+        keyframe_aligned: Some(true),
+        audio_track_id: Some(format!("audio-{stream_id}")),
+        video_track_id: Some(format!("video-{stream_id}")),
+        ingested_at_us: Some(now_us()),
+        ..Default::default()
+    }
+}
+
+fn chunk_reply(event: &LiveEvent, stored: &StoredObject) -> Value {
+    json!({
+        "stream_id": event.stream_id,
+        "chunk_index": event.chunk_index,
+        "sequence_number": event.sequence_number,
+        "duration_ms": event.duration_ms,
+        "object_key": event.object_key,
+        "size_bytes": stored.size,
+        "sha256": stored.sha256,
+        "checksum_matches": event.checksum.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&stored.sha256)),
+        "status": "queued",
+    })
+}
+
+/// An fMP4 initialization segment (`init.mp4`).
+async fn init_segment(
+    state: &AppState,
+    stream: &LiveStreamDoc,
+    file: &str,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = format!("{}/{}/{file}", bucket::LIVE_STREAMS, stream.stream_id);
+    let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
+    let event = LiveEvent {
+        event_type: LiveEventType::InitSegment,
+        stream_id: stream.stream_id.clone(),
+        object_key: Some(key.clone()),
+        ingested_at_us: Some(now_us()),
+        ..Default::default()
+    };
+    append_live(state, &event).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "object_key": key, "size_bytes": stored.size, "sha256": stored.sha256 }))))
+}
+
+/// FFmpeg's playlist: emits a chunk event for every pushed segment it names for the first time.
+async fn pushed_playlist(
+    state: &AppState,
+    stream: &LiveStreamDoc,
+    bytes: &Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let playlist = m3u8_rs::parse_media_playlist_res(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("not an HLS media playlist: {e:?}")))?;
+    // One playlist at a time: FFmpeg sends them in order, and a segment is emitted once.
+    let _one_at_a_time = state.pushed.playlists.lock().await;
+    let mut emitted = Vec::new();
+    for (i, segment) in playlist.segments.iter().enumerate() {
+        let seq = playlist.media_sequence + i as u64;
+        let name = segment.uri.rsplit('/').next().unwrap_or_default();
+        let name = name.split('?').next().unwrap_or_default();
+        if validate_file_name(name).is_err() {
+            continue;
+        }
+        let incoming = format!("{}/{}/incoming/{name}", bucket::LIVE_STREAMS, stream.stream_id);
+        let stored = match state.pushed.take(&incoming).await {
+            Some(stored) => stored,
+            None => match state.store.stat_sha256(&incoming).await? {
+                Some(stored) => stored, // pushed before a restart
+                None => continue,       // already emitted, or never pushed
+            },
+        };
+        let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_else(|| "ts".into());
+        let key = live_chunk_key(&stream.stream_id, seq, &ext);
+        state.store.rename(&incoming, &key).await?;
+        let duration_ms = (segment.duration as f64 * 1000.0).round() as u64;
+        let event = chunk_event(&stream.stream_id, seq, duration_ms.max(1), &key, &stored, None);
+        append_live(state, &event).await?;
+        emitted.push(seq);
+    }
+    Ok((StatusCode::OK, Json(json!({ "stream_id": stream.stream_id, "chunks_emitted": emitted }))))
+}
+
+/// Segments FFmpeg pushed without a sequence number, until its playlist names them.
+#[derive(Default)]
+pub struct PushedSegments {
+    /// `None` while the upload is still being written.
+    segments: std::sync::Mutex<HashMap<String, Option<StoredObject>>>,
+    playlists: tokio::sync::Mutex<()>,
+}
+
+impl PushedSegments {
+    fn uploading(&self, key: &str) {
+        self.segments.lock().expect("pushed lock").insert(key.to_string(), None);
+    }
+
+    fn finished(&self, key: &str, stored: Option<StoredObject>) {
+        let mut segments = self.segments.lock().expect("pushed lock");
+        match stored {
+            Some(stored) => segments.insert(key.to_string(), Some(stored)),
+            None => segments.remove(key),
+        };
+    }
+
+    /// The stored segment at `key`, waiting for an upload still in progress: FFmpeg PUTs the
+    /// playlist the moment it has sent a segment's last byte.
+    async fn take(&self, key: &str) -> Option<StoredObject> {
+        let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
+        loop {
+            {
+                let mut segments = self.segments.lock().expect("pushed lock");
+                match segments.get(key) {
+                    Some(Some(_)) => return segments.remove(key).flatten(),
+                    Some(None) if tokio::time::Instant::now() < deadline => {}
+                    _ => return None,
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}

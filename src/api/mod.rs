@@ -1,0 +1,116 @@
+//! The HTTP API: control plane (streams), data plane (segment ingest), signed playback,
+//! health and metrics, on one axum router.
+
+mod error;
+mod ingest;
+mod live;
+pub mod signed;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::model::{LiveStreamDoc, StreamStatus, validate_stream_id};
+use crate::sinks::PlaylistWritten;
+use crate::sinks::metadata::MetadataStore;
+use crate::sinks::object_store::ObjectStore;
+use crate::sources::embedded_log::EventLog;
+use signed::UrlSigner;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub log: EventLog,
+    pub store: Arc<dyn ObjectStore>,
+    pub metadata: Arc<dyn MetadataStore>,
+    pub signer: Arc<UrlSigner>,
+    pub metrics: Arc<Metrics>,
+    pub notices: broadcast::Sender<PlaylistWritten>,
+    /// Segments FFmpeg pushed, waiting for the playlist that names their sequence numbers.
+    pub pushed: Arc<ingest::PushedSegments>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.config.max_json_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/streams/start", post(live::start))
+        .route("/streams/end", post(live::end))
+        .route("/streams/{stream_id}/metadata", get(live::metadata))
+        .route("/streams/{stream_id}/live", get(live::live_url))
+        .route("/streams/{stream_id}/chunks", post(live::post_chunk).get(live::list_chunks))
+        .route("/dead-letters", get(live::dead_letters))
+        .layer(DefaultBodyLimit::max(json_limit))
+        .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))
+        .route("/play/{expires}/{sig}/{stream_id}/{*path}", get(signed::play))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let route = route.unwrap_or_else(|| "unmatched".into());
+    state.metrics.api_requests_total.with_label_values(&[&method, &route, response.status().as_str()]).inc();
+    response
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({
+        "status": "ok",
+        "workers": state.config.workers,
+        "backends": { "event_log": "embedded", "object_store": "local", "metadata": "embedded" },
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Parses a JSON body; an empty body means `T::default()` where `T` allows it.
+fn parse_json<T: DeserializeOwned>(body: &Bytes, empty: Option<T>) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return empty.ok_or_else(|| ApiError::BadRequest("request body is empty; JSON expected".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Looks up a stream for a request: 400 for a malformed id, 404 for an unknown one.
+async fn find_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc, ApiError> {
+    validate_stream_id(stream_id).map_err(ApiError::BadRequest)?;
+    state.metadata.get_stream(stream_id).await?.ok_or_else(|| ApiError::NotFound(format!("no stream {stream_id:?}")))
+}
+
+/// Like [`find_stream`], and 409 unless the stream is live.
+async fn find_live_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc, ApiError> {
+    let doc = find_stream(state, stream_id).await?;
+    if doc.status != StreamStatus::Live {
+        return Err(ApiError::Conflict(format!("stream {stream_id} has ended")));
+    }
+    Ok(doc)
+}
+
+/// Base URL for links in responses: the configured public URL, or the request's host.
+fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    format!("http://{host}")
+}

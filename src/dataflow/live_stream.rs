@@ -1,0 +1,204 @@
+//! The state of one live stream inside the dataflow: dedupe, ordering, gap detection,
+//! checksum verdicts and the DVR window, as plain code the timely operator drives.
+
+use std::collections::BTreeMap;
+
+use crate::media::live_playlist::{self, LiveWindow, WindowSegment, rounded_seconds};
+use crate::model::{Chunk, ChunkStatus, LiveChunkDoc, LiveStreamDoc, StreamStatus, bucket};
+
+/// What became of one chunk event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Entered the window; `new_gaps` sequence numbers were skipped over, `filled_gap` if it
+    /// took the place of a missing one.
+    Accepted {
+        new_gaps: u64,
+        filled_gap: bool,
+    },
+    /// Its sequence number is already in the window: nothing changes.
+    Duplicate,
+    Late,
+    ChecksumFailed,
+    TooLong,
+    AfterEnd,
+}
+
+impl ChunkOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChunkOutcome::Accepted { .. } => "accepted",
+            ChunkOutcome::Duplicate => "duplicate",
+            ChunkOutcome::Late => "late",
+            ChunkOutcome::ChecksumFailed => "checksum_failed",
+            ChunkOutcome::TooLong => "too_long",
+            ChunkOutcome::AfterEnd => "after_end",
+        }
+    }
+
+    fn status(self) -> Option<ChunkStatus> {
+        match self {
+            ChunkOutcome::Accepted { .. } => Some(ChunkStatus::Live),
+            ChunkOutcome::Duplicate => None,
+            ChunkOutcome::Late => Some(ChunkStatus::Late),
+            ChunkOutcome::ChecksumFailed => Some(ChunkStatus::ChecksumFailed),
+            ChunkOutcome::TooLong => Some(ChunkStatus::TooLong),
+            ChunkOutcome::AfterEnd => Some(ChunkStatus::AfterEnd),
+        }
+    }
+}
+
+/// One live stream: its document and the accepted segments of its current window.
+#[derive(Clone, Debug)]
+pub struct LiveStream {
+    pub doc: LiveStreamDoc,
+    window: BTreeMap<u64, WindowSegment>,
+    /// Events applied since this state was created; lets tests line outputs up with inputs.
+    pub events_applied: u64,
+}
+
+impl LiveStream {
+    pub fn new(doc: LiveStreamDoc) -> Self {
+        LiveStream { doc, window: BTreeMap::new(), events_applied: 0 }
+    }
+
+    /// Rebuilds the state from stored documents (after a restart): the stream document and the
+    /// `live` chunk documents inside its window.
+    pub fn restore(doc: LiveStreamDoc, chunks: impl IntoIterator<Item = LiveChunkDoc>) -> Self {
+        let mut stream = LiveStream::new(doc);
+        if let Some((start, head)) = stream.slots() {
+            for chunk in chunks {
+                let seq = chunk.sequence_number;
+                if chunk.status == ChunkStatus::Live && (start..=head).contains(&seq) {
+                    let uri = stream.relative_uri(&chunk.object_key);
+                    stream.window.insert(
+                        seq,
+                        WindowSegment {
+                            duration_ms: chunk.duration_ms,
+                            uri,
+                            program_date_time_ms: chunk.program_date_time_ms,
+                        },
+                    );
+                }
+            }
+        }
+        stream
+    }
+
+    pub fn slots(&self) -> Option<(u64, u64)> {
+        self.doc.dvr_window_start.zip(self.doc.head_sequence)
+    }
+
+    pub fn ended(&self) -> bool {
+        self.doc.status == StreamStatus::Vod
+    }
+
+    /// Playlist URIs are relative to `manifests/{id}/`, which the signed URL maps onto
+    /// `live-streams/{id}/`.
+    fn relative_uri(&self, object_key: &str) -> String {
+        let prefix_len = bucket::LIVE_STREAMS.len() + 1 + self.doc.stream_id.len() + 1;
+        object_key.get(prefix_len..).unwrap_or(object_key).to_string()
+    }
+
+    /// Applies a chunk; returns the outcome and the chunk document to store (none for a
+    /// duplicate). A `late` document must not overwrite an existing one.
+    pub fn apply_chunk(&mut self, chunk: &Chunk) -> (ChunkOutcome, Option<LiveChunkDoc>) {
+        self.events_applied += 1;
+        let seq = chunk.sequence_number;
+        let window_size = self.doc.dvr_window_size.max(1);
+        let outcome = if self.ended() {
+            ChunkOutcome::AfterEnd
+        } else if self.window.contains_key(&seq) {
+            ChunkOutcome::Duplicate
+        } else if rounded_seconds(chunk.duration_ms) > self.doc.target_duration_s {
+            ChunkOutcome::TooLong
+        } else if !chunk.checksum_ok() {
+            ChunkOutcome::ChecksumFailed
+        } else {
+            match self.slots() {
+                Some((start, _)) if seq < start => ChunkOutcome::Late,
+                Some((start, head)) if seq < head => {
+                    debug_assert!(seq >= start);
+                    ChunkOutcome::Accepted { new_gaps: 0, filled_gap: true }
+                }
+                Some((start, head)) => {
+                    let new_start = start.max((seq + 1).saturating_sub(window_size));
+                    self.doc.head_sequence = Some(seq);
+                    self.doc.dvr_window_start = Some(new_start);
+                    self.window = self.window.split_off(&new_start);
+                    ChunkOutcome::Accepted { new_gaps: seq - head - 1, filled_gap: false }
+                }
+                None => {
+                    self.doc.head_sequence = Some(seq);
+                    self.doc.dvr_window_start = Some(seq);
+                    ChunkOutcome::Accepted { new_gaps: 0, filled_gap: false }
+                }
+            }
+        };
+        match outcome {
+            ChunkOutcome::Accepted { new_gaps, .. } => {
+                let uri = self.relative_uri(&chunk.object_key);
+                let pdt = (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms);
+                self.window
+                    .insert(seq, WindowSegment { duration_ms: chunk.duration_ms, uri, program_date_time_ms: pdt });
+                self.doc.chunks_accepted += 1;
+                self.doc.gaps_total += new_gaps;
+            }
+            ChunkOutcome::Duplicate => self.doc.duplicate_chunks += 1,
+            ChunkOutcome::Late => self.doc.late_chunks += 1,
+            ChunkOutcome::ChecksumFailed => self.doc.checksum_failures += 1,
+            ChunkOutcome::TooLong | ChunkOutcome::AfterEnd => self.doc.rejected_chunks += 1,
+        }
+        let doc = outcome.status().map(|status| LiveChunkDoc {
+            stream_id: self.doc.stream_id.clone(),
+            chunk_index: chunk.chunk_index,
+            sequence_number: seq,
+            duration_ms: chunk.duration_ms,
+            size_bytes: chunk.size_bytes,
+            checksum: chunk.checksum.clone(),
+            stored_sha256: chunk.stored_sha256.clone(),
+            object_key: chunk.object_key.clone(),
+            keyframe_aligned: chunk.keyframe_aligned,
+            audio_track_id: chunk.audio_track_id.clone(),
+            video_track_id: chunk.video_track_id.clone(),
+            status,
+            dvr_window_start: self.doc.dvr_window_start.unwrap_or(seq),
+            ingested_at_us: chunk.ingested_at_us,
+            program_date_time_ms: (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms),
+            processing_latency_ms: None,
+            manifest_updated_at_ms: None,
+        });
+        (outcome, doc)
+    }
+
+    /// Records the stream's fMP4 initialization segment; true if the playlist changes.
+    pub fn set_init(&mut self, object_key: &str) -> bool {
+        self.events_applied += 1;
+        if self.ended() || self.doc.init_object_key.as_deref() == Some(object_key) {
+            return false;
+        }
+        self.doc.init_object_key = Some(object_key.to_string());
+        true
+    }
+
+    /// Ends the stream; true if it was live.
+    pub fn end(&mut self, at_ms: u64) -> bool {
+        self.events_applied += 1;
+        if self.ended() {
+            return false;
+        }
+        self.doc.status = StreamStatus::Vod;
+        self.doc.ended_at_ms = Some(at_ms);
+        true
+    }
+
+    pub fn render(&self) -> String {
+        let init_uri = self.doc.init_object_key.as_deref().map(|k| self.relative_uri(k));
+        live_playlist::render(&LiveWindow {
+            target_duration_s: self.doc.target_duration_s,
+            slots: self.slots(),
+            segments: &self.window,
+            init_uri: init_uri.as_deref(),
+            ended: self.ended(),
+        })
+    }
+}

@@ -1,0 +1,67 @@
+//! Turns raw log records into checked live commands, or dead letters, before they are
+//! exchanged by stream id.
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Map;
+
+use crate::dataflow::LiveInput;
+use crate::model::{DeadLetterDoc, LiveEvent, Topic, now_ms};
+use crate::sources::embedded_log::LogRecord;
+
+/// Decodes one record; pure, so the oracle test and the bench share it with the engine.
+pub fn decode_record(topic: Topic, record: LogRecord) -> LiveInput {
+    let dead = |reason: &str, error: String, payload: &[u8]| {
+        LiveInput::Dead(DeadLetterDoc {
+            topic: topic.name().to_string(),
+            partition: record.partition,
+            offset: record.offset,
+            reason: reason.to_string(),
+            error,
+            payload_preview: String::from_utf8_lossy(&payload[..payload.len().min(256)]).into_owned(),
+            at_ms: now_ms(),
+        })
+    };
+    let payload = match &record.payload {
+        Ok(payload) => payload,
+        Err(error) => return dead("corrupt_record", error.clone(), &[]),
+    };
+    let event: LiveEvent = match serde_json::from_slice(payload) {
+        Ok(event) => event,
+        Err(e) => return dead("malformed_json", e.to_string(), payload),
+    };
+    match event.validate() {
+        Ok(command) => LiveInput::Command {
+            stream_id: event.stream_id,
+            partition: record.partition,
+            offset: record.offset,
+            command,
+        },
+        Err(error) => dead("invalid_event", error, payload),
+    }
+}
+
+/// Extension trait: `records.decode_events(topic)`.
+///
+/// ```
+/// use segflow::dataflow::operators::decode_events::DecodeEvents;
+/// use segflow::dataflow::LiveInput;
+/// use segflow::model::Topic;
+/// use segflow::sources::embedded_log::LogRecord;
+/// use timely::dataflow::operators::{Inspect, ToStream};
+///
+/// timely::example(|scope| {
+///     let bad = LogRecord { partition: 0, offset: 0, next_offset: 3, payload: Ok(b"{x".to_vec()) };
+///     vec![bad].to_stream(scope).container::<Vec<_>>()
+///         .decode_events(Topic::LiveChunks)
+///         .inspect(|input| assert!(matches!(input, LiveInput::Dead(d) if d.reason == "malformed_json")));
+/// });
+/// ```
+pub trait DecodeEvents<'s> {
+    fn decode_events(self, topic: Topic) -> StreamVec<'s, u64, LiveInput>;
+}
+
+impl<'s> DecodeEvents<'s> for StreamVec<'s, u64, LogRecord> {
+    fn decode_events(self, topic: Topic) -> StreamVec<'s, u64, LiveInput> {
+        self.map(move |record| decode_record(topic, record))
+    }
+}

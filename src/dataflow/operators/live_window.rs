@@ -1,0 +1,143 @@
+//! The keyed live operator: exchanges commands by stream id, applies them to each stream's
+//! state and emits what the sinks must write (chunk and stream documents, playlists).
+//!
+//! It works eagerly, inside `for_each`, without waiting for the frontier: every event of a
+//! stream comes from one log partition, read by one worker, through one FIFO channel, so
+//! arrival order is log order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::dataflow::live_stream::{ChunkOutcome, LiveStream};
+use crate::dataflow::{LiveInput, SinkOp};
+use crate::metrics::Metrics;
+use crate::model::{DeadLetterDoc, LiveCommand, LiveStreamDoc, now_ms};
+
+/// Extension trait: `inputs.live_window(restored, metrics)`.
+///
+/// ```
+/// use std::{collections::HashMap, sync::Arc};
+/// use segflow::dataflow::{LiveInput, SinkOp, operators::live_window::LiveWindowOp};
+/// use segflow::model::LiveCommand;
+/// use timely::dataflow::operators::{Inspect, ToStream};
+///
+/// timely::example(|scope| {
+///     let start = LiveCommand::Start { title: "t".into(), target_duration_s: 2, dvr_window_size: 3, at_ms: 0 };
+///     vec![LiveInput::Command { stream_id: "s1".into(), partition: 0, offset: 0, command: start }]
+///         .to_stream(scope).container::<Vec<_>>()
+///         .live_window(HashMap::new(), Arc::default())
+///         .inspect(|op| if let SinkOp::Playlist { body, .. } = op { assert!(body.starts_with("#EXTM3U")) });
+/// });
+/// ```
+pub trait LiveWindowOp<'s> {
+    fn live_window(self, restored: HashMap<String, LiveStream>, metrics: Arc<Metrics>) -> StreamVec<'s, u64, SinkOp>;
+}
+
+impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
+    fn live_window(self, restored: HashMap<String, LiveStream>, metrics: Arc<Metrics>) -> StreamVec<'s, u64, SinkOp> {
+        self.unary::<CapacityContainerBuilder<Vec<SinkOp>>, _, _, _>(
+            Exchange::new(|input: &LiveInput| input.route()),
+            "LiveWindow",
+            move |_cap, _info| {
+                let mut streams = restored;
+                // Streams changed by the current container, and whether their playlist did.
+                let mut touched: HashMap<String, bool> = HashMap::new();
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for item in data.drain(..) {
+                            let (stream_id, partition, offset, command) = match item {
+                                LiveInput::Dead(dead) => {
+                                    metrics.dead_letters_total.with_label_values(&[&dead.reason]).inc();
+                                    session.give(SinkOp::DeadLetter(dead));
+                                    continue;
+                                }
+                                LiveInput::Command { stream_id, partition, offset, command } => {
+                                    (stream_id, partition, offset, command)
+                                }
+                            };
+                            let changed = match command {
+                                LiveCommand::Start { title, target_duration_s, dvr_window_size, at_ms } => {
+                                    if streams.contains_key(&stream_id) {
+                                        continue; // a replayed start changes nothing
+                                    }
+                                    let doc = LiveStreamDoc::new(
+                                        &stream_id,
+                                        &title,
+                                        target_duration_s,
+                                        dvr_window_size,
+                                        at_ms,
+                                    );
+                                    streams.insert(stream_id.clone(), LiveStream::new(doc));
+                                    true
+                                }
+                                other => {
+                                    let Some(stream) = streams.get_mut(&stream_id) else {
+                                        metrics.dead_letters_total.with_label_values(&["unknown_stream"]).inc();
+                                        session.give(SinkOp::DeadLetter(DeadLetterDoc {
+                                            topic: "live-chunks".into(),
+                                            partition,
+                                            offset,
+                                            reason: "unknown_stream".into(),
+                                            error: format!("no stream {stream_id:?} was started"),
+                                            payload_preview: format!("{other:?}").chars().take(256).collect(),
+                                            at_ms: now_ms(),
+                                        }));
+                                        continue;
+                                    };
+                                    apply(stream, other, &metrics, &mut |op| session.give(op))
+                                }
+                            };
+                            *touched.entry(stream_id).or_default() |= changed;
+                        }
+                        for (stream_id, playlist_changed) in touched.drain() {
+                            let stream = &streams[&stream_id];
+                            if playlist_changed {
+                                session.give(SinkOp::Playlist {
+                                    stream_id: stream_id.clone(),
+                                    body: stream.render(),
+                                    events_applied: stream.events_applied,
+                                    ended: stream.ended(),
+                                });
+                            }
+                            session.give(SinkOp::Stream(stream.doc.clone()));
+                        }
+                    });
+                }
+            },
+        )
+    }
+}
+
+/// Applies a non-start command to a stream; returns whether its playlist changed.
+fn apply(stream: &mut LiveStream, command: LiveCommand, metrics: &Metrics, give: &mut impl FnMut(SinkOp)) -> bool {
+    match command {
+        LiveCommand::Start { .. } => false,
+        LiveCommand::Init { object_key } => stream.set_init(&object_key),
+        LiveCommand::End { at_ms } => stream.end(at_ms),
+        LiveCommand::Chunk(chunk) => {
+            let (outcome, doc) = stream.apply_chunk(&chunk);
+            metrics.live_chunks_total.with_label_values(&[outcome.label()]).inc();
+            match outcome {
+                ChunkOutcome::Accepted { new_gaps, filled_gap } => {
+                    metrics.live_chunk_gaps_total.inc_by(new_gaps);
+                    if filled_gap {
+                        metrics.live_gaps_filled_total.inc();
+                    }
+                }
+                ChunkOutcome::ChecksumFailed => metrics.chunk_checksum_failures_total.inc(),
+                _ => {}
+            }
+            if let Some(doc) = doc {
+                let overwrite = outcome != ChunkOutcome::Late;
+                give(SinkOp::Chunk { doc, overwrite });
+            }
+            matches!(outcome, ChunkOutcome::Accepted { .. })
+        }
+    }
+}

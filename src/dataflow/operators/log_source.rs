@@ -1,0 +1,92 @@
+//! Source operator over this worker's partitions of one log topic.
+//!
+//! Timestamps are milliseconds since the engine started: every worker's capability follows
+//! the clock, so an idle worker never holds the frontier back for long. For each time it
+//! emits at, it records the offsets to commit once the sinks are durable past that time.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::source;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+use crate::sources::embedded_log::{EventLog, LogRecord, PartitionReader};
+
+/// Offsets to commit per time: `time -> partition -> next offset`.
+pub type PendingCommits = Rc<RefCell<BTreeMap<u64, BTreeMap<u32, u64>>>>;
+
+/// Records read per activation before yielding to other operators.
+const MAX_RECORDS_PER_ACTIVATION: usize = 8192;
+/// Wake-up interval with nothing to read, so the frontier (and offset commits) move on.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+/// Stop reading while the durable frontier lags this far (ms) behind.
+const MAX_DURABLE_LAG_MS: u64 = 10_000;
+
+pub struct LogSourceConfig {
+    pub log: EventLog,
+    pub readers: Vec<PartitionReader>,
+    pub clock: Instant,
+    /// Set at shutdown: read what is left, then finish.
+    pub stop: Arc<AtomicBool>,
+    pub durable: ProbeHandle<u64>,
+    pub pending: PendingCommits,
+}
+
+pub fn log_source<'s>(scope: Scope<'s, u64>, config: LogSourceConfig) -> StreamVec<'s, u64, LogRecord> {
+    let LogSourceConfig { log, mut readers, clock, stop, durable, pending } = config;
+    source::<u64, CapacityContainerBuilder<Vec<LogRecord>>, _, _>(scope, "LogSource", move |cap, info| {
+        let activator = scope.activator_for(info.address.clone());
+        if let Some(topic) = readers.first().map(|r| r.topic) {
+            let wake = scope.worker().sync_activator_for(info.address.to_vec());
+            log.on_append(topic, move || {
+                let _ = wake.activate();
+            });
+        }
+        let mut cap = Some(cap);
+        let mut batch = Vec::new();
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            let now = clock.elapsed().as_millis() as u64;
+            if now > *c.time() {
+                c.downgrade(&now);
+            }
+            if durable.less_than(&c.time().saturating_sub(MAX_DURABLE_LAG_MS)) {
+                activator.activate_after(Duration::from_millis(5));
+                return;
+            }
+            let stopping = stop.load(Ordering::SeqCst);
+            let mut read = 0;
+            for reader in readers.iter_mut() {
+                match reader.poll(MAX_RECORDS_PER_ACTIVATION - read, &mut batch) {
+                    Ok(n) => read += n,
+                    Err(error) => tracing::error!(partition = reader.partition, %error, "log read failed; retrying"),
+                }
+                if read >= MAX_RECORDS_PER_ACTIVATION {
+                    break;
+                }
+            }
+            if !batch.is_empty() {
+                let mut pending = pending.borrow_mut();
+                let offsets = pending.entry(*c.time()).or_default();
+                for record in &batch {
+                    offsets.insert(record.partition, record.next_offset);
+                }
+                output.session(&*c).give_iterator(batch.drain(..));
+            }
+            if stopping && read == 0 {
+                cap = None; // drained: this worker's input is finished
+                return;
+            }
+            if read >= MAX_RECORDS_PER_ACTIVATION {
+                activator.activate();
+            } else {
+                activator.activate_after(IDLE_TICK);
+            }
+        }
+    })
+}

@@ -1,0 +1,112 @@
+//! What each timely worker runs: restore its streams, build the dataflow, step it, and commit
+//! log offsets as the durable frontier passes them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::Probe;
+use timely::worker::Worker;
+
+use super::live_stream::LiveStream;
+use super::operators::decode_events::DecodeEvents;
+use super::operators::durable_sink::DurableSink;
+use super::operators::live_window::LiveWindowOp;
+use super::operators::log_source::{LogSourceConfig, PendingCommits, log_source};
+use crate::metrics::Metrics;
+use crate::model::{StreamStatus, Topic, stream_hash};
+use crate::sinks::LiveSink;
+use crate::sinks::metadata::{MetadataError, MetadataStore};
+use crate::sources::embedded_log::EventLog;
+
+/// Everything a worker shares with the rest of the engine.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub log: EventLog,
+    pub sink: Arc<LiveSink>,
+    pub metrics: Arc<Metrics>,
+    pub runtime: tokio::runtime::Handle,
+    pub clock: Instant,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Runs one worker until the engine stops and the dataflow has drained.
+pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let topic = Topic::LiveChunks;
+    let partitions: Vec<u32> = (0..topic.partitions()).filter(|p| *p as usize % peers == index).collect();
+    let readers = partitions.iter().map(|p| ctx.log.reader(topic, *p)).collect::<Result<Vec<_>, _>>();
+    let readers = readers.map_err(|e| e.to_string())?;
+    let restored = ctx
+        .runtime
+        .block_on(restore_streams(ctx.sink.metadata.as_ref(), index, peers))
+        .map_err(|e| format!("restoring live streams: {e}"))?;
+    tracing::debug!(worker = index, ?partitions, streams = restored.len(), "worker starting");
+
+    let durable = ProbeHandle::new();
+    let pending = PendingCommits::default();
+    let source = LogSourceConfig {
+        log: ctx.log.clone(),
+        readers,
+        clock: ctx.clock,
+        stop: ctx.stop.clone(),
+        durable: durable.clone(),
+        pending: pending.clone(),
+    };
+    let (metrics, sink, runtime) = (ctx.metrics.clone(), ctx.sink.clone(), ctx.runtime.clone());
+    worker.dataflow::<u64, _, _>(|scope| {
+        log_source(scope, source)
+            .decode_events(topic)
+            .live_window(restored, metrics)
+            .durable_sink(sink, runtime)
+            .probe_with(&durable);
+    });
+    while worker.step_or_park(Some(Duration::from_millis(100))) {
+        commit_durable(&ctx.log, topic, &pending, &durable);
+    }
+    commit_durable(&ctx.log, topic, &pending, &durable);
+    Ok(())
+}
+
+/// Commits the offsets of every time the sinks are durable past.
+fn commit_durable(log: &EventLog, topic: Topic, pending: &PendingCommits, durable: &ProbeHandle<u64>) {
+    let mut ready: BTreeMap<u32, u64> = BTreeMap::new();
+    {
+        let mut pending = pending.borrow_mut();
+        while let Some(entry) = pending.first_entry() {
+            if durable.less_equal(entry.key()) {
+                break;
+            }
+            ready.extend(entry.remove());
+        }
+    }
+    for (partition, offset) in ready {
+        if let Err(error) = log.commit(topic, partition, offset) {
+            tracing::error!(partition, %error, "committing a log offset failed; it will be replayed");
+        }
+    }
+}
+
+/// Rebuilds the state of the streams this worker owns from their documents.
+pub async fn restore_streams(
+    metadata: &dyn MetadataStore,
+    index: usize,
+    peers: usize,
+) -> Result<HashMap<String, LiveStream>, MetadataError> {
+    let mut streams = HashMap::new();
+    for doc in metadata.list_streams().await? {
+        if stream_hash(&doc.stream_id) as usize % peers != index {
+            continue;
+        }
+        let chunks = match (doc.status, doc.dvr_window_start, doc.head_sequence) {
+            (StreamStatus::Live, Some(start), Some(head)) => {
+                metadata.chunks(&doc.stream_id, start, (head - start + 1) as usize).await?
+            }
+            _ => Vec::new(),
+        };
+        streams.insert(doc.stream_id.clone(), LiveStream::restore(doc, chunks));
+    }
+    Ok(streams)
+}

@@ -1,0 +1,111 @@
+//! Starts and stops a whole engine: backends, timely workers and the API, drained in order on
+//! shutdown so that everything acknowledged is processed and committed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, signed::UrlSigner};
+use crate::config::Config;
+use crate::dataflow::{WorkerContext, run_worker};
+use crate::metrics::Metrics;
+use crate::sinks::LiveSink;
+use crate::sinks::metadata::embedded::EmbeddedMetadata;
+use crate::sinks::metadata::{MetadataError, MetadataStore};
+use crate::sinks::object_store::ObjectStore;
+use crate::sinks::object_store::local::LocalStore;
+use crate::sources::embedded_log::{EventLog, LogError};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("timely workers: {0}")]
+    Workers(String),
+}
+
+/// Runs segflow until `shutdown` resolves, then drains: the API stops taking requests, the
+/// workers read what is left in the log, the sinks write it, offsets are committed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EngineError> {
+    config.validate().map_err(|e| EngineError::Workers(e.to_string()))?;
+    let data_dir = config.data_dir.clone();
+    let dir_err = |source| EngineError::DataDir { path: data_dir.display().to_string(), source };
+    std::fs::create_dir_all(&data_dir).map_err(dir_err)?;
+    let log = EventLog::open(&data_dir.join("log"))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&data_dir.join("objects")).map_err(dir_err)?);
+    let metadata: Arc<dyn MetadataStore> = Arc::new(EmbeddedMetadata::open(&data_dir.join("metadata.redb"))?);
+    let signer = Arc::new(UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs).map_err(dir_err)?);
+    let metrics = Arc::new(Metrics::new());
+    let (notices, _) = tokio::sync::broadcast::channel(4096);
+    let sink = Arc::new(LiveSink {
+        store: store.clone(),
+        metadata: metadata.clone(),
+        metrics: metrics.clone(),
+        notices: notices.clone(),
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let context = WorkerContext {
+        log: log.clone(),
+        sink,
+        metrics: metrics.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        clock: Instant::now(),
+        stop: stop.clone(),
+    };
+    let workers = timely::execute(timely::Config::process(config.workers), move |worker| run_worker(worker, &context))
+        .map_err(EngineError::Workers)?;
+    let (workers_done_tx, workers_done) = tokio::sync::oneshot::channel::<()>();
+    let joined = tokio::task::spawn_blocking(move || {
+        let results = workers.join();
+        let _ = workers_done_tx.send(());
+        results
+    });
+
+    let state = AppState {
+        config: Arc::new(config),
+        log: log.clone(),
+        store,
+        metadata,
+        signer,
+        metrics,
+        notices,
+        pushed: Arc::default(),
+    };
+    let stopping = stop.clone();
+    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
+            _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
+        }
+        stopping.store(true, Ordering::SeqCst);
+    });
+    let served = serve.await.map_err(EngineError::Http);
+    stop.store(true, Ordering::SeqCst);
+    let results = joined.await.map_err(|e| EngineError::Workers(e.to_string()))?;
+    log.close();
+    served?;
+    for result in results {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(EngineError::Workers(e)),
+            Err(e) => return Err(EngineError::Workers(e)),
+        }
+    }
+    tracing::info!("drained; bye");
+    Ok(())
+}

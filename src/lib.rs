@@ -1,0 +1,25 @@
+//! segflow: a video streaming backend in one binary. Live segments and VOD uploads enter an
+//! event log, an embedded timely dataflow processes every event, and an axum API serves HLS
+//! through signed URLs.
+//!
+//! # Layout
+//!
+//! - [`config`]: one `Config`, layered defaults < file < `SEGFLOW_*` env < flags.
+//! - [`model`]: events, documents and id validation shared by every module.
+//! - [`sources`]: the event log the dataflow reads (embedded, partitioned like Kafka).
+//! - [`dataflow`]: the timely graph; one operator per file under `dataflow/operators/`.
+//! - [`sinks`]: object store and metadata backends, and the durable live sink.
+//! - [`media`]: HLS playlist writing.
+//! - [`api`]: the axum router, handlers, errors and signed URLs.
+//! - [`engine`]: wires it all together; `engine::run` is what `segflow run` calls.
+//! - [`metrics`]: every Prometheus metric, defined once.
+
+pub mod api;
+pub mod config;
+pub mod dataflow;
+pub mod engine;
+pub mod media;
+pub mod metrics;
+pub mod model;
+pub mod sinks;
+pub mod sources;

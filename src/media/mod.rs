@@ -1,0 +1,3 @@
+//! Media handling: HLS playlist writing (FFmpeg transcoding joins here with VOD).
+
+pub mod live_playlist;

@@ -1,0 +1,412 @@
+//! Event and document types shared by every module: what travels through the log, what the
+//! metadata store keeps, and the validation of every id that reaches a path.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, the one clock every event and document uses.
+pub fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+/// Microseconds since the Unix epoch, for latencies.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Object-store "buckets": top-level namespaces, as in seed 003.
+pub mod bucket {
+    pub const LIVE_STREAMS: &str = "live-streams";
+    pub const MANIFESTS: &str = "manifests";
+}
+
+/// Log topics and their partition counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Topic {
+    LiveChunks,
+    VodChunks,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::LiveChunks, Topic::VodChunks];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::LiveChunks => "live-chunks",
+            Topic::VodChunks => "vod-chunks",
+        }
+    }
+
+    pub fn partitions(self) -> u32 {
+        match self {
+            Topic::LiveChunks => 6,
+            Topic::VodChunks => 3,
+        }
+    }
+}
+
+/// Stable hash of a stream id: picks its log partition and its timely worker, in every process.
+pub fn stream_hash(stream_id: &str) -> u64 {
+    crc32fast::hash(stream_id.as_bytes()) as u64
+}
+
+/// What kind of live event a log record carries. Seed 003 producers send chunk events
+/// without an `event_type`, so `chunk` is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveEventType {
+    #[default]
+    Chunk,
+    StreamStarted,
+    InitSegment,
+    StreamEnded,
+}
+
+/// One record of the `live-chunks` topic: flat, seed-003 compatible JSON (~500 bytes).
+/// Fields that a kind does not use stay `None`; [`LiveEvent::validate`] checks the rest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveEvent {
+    #[serde(default)]
+    pub event_type: LiveEventType,
+    pub stream_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// SHA-256 (hex) claimed by the encoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// SHA-256 (hex) of the stored bytes, computed by segflow while storing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_aligned: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_track_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_track_id: Option<String>,
+    /// When segflow accepted the event (µs since epoch); latency is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_at_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_duration_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dvr_window_size: Option<u64>,
+}
+
+/// A live event checked for the fields its kind needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LiveCommand {
+    Start { title: String, target_duration_s: u64, dvr_window_size: u64, at_ms: u64 },
+    Chunk(Chunk),
+    Init { object_key: String },
+    End { at_ms: u64 },
+}
+
+/// A media segment of a live stream, as the dataflow sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub chunk_index: u64,
+    pub sequence_number: u64,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    pub checksum: Option<String>,
+    pub stored_sha256: Option<String>,
+    pub object_key: String,
+    pub keyframe_aligned: bool,
+    pub audio_track_id: Option<String>,
+    pub video_track_id: Option<String>,
+    pub ingested_at_us: u64,
+}
+
+impl Chunk {
+    /// True when the stored bytes hash to what the encoder claimed (or no claim was made).
+    pub fn checksum_ok(&self) -> bool {
+        match (&self.stored_sha256, &self.checksum) {
+            (Some(stored), Some(claimed)) => stored.eq_ignore_ascii_case(claimed),
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+impl LiveEvent {
+    /// Checks the event's fields; the error text goes into a dead-letter record.
+    pub fn validate(&self) -> Result<LiveCommand, String> {
+        validate_stream_id(&self.stream_id)?;
+        let at_us = self.ingested_at_us.unwrap_or(0);
+        let at_ms = at_us / 1000;
+        match self.event_type {
+            LiveEventType::StreamStarted => Ok(LiveCommand::Start {
+                title: self.title.clone().unwrap_or_default(),
+                target_duration_s: self
+                    .target_duration_s
+                    .filter(|t| *t > 0)
+                    .ok_or("stream_started needs target_duration_s > 0")?,
+                dvr_window_size: self
+                    .dvr_window_size
+                    .filter(|w| *w > 0)
+                    .ok_or("stream_started needs dvr_window_size > 0")?,
+                at_ms,
+            }),
+            LiveEventType::StreamEnded => Ok(LiveCommand::End { at_ms }),
+            LiveEventType::InitSegment => {
+                let key = self.object_key.clone().ok_or("init_segment needs object_key")?;
+                validate_live_object_key(&self.stream_id, &key)?;
+                Ok(LiveCommand::Init { object_key: key })
+            }
+            LiveEventType::Chunk => {
+                let seq = self.sequence_number.or(self.chunk_index).ok_or("chunk needs sequence_number")?;
+                let index = self.chunk_index.unwrap_or(seq);
+                if index != seq {
+                    return Err(format!("chunk_index {index} differs from sequence_number {seq}"));
+                }
+                let duration_ms = self.duration_ms.filter(|d| *d > 0).ok_or("chunk needs duration_ms > 0")?;
+                let object_key = match &self.object_key {
+                    Some(key) => key.clone(),
+                    None => live_chunk_key(&self.stream_id, seq, "ts"),
+                };
+                validate_live_object_key(&self.stream_id, &object_key)?;
+                for sum in [&self.checksum, &self.stored_sha256].into_iter().flatten() {
+                    validate_sha256_hex(sum)?;
+                }
+                Ok(LiveCommand::Chunk(Chunk {
+                    chunk_index: index,
+                    sequence_number: seq,
+                    duration_ms,
+                    size_bytes: self.size_bytes.unwrap_or(0),
+                    checksum: self.checksum.clone(),
+                    stored_sha256: self.stored_sha256.clone(),
+                    object_key,
+                    keyframe_aligned: self.keyframe_aligned.unwrap_or(true),
+                    audio_track_id: self.audio_track_id.clone(),
+                    video_track_id: self.video_track_id.clone(),
+                    ingested_at_us: at_us,
+                }))
+            }
+        }
+    }
+}
+
+/// Canonical object key of a live chunk: keyed by `(stream_id, sequence_number)`.
+pub fn live_chunk_key(stream_id: &str, seq: u64, ext: &str) -> String {
+    format!("{}/{stream_id}/chunks/{seq}.{ext}", bucket::LIVE_STREAMS)
+}
+
+/// Key of a stream's live media playlist.
+pub fn live_manifest_key(stream_id: &str) -> String {
+    format!("{}/{stream_id}/live.m3u8", bucket::MANIFESTS)
+}
+
+/// Ids become path components, so only a small alphabet is allowed.
+pub fn validate_stream_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !id.starts_with('-');
+    if ok { Ok(()) } else { Err(format!("invalid stream id {id:?}: use 1-64 characters of [A-Za-z0-9_-]")) }
+}
+
+/// A file name inside a stream's folder: one path component, no dot files, no traversal.
+pub fn validate_file_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid file name {name:?}: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'"))
+    }
+}
+
+/// An object key a live event may name: inside the stream's own `live-streams/{id}/` folder.
+pub fn validate_live_object_key(stream_id: &str, key: &str) -> Result<(), String> {
+    let prefix = format!("{}/{stream_id}/", bucket::LIVE_STREAMS);
+    let rest = key.strip_prefix(&prefix).ok_or_else(|| format!("object_key {key:?} must start with {prefix:?}"))?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts.len() > 2 {
+        return Err(format!("object_key {key:?} is nested too deep"));
+    }
+    parts.iter().try_for_each(|p| validate_file_name(p))
+}
+
+pub fn validate_sha256_hex(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("checksum {s:?} is not a hex SHA-256 (64 hex digits)"))
+    }
+}
+
+/// Lifecycle of a live stream; `vod` once ended, as in seed 003.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    Live,
+    Vod,
+}
+
+/// One document per live stream (`live_streams`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveStreamDoc {
+    pub stream_id: String,
+    pub title: String,
+    pub status: StreamStatus,
+    pub created_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub dvr_window_size: u64,
+    pub target_duration_s: u64,
+    pub manifest_path: String,
+    pub init_object_key: Option<String>,
+    /// Highest sequence number accepted, and the first one the playlist shows.
+    pub head_sequence: Option<u64>,
+    pub dvr_window_start: Option<u64>,
+    pub chunks_accepted: u64,
+    pub gaps_total: u64,
+    pub checksum_failures: u64,
+    pub late_chunks: u64,
+    pub duplicate_chunks: u64,
+    pub rejected_chunks: u64,
+    pub manifest_updated_at_ms: Option<u64>,
+}
+
+impl LiveStreamDoc {
+    pub fn new(stream_id: &str, title: &str, target_duration_s: u64, dvr_window_size: u64, at_ms: u64) -> Self {
+        LiveStreamDoc {
+            stream_id: stream_id.to_string(),
+            title: title.to_string(),
+            status: StreamStatus::Live,
+            created_at_ms: at_ms,
+            ended_at_ms: None,
+            dvr_window_size,
+            target_duration_s,
+            manifest_path: live_manifest_key(stream_id),
+            init_object_key: None,
+            head_sequence: None,
+            dvr_window_start: None,
+            chunks_accepted: 0,
+            gaps_total: 0,
+            checksum_failures: 0,
+            late_chunks: 0,
+            duplicate_chunks: 0,
+            rejected_chunks: 0,
+            manifest_updated_at_ms: None,
+        }
+    }
+}
+
+/// What became of a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkStatus {
+    /// In the stream's playlist (or was, before the window slid past it).
+    Live,
+    /// Arrived after the window had moved past its slot: stored, not in the playlist.
+    Late,
+    /// Its bytes do not hash to its checksum: stored, never in the playlist.
+    ChecksumFailed,
+    /// Longer than the stream's target duration allows.
+    TooLong,
+    /// Arrived after the stream ended.
+    AfterEnd,
+}
+
+/// One document per live chunk (`live_metadata`), keyed by `(stream_id, chunk_index)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveChunkDoc {
+    pub stream_id: String,
+    pub chunk_index: u64,
+    pub sequence_number: u64,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    pub checksum: Option<String>,
+    pub stored_sha256: Option<String>,
+    pub object_key: String,
+    pub keyframe_aligned: bool,
+    pub audio_track_id: Option<String>,
+    pub video_track_id: Option<String>,
+    pub status: ChunkStatus,
+    pub dvr_window_start: u64,
+    pub ingested_at_us: u64,
+    /// Start of the segment on the wall clock (`EXT-X-PROGRAM-DATE-TIME`).
+    pub program_date_time_ms: u64,
+    /// Ingest to playlist written; filled in by the sink when it writes.
+    pub processing_latency_ms: Option<f64>,
+    pub manifest_updated_at_ms: Option<u64>,
+}
+
+/// A log record that could not be processed, kept for an operator to inspect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterDoc {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub reason: String,
+    pub error: String,
+    /// The record's first bytes, lossily decoded.
+    pub payload_preview: String,
+    pub at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_chunk_event_parses_as_chunk() {
+        let json = r#"{"stream_id":"live-54390fa408","chunk_index":42,"sequence_number":42,
+            "size_bytes":1628000,"duration_ms":3000,"keyframe_aligned":true,
+            "audio_track_id":"audio-live-54390fa408","video_track_id":"video-live-54390fa408",
+            "checksum":"a3f8c2","stream_type":"live"}"#;
+        let event: LiveEvent = serde_json::from_str(json).unwrap();
+        assert_eq!(event.event_type, LiveEventType::Chunk);
+        // "a3f8c2" is not a SHA-256: the event is refused with a readable reason.
+        let err = event.validate().unwrap_err();
+        assert!(err.contains("not a hex SHA-256"), "{err}");
+    }
+
+    #[test]
+    fn ids_with_traversal_are_refused() {
+        for bad in ["", "a/b", "..", "../x", "a b", "-x", &"x".repeat(65)] {
+            assert!(validate_stream_id(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", ".hidden", "a/b", "..", "a\\b"] {
+            assert!(validate_file_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_stream_id("live-abc_1").is_ok());
+        assert!(validate_file_name("seg00001.ts").is_ok());
+        assert!(validate_live_object_key("s1", "live-streams/s1/chunks/3.ts").is_ok());
+        assert!(validate_live_object_key("s1", "live-streams/s2/chunks/3.ts").is_err());
+        assert!(validate_live_object_key("s1", "live-streams/s1/../s2/3.ts").is_err());
+    }
+
+    #[test]
+    fn checksum_compares_stored_with_claimed() {
+        let mut chunk = Chunk {
+            chunk_index: 0,
+            sequence_number: 0,
+            duration_ms: 2000,
+            size_bytes: 1,
+            checksum: Some("AB".repeat(32)),
+            stored_sha256: Some("ab".repeat(32)),
+            object_key: live_chunk_key("s", 0, "ts"),
+            keyframe_aligned: true,
+            audio_track_id: None,
+            video_track_id: None,
+            ingested_at_us: 0,
+        };
+        assert!(chunk.checksum_ok());
+        chunk.stored_sha256 = Some("cd".repeat(32));
+        assert!(!chunk.checksum_ok());
+        chunk.stored_sha256 = None;
+        assert!(!chunk.checksum_ok());
+    }
+}

@@ -1,0 +1,140 @@
+//! The default metadata store: a redb file under the data dir, documents stored as JSON, with
+//! the same collections and keys the MongoDB backend uses.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{MetaWrite, MetadataError, MetadataStore};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc};
+
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_streams");
+const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("live_metadata");
+const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
+
+fn backend(e: impl std::fmt::Display) -> MetadataError {
+    MetadataError::Backend(e.to_string())
+}
+
+fn json(doc: &impl Serialize) -> Result<Vec<u8>, MetadataError> {
+    Ok(serde_json::to_vec(doc)?)
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MetadataError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+#[derive(Clone)]
+pub struct EmbeddedMetadata {
+    db: Arc<Database>,
+}
+
+impl EmbeddedMetadata {
+    pub fn open(path: &Path) -> Result<EmbeddedMetadata, MetadataError> {
+        let db = Database::create(path).map_err(backend)?;
+        let txn = db.begin_write().map_err(backend)?;
+        txn.open_table(STREAMS).map_err(backend)?;
+        txn.open_table(CHUNKS).map_err(backend)?;
+        txn.open_table(DEAD_LETTERS).map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        Ok(EmbeddedMetadata { db: Arc::new(db) })
+    }
+
+    /// Runs blocking redb work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, MetadataError> + Send + 'static,
+    ) -> Result<T, MetadataError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(backend)?
+    }
+}
+
+#[async_trait]
+impl MetadataStore for EmbeddedMetadata {
+    async fn apply(&self, writes: Vec<MetaWrite>) -> Result<(), MetadataError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut streams = txn.open_table(STREAMS).map_err(backend)?;
+                let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
+                let mut dead = txn.open_table(DEAD_LETTERS).map_err(backend)?;
+                for write in &writes {
+                    match write {
+                        MetaWrite::Stream(doc) => {
+                            streams.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
+                        }
+                        MetaWrite::Chunk { doc, overwrite } => {
+                            let key = (doc.stream_id.as_str(), doc.chunk_index);
+                            if *overwrite || chunks.get(key).map_err(backend)?.is_none() {
+                                chunks.insert(key, json(doc)?.as_slice()).map_err(backend)?;
+                            }
+                        }
+                        MetaWrite::DeadLetter(doc) => {
+                            let key = (doc.topic.as_str(), doc.partition, doc.offset);
+                            dead.insert(key, json(doc)?.as_slice()).map_err(backend)?;
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {
+        let id = stream_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(STREAMS).map_err(backend)?;
+            table.get(id.as_str()).map_err(backend)?.map(|v| parse(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(STREAMS).map_err(backend)?;
+            table.iter().map_err(backend)?.map(|entry| parse(entry.map_err(backend)?.1.value())).collect()
+        })
+        .await
+    }
+
+    async fn get_chunk(&self, stream_id: &str, chunk_index: u64) -> Result<Option<LiveChunkDoc>, MetadataError> {
+        let id = stream_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(CHUNKS).map_err(backend)?;
+            table.get((id.as_str(), chunk_index)).map_err(backend)?.map(|v| parse(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError> {
+        let id = stream_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(CHUNKS).map_err(backend)?;
+            let range = table.range((id.as_str(), from)..=(id.as_str(), u64::MAX)).map_err(backend)?;
+            range.take(limit).map(|entry| parse(entry.map_err(backend)?.1.value())).collect()
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(DEAD_LETTERS).map_err(backend)?;
+            table.iter().map_err(backend)?.take(limit).map(|entry| parse(entry.map_err(backend)?.1.value())).collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,41 @@
+//! Where documents live: stream and chunk metadata and dead letters, behind one trait so the
+//! embedded database and (later) MongoDB are interchangeable.
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc};
+
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error("metadata store: {0}")]
+    Backend(String),
+    #[error("metadata document is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// One write of a batch; a batch is applied in one transaction.
+#[derive(Clone, Debug)]
+pub enum MetaWrite {
+    Stream(LiveStreamDoc),
+    /// Upsert keyed by `(stream_id, chunk_index)`; with `overwrite: false`, only if absent.
+    Chunk {
+        doc: LiveChunkDoc,
+        overwrite: bool,
+    },
+    /// Keyed by `(topic, partition, offset)`, so a replay writes it once.
+    DeadLetter(DeadLetterDoc),
+}
+
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    async fn apply(&self, writes: Vec<MetaWrite>) -> Result<(), MetadataError>;
+    async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError>;
+    async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError>;
+    async fn get_chunk(&self, stream_id: &str, chunk_index: u64) -> Result<Option<LiveChunkDoc>, MetadataError>;
+    /// Chunks of a stream with `chunk_index >= from`, in order, at most `limit`.
+    async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError>;
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError>;
+}

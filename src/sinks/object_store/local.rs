@@ -1,0 +1,156 @@
+//! The default object store: a directory tree under the data dir, one folder per bucket.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{ByteStream, ObjectStore, StoreError, StoredObject};
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: &Path) -> std::io::Result<LocalStore> {
+        std::fs::create_dir_all(root)?;
+        Ok(LocalStore { root: root.to_path_buf() })
+    }
+
+    /// Maps a key onto a path below the root; every component is checked, so no key escapes.
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let mut path = self.root.clone();
+        for part in key.split('/') {
+            crate::model::validate_file_name(part).map_err(|_| StoreError::InvalidKey(key.to_string()))?;
+            path.push(part);
+        }
+        Ok(path)
+    }
+
+    fn temp_path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(format!(".tmp-{:016x}", rand::random::<u64>()));
+        path.with_file_name(name)
+    }
+}
+
+fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { key: key.to_string(), source }
+}
+
+async fn create_parent(path: &Path, key: &str) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(parent) => tokio::fs::create_dir_all(parent).await.map_err(io(key)),
+        None => Ok(()),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        create_parent(&path, key).await?;
+        let tmp = Self::temp_path(&path);
+        tokio::fs::write(&tmp, &bytes).await.map_err(io(key))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io(key))
+    }
+
+    async fn put_stream(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError> {
+        let path = self.path(key)?;
+        create_parent(&path, key).await?;
+        let tmp = Self::temp_path(&path);
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io(key))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let result = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > max_bytes {
+                    return Err(StoreError::TooLarge(max_bytes));
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(io(key))?;
+            }
+            if size == 0 {
+                return Err(StoreError::Empty);
+            }
+            file.sync_data().await.map_err(io(key))
+        }
+        .await;
+        drop(file);
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, &path).await.map_err(io(key))?;
+        Ok(StoredObject { size, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError> {
+        let path = self.path(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(key)(e)),
+        };
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buffer).await.map_err(io(key))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buffer[..n]);
+        }
+        Ok(Some(StoredObject { size, sha256: hex::encode(hasher.finalize()) }))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (from_path, to_path) = (self.path(from)?, self.path(to)?);
+        create_parent(&to_path, to).await?;
+        tokio::fs::rename(&from_path, &to_path).await.map_err(io(from))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        tokio::fs::try_exists(self.path(key)?).await.map_err(io(key))
+    }
+
+    fn local_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        self.path(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()).boxed()
+    }
+
+    #[tokio::test]
+    async fn streams_hashes_and_refuses_bad_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        let stored = store.put_stream("b/s/x.ts", body(&[b"hello ", b"world"]), 100).await.unwrap();
+        assert_eq!(stored.size, 11);
+        // sha256("hello world")
+        assert_eq!(stored.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(store.stat_sha256("b/s/x.ts").await.unwrap(), Some(stored));
+
+        assert!(matches!(store.put_stream("b/s/y.ts", body(&[b"0123456789"]), 5).await, Err(StoreError::TooLarge(5))));
+        assert!(matches!(store.put_stream("b/s/z.ts", body(&[]), 5).await, Err(StoreError::Empty)));
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("b/s")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("x.ts")], "failed uploads leave nothing behind");
+
+        for bad in ["../x", "b/../../x", "b//x", "b/.x", "/abs"] {
+            assert!(matches!(store.local_path(bad), Err(StoreError::InvalidKey(_))), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Where segment and playlist bytes live: a small trait, so the dataflow and the API work the
+//! same on a local directory or (later) S3.
+
+pub mod local;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    #[error("object is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("object is empty")]
+    Empty,
+    #[error("reading the upload failed: {0}")]
+    Body(String),
+    #[error("object store I/O on {key}: {source}")]
+    Io { key: String, source: std::io::Error },
+}
+
+/// Size and SHA-256 (hex) of stored bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    pub size: u64,
+    pub sha256: String,
+}
+
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Writes `bytes` at `key`, replacing it atomically.
+    async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+    /// Streams `body` to `key`, hashing it on the way; refuses more than `max_bytes` or none,
+    /// leaving nothing behind. The object appears atomically and durably.
+    async fn put_stream(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError>;
+    /// Size and SHA-256 of an object, `None` if absent.
+    async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError>;
+    async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    /// A file path to serve the object from, for stores that have one.
+    fn local_path(&self, key: &str) -> Result<PathBuf, StoreError>;
+}

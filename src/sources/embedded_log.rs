@@ -1,0 +1,435 @@
+//! The embedded event log: Kafka-like topics of durable append-only partition files under
+//! the data dir, so `segflow run` needs no broker.
+//!
+//! A record is `[len: u32 LE][crc32: u32 LE][payload]`; its offset is its byte position.
+//! Appends are group-committed by one writer thread (one `fsync` per partition per batch)
+//! and acknowledged only after that `fsync`. Committed offsets live in
+//! `{partition}.offset` files, replaced atomically.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::model::Topic;
+
+/// Largest record the log accepts; events are ~500 bytes of JSON.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+const HEADER: usize = 8;
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("event log I/O at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("record of {0} bytes is over the {MAX_RECORD_BYTES} byte limit")]
+    TooLarge(usize),
+    #[error("event log writer has stopped")]
+    Closed,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io { path: path.to_path_buf(), source }
+}
+
+/// Where a record was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+type Waker = Box<dyn Fn() + Send + Sync>;
+
+struct AppendRequest {
+    topic: Topic,
+    partition: u32,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<Appended, LogError>>,
+}
+
+/// Handle to the log; cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    requests: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl EventLog {
+    /// Opens (creating if needed) every topic's partition files under `dir`, cutting off a
+    /// record torn by a crash mid-write.
+    pub fn open(dir: &Path) -> Result<EventLog, LogError> {
+        let mut files = BTreeMap::new();
+        for topic in Topic::ALL {
+            let topic_dir = dir.join(topic.name());
+            fs::create_dir_all(&topic_dir).map_err(io_err(&topic_dir))?;
+            for p in 0..topic.partitions() {
+                let path = partition_path(dir, topic, p);
+                let mut file =
+                    OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io_err(&path))?;
+                let committed = read_offset(&offset_path(dir, topic, p))?;
+                let valid_end = scan_valid_end(&mut file, committed).map_err(io_err(&path))?;
+                if valid_end < file.metadata().map_err(io_err(&path))?.len() {
+                    tracing::warn!(topic = topic.name(), partition = p, valid_end, "cutting off a torn record");
+                    file.set_len(valid_end).map_err(io_err(&path))?;
+                }
+                files.insert((topic, p), (path, file, valid_end));
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>> = Arc::default();
+        let writer_wakers = wakers.clone();
+        let writer = std::thread::Builder::new()
+            .name("segflow-log-writer".into())
+            .spawn(move || write_loop(rx, files, writer_wakers))
+            .map_err(io_err(dir))?;
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                requests: Mutex::new(Some(tx)),
+                wakers,
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    pub fn partition_for(topic: Topic, key: &str) -> u32 {
+        (crate::model::stream_hash(key) % topic.partitions() as u64) as u32
+    }
+
+    /// Appends a record keyed by `key`; resolves once it is on disk.
+    pub async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<Appended, LogError> {
+        self.append_to(topic, Self::partition_for(topic, key), payload).await
+    }
+
+    /// Appends a record to a given partition; resolves once it is on disk.
+    pub async fn append_to(&self, topic: Topic, partition: u32, payload: Vec<u8>) -> Result<Appended, LogError> {
+        if payload.len() > MAX_RECORD_BYTES {
+            return Err(LogError::TooLarge(payload.len()));
+        }
+        let (reply, done) = oneshot::channel();
+        {
+            let guard = self.inner.requests.lock().expect("log sender lock");
+            let sender = guard.as_ref().ok_or(LogError::Closed)?;
+            sender.send(AppendRequest { topic, partition, payload, reply }).map_err(|_| LogError::Closed)?;
+        }
+        done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Calls `waker` after every batch of appends to `topic`.
+    pub fn on_append(&self, topic: Topic, waker: impl Fn() + Send + Sync + 'static) {
+        self.inner.wakers.lock().expect("wakers lock").entry(topic).or_default().push(Box::new(waker));
+    }
+
+    /// A reader positioned at the partition's committed offset.
+    pub fn reader(&self, topic: Topic, partition: u32) -> Result<PartitionReader, LogError> {
+        let path = partition_path(&self.inner.dir, topic, partition);
+        let mut file = File::open(&path).map_err(io_err(&path))?;
+        let position = self.committed(topic, partition)?;
+        file.seek(SeekFrom::Start(position)).map_err(io_err(&path))?;
+        Ok(PartitionReader { topic, partition, file, path, position, buffer: Vec::new(), stuck: false })
+    }
+
+    pub fn committed(&self, topic: Topic, partition: u32) -> Result<u64, LogError> {
+        read_offset(&offset_path(&self.inner.dir, topic, partition))
+    }
+
+    /// Records that everything before `offset` has been durably processed.
+    pub fn commit(&self, topic: Topic, partition: u32, offset: u64) -> Result<(), LogError> {
+        let path = offset_path(&self.inner.dir, topic, partition);
+        let tmp = path.with_extension("offset.tmp");
+        fs::write(&tmp, offset.to_string()).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Stops the writer after it has answered every request already sent.
+    pub fn close(&self) {
+        self.inner.requests.lock().expect("log sender lock").take();
+        if let Some(handle) = self.inner.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn partition_path(dir: &Path, topic: Topic, partition: u32) -> PathBuf {
+    dir.join(topic.name()).join(format!("{partition}.log"))
+}
+
+fn offset_path(dir: &Path, topic: Topic, partition: u32) -> PathBuf {
+    dir.join(topic.name()).join(format!("{partition}.offset"))
+}
+
+fn read_offset(path: &Path) -> Result<u64, LogError> {
+    match fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map_err(|e| LogError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, format!("bad offset file: {e}")),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(LogError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// The end of the last whole record at or after `from`.
+fn scan_valid_end(file: &mut File, from: u64) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let from = from.min(len);
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let mut pos = 0;
+    while let Some(Parsed::Record { next, .. }) = parse_record(&bytes[pos..]) {
+        pos += next;
+    }
+    Ok(from + pos as u64)
+}
+
+fn encode(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+enum Parsed<'a> {
+    Record { payload: &'a [u8], next: usize },
+    Corrupt { next: Option<usize> },
+}
+
+/// Parses the record at the start of `bytes`; `None` if it is not all there yet.
+fn parse_record(bytes: &[u8]) -> Option<Parsed<'_>> {
+    let header = bytes.get(..HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len > MAX_RECORD_BYTES {
+        return Some(Parsed::Corrupt { next: None });
+    }
+    let payload = bytes.get(HEADER..HEADER + len)?;
+    if crc32fast::hash(payload) != crc {
+        return Some(Parsed::Corrupt { next: Some(HEADER + len) });
+    }
+    Some(Parsed::Record { payload, next: HEADER + len })
+}
+
+fn write_loop(
+    requests: mpsc::Receiver<AppendRequest>,
+    mut files: BTreeMap<(Topic, u32), (PathBuf, File, u64)>,
+    wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
+) {
+    let mut encoded: BTreeMap<(Topic, u32), Vec<u8>> = BTreeMap::new();
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        // Encode per partition, remembering each record's offset.
+        let mut offsets = Vec::with_capacity(batch.len());
+        for request in &batch {
+            let key = (request.topic, request.partition);
+            let Some((_, _, end)) = files.get(&key) else {
+                offsets.push(None);
+                continue;
+            };
+            let buffer = encoded.entry(key).or_default();
+            offsets.push(Some(end + buffer.len() as u64));
+            encode(&request.payload, buffer);
+        }
+        let mut failed: BTreeMap<(Topic, u32), String> = BTreeMap::new();
+        for (key, buffer) in encoded.iter_mut().filter(|(_, b)| !b.is_empty()) {
+            let (path, file, end) = files.get_mut(key).expect("encoded only for known partitions");
+            match file.write_all(buffer).and_then(|_| file.sync_data()) {
+                Ok(()) => *end += buffer.len() as u64,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "event log append failed");
+                    // Drop whatever part was written so offsets stay consistent.
+                    let _ = file.set_len(*end);
+                    failed.insert(*key, e.to_string());
+                }
+            }
+            buffer.clear();
+        }
+        let mut topics = BTreeSet::new();
+        for (request, offset) in batch.into_iter().zip(offsets) {
+            let key = (request.topic, request.partition);
+            let result = match (offset, failed.get(&key)) {
+                (None, _) => Err(LogError::Io {
+                    path: PathBuf::from(request.topic.name()),
+                    source: io::Error::new(io::ErrorKind::NotFound, format!("no partition {}", request.partition)),
+                }),
+                (Some(_), Some(error)) => {
+                    Err(LogError::Io { path: files[&key].0.clone(), source: io::Error::other(error.clone()) })
+                }
+                (Some(offset), None) => {
+                    topics.insert(request.topic);
+                    Ok(Appended { partition: request.partition, offset })
+                }
+            };
+            let _ = request.reply.send(result);
+        }
+        let wakers = wakers.lock().expect("wakers lock");
+        for topic in topics {
+            for wake in wakers.get(&topic).into_iter().flatten() {
+                wake();
+            }
+        }
+    }
+}
+
+/// One record read back from a partition.
+#[derive(Debug, PartialEq)]
+pub struct LogRecord {
+    pub partition: u32,
+    pub offset: u64,
+    /// Offset of the record after this one: what to commit once this one is durable.
+    pub next_offset: u64,
+    /// The payload, or why the record could not be read.
+    pub payload: Result<Vec<u8>, String>,
+}
+
+/// Reads one partition forward from a position; never blocks on missing data.
+pub struct PartitionReader {
+    pub topic: Topic,
+    pub partition: u32,
+    file: File,
+    path: PathBuf,
+    /// Offset of the first byte of `buffer`.
+    position: u64,
+    buffer: Vec<u8>,
+    /// Set on a record whose length cannot be trusted: reading stops there.
+    stuck: bool,
+}
+
+impl PartitionReader {
+    /// Appends up to `max` whole records to `out`; returns how many.
+    pub fn poll(&mut self, max: usize, out: &mut Vec<LogRecord>) -> io::Result<usize> {
+        if self.stuck {
+            return Ok(0);
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let n = self.file.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+            if self.buffer.len() >= 4 * 1024 * 1024 {
+                break;
+            }
+        }
+        let mut consumed = 0;
+        let mut count = 0;
+        while count < max {
+            let offset = self.position + consumed as u64;
+            match parse_record(&self.buffer[consumed..]) {
+                None => break,
+                Some(Parsed::Record { payload, next }) => {
+                    consumed += next;
+                    out.push(LogRecord {
+                        partition: self.partition,
+                        offset,
+                        next_offset: offset + next as u64,
+                        payload: Ok(payload.to_vec()),
+                    });
+                }
+                Some(Parsed::Corrupt { next: Some(next) }) => {
+                    consumed += next;
+                    out.push(LogRecord {
+                        partition: self.partition,
+                        offset,
+                        next_offset: offset + next as u64,
+                        payload: Err("record checksum mismatch".into()),
+                    });
+                }
+                Some(Parsed::Corrupt { next: None }) => {
+                    tracing::error!(path = %self.path.display(), offset, "unreadable record length: partition stops here");
+                    self.stuck = true;
+                    out.push(LogRecord {
+                        partition: self.partition,
+                        offset,
+                        next_offset: offset,
+                        payload: Err("unreadable record length".into()),
+                    });
+                    count += 1;
+                    break;
+                }
+            }
+            count += 1;
+        }
+        self.buffer.drain(..consumed);
+        self.position += consumed as u64;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(reader: &mut PartitionReader) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        while reader.poll(1000, &mut out).unwrap() > 0 {}
+        out
+    }
+
+    #[tokio::test]
+    async fn appends_read_back_commit_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let p = EventLog::partition_for(Topic::LiveChunks, "s1");
+        let a = log.append(Topic::LiveChunks, "s1", b"one".to_vec()).await.unwrap();
+        let b = log.append(Topic::LiveChunks, "s1", b"two".to_vec()).await.unwrap();
+        assert_eq!((a.partition, a.offset), (p, 0));
+        assert_eq!(b.offset, 11);
+        let records = drain(&mut log.reader(Topic::LiveChunks, p).unwrap());
+        assert_eq!(records.iter().map(|r| r.payload.clone().unwrap()).collect::<Vec<_>>(), [b"one", b"two"]);
+        log.commit(Topic::LiveChunks, p, records[0].next_offset).unwrap();
+        log.close();
+
+        // A torn tail (crash mid-write) is cut off on reopen; the commit is kept.
+        let path = partition_path(dir.path(), Topic::LiveChunks, p);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let records = drain(&mut log.reader(Topic::LiveChunks, p).unwrap());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].payload.as_deref().unwrap(), b"two");
+        let c = log.append(Topic::LiveChunks, "s1", b"three".to_vec()).await.unwrap();
+        assert_eq!(c.offset, 22);
+    }
+
+    #[tokio::test]
+    async fn corrupt_record_is_reported_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        log.append_to(Topic::VodChunks, 1, b"good".to_vec()).await.unwrap();
+        log.append_to(Topic::VodChunks, 1, b"flip".to_vec()).await.unwrap();
+        log.append_to(Topic::VodChunks, 1, b"after".to_vec()).await.unwrap();
+        let path = partition_path(dir.path(), Topic::VodChunks, 1);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[12 + HEADER] ^= 0xff; // a payload byte of the second record
+        fs::write(&path, bytes).unwrap();
+        let records = drain(&mut log.reader(Topic::VodChunks, 1).unwrap());
+        assert_eq!(records.len(), 3);
+        assert!(records[1].payload.is_err());
+        assert_eq!(records[2].payload.as_deref().unwrap(), b"after");
+    }
+
+    #[tokio::test]
+    async fn oversized_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path()).unwrap();
+        let err = log.append(Topic::LiveChunks, "k", vec![0; MAX_RECORD_BYTES + 1]).await.unwrap_err();
+        assert!(matches!(err, LogError::TooLarge(_)));
+    }
+}

@@ -54,9 +54,39 @@ pub async fn put_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    tokio::spawn(store_file(state, stream_id, file, headers, body))
-        .await
-        .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
+    let in_flight = InFlight::new(state.pushed.clone(), &stream_id);
+    let work = store_file(state, stream_id, file, headers, body);
+    tokio::spawn(async move {
+        let _in_flight = in_flight; // held by the task, which outlives a dropped connection
+        work.await
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
+}
+
+/// Counts a stream's ingest requests while they run, so ending a stream can wait for them.
+struct InFlight {
+    pushed: std::sync::Arc<PushedSegments>,
+    stream_id: String,
+}
+
+impl InFlight {
+    fn new(pushed: std::sync::Arc<PushedSegments>, stream_id: &str) -> Self {
+        *pushed.in_flight.lock().expect("in-flight lock").entry(stream_id.to_string()).or_default() += 1;
+        InFlight { pushed, stream_id: stream_id.to_string() }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = self.pushed.in_flight.lock().expect("in-flight lock");
+        if let Some(count) = in_flight.get_mut(&self.stream_id) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.stream_id);
+            }
+        }
+    }
 }
 
 async fn store_file(
@@ -228,6 +258,8 @@ pub struct PushedSegments {
     /// `None` while the upload is still being written.
     segments: std::sync::Mutex<HashMap<String, Option<StoredObject>>>,
     playlists: tokio::sync::Mutex<()>,
+    /// Ingest requests running per stream.
+    in_flight: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 impl PushedSegments {
@@ -241,6 +273,17 @@ impl PushedSegments {
             Some(stored) => segments.insert(key.to_string(), Some(stored)),
             None => segments.remove(key),
         };
+    }
+
+    /// Waits (up to a bound) until no ingest request of the stream is running: FFmpeg does not
+    /// wait for answers, so its last playlist may still be in flight when the stream is ended.
+    pub async fn drain_stream(&self, stream_id: &str) {
+        let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
+        while self.in_flight.lock().expect("in-flight lock").contains_key(stream_id)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// The stored segment at `key`, waiting for an upload still in progress: FFmpeg PUTs the

@@ -111,6 +111,7 @@ pub async fn start(
 pub async fn end(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let request: EndStream = parse_json(&body, None)?;
     find_live_stream(&state, &request.stream_id).await?;
+    state.pushed.drain_stream(&request.stream_id).await;
     let event = LiveEvent {
         event_type: LiveEventType::StreamEnded,
         stream_id: request.stream_id.clone(),

@@ -2,7 +2,7 @@
 //! health and metrics, on one axum router.
 
 mod error;
-mod ingest;
+pub mod ingest;
 mod live;
 pub mod signed;
 

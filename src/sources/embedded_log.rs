@@ -287,7 +287,7 @@ fn write_loop(
 }
 
 /// One record read back from a partition.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogRecord {
     pub partition: u32,
     pub offset: u64,

@@ -1,0 +1,119 @@
+//! Shared by the end-to-end tests: an engine on port 0, real FFmpeg media, small helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use segflow::config::Config;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+pub struct TestEngine {
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), segflow::engine::EngineError>>>,
+}
+
+impl TestEngine {
+    pub async fn start(data_dir: &Path, workers: usize) -> TestEngine {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = Config { data_dir: data_dir.to_path_buf(), workers, ..Config::default() };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(segflow::engine::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        TestEngine {
+            base,
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the engine the way SIGTERM does, and waits for the drain.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().expect("engine drained cleanly");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self.client.post(self.url(path)).body(body.to_string()).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn start_stream(&self, target_duration: u64) -> String {
+        let (status, body) =
+            self.post_json("/streams/start", &format!(r#"{{"target_duration":{target_duration}}}"#)).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["status"], "live");
+        body["stream_id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// One HLS segment FFmpeg produced.
+pub struct Segment {
+    pub bytes: Vec<u8>,
+    pub duration_ms: u64,
+}
+
+/// Encodes `seconds` of test pattern and tone into 2-second H.264/AAC MPEG-TS segments.
+pub fn ffmpeg_segments(dir: &Path, seconds: u32) -> Vec<Segment> {
+    let playlist = dir.join("source.m3u8");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+        .args(["-c:a", "aac", "-f", "hls", "-hls_time", "2", "-hls_list_size", "0"])
+        .arg(&playlist)
+        .status()
+        .expect("ffmpeg runs (scripts/install-deps.sh installs it)");
+    assert!(status.success());
+    let text = std::fs::read(&playlist).unwrap();
+    let parsed = m3u8_rs::parse_media_playlist_res(&text).unwrap();
+    parsed
+        .segments
+        .iter()
+        .map(|s| Segment {
+            bytes: std::fs::read(dir.join(&s.uri)).unwrap(),
+            duration_ms: (s.duration as f64 * 1000.0).round() as u64,
+        })
+        .collect()
+}
+
+/// Decodes every video frame FFmpeg can reach from `url`; returns (exit ok, frames, stderr).
+pub fn ffmpeg_decode(url: &str) -> (bool, usize, String) {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i", url, "-map", "0:v", "-f", "framecrc", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let frames = String::from_utf8_lossy(&output.stdout).lines().filter(|l| !l.starts_with('#')).count();
+    (output.status.success(), frames, String::from_utf8_lossy(&output.stderr).into_owned())
+}

@@ -1,0 +1,145 @@
+//! End to end through the public API with real FFmpeg segments: a gap, a late fill, a
+//! corrupted segment, signed playback decoded by `ffmpeg`, `ENDLIST` after the end.
+
+mod common;
+
+use common::{TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
+use segflow::api::signed::UrlSigner;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg() {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let segments = ffmpeg_segments(media.path(), 16);
+    assert_eq!(segments.len(), 8, "16 s in 2 s segments");
+    let engine = TestEngine::start(data.path(), 2).await;
+    let id = engine.start_stream(2).await;
+
+    let put = |seq: usize, corrupt: bool| {
+        let segment = &segments[seq];
+        let mut bytes = segment.bytes.clone();
+        if corrupt {
+            bytes[1000] ^= 0xff;
+        }
+        engine
+            .client
+            .put(engine.url(&format!("/ingest/{id}/seg{seq}.ts")))
+            .header("X-Sequence-Number", seq.to_string())
+            .header("X-Duration-Ms", segment.duration_ms.to_string())
+            .header("X-Checksum-Sha256", sha256_hex(&segment.bytes))
+            .body(bytes)
+            .send()
+    };
+    // 0 1 3 (gap at 2) 2 (late, fills it) 4 (corrupted) 5 7 (gap at 6)
+    for (seq, corrupt) in [(0, false), (1, false), (3, false), (2, false), (4, true), (5, false), (7, false)] {
+        let response = put(seq, corrupt).await.unwrap();
+        assert_eq!(response.status(), 201, "segment {seq}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["checksum_matches"], !corrupt, "segment {seq}: {body}");
+    }
+    // Re-sending an accepted segment is refused and changes nothing.
+    let (status, _) = wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 6).await;
+    assert_eq!(status, 200);
+    assert_eq!(put(1, false).await.unwrap().status(), 409);
+
+    let (_, doc) = engine.get_json(&format!("/streams/{id}/metadata")).await;
+    assert_eq!(doc["gaps_total"], 3, "{doc}"); // 2, 4 (after the corrupt copy) and 6
+    assert_eq!(doc["checksum_failures"], 1, "{doc}");
+    assert_eq!(engine.metric("live_chunk_gaps_total").await, 3.0);
+    assert_eq!(engine.metric("chunk_checksum_failures_total").await, 1.0);
+    assert_eq!(engine.metric("segflow_live_gaps_filled_total").await, 1.0);
+    assert!(engine.metric("chunk_processing_latency_seconds_count").await >= 6.0);
+    let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
+    let statuses: Vec<(u64, String)> = chunks["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["chunk_index"].as_u64().unwrap(), c["status"].as_str().unwrap().to_string()))
+        .collect();
+    let live = |i| (i, "live".to_string());
+    assert_eq!(statuses, vec![live(0), live(1), live(2), live(3), (4, "checksum_failed".into()), live(5), live(7)]);
+    assert!(chunks["chunks"][0]["processing_latency_ms"].as_f64().unwrap() > 0.0);
+
+    // The signed live URL, its segments, Range, and refusals.
+    let (_, live_url) = engine.get_json(&format!("/streams/{id}/live")).await;
+    let manifest_url = live_url["manifest_url"].as_str().unwrap().to_string();
+    let playlist = engine.client.get(&manifest_url).send().await.unwrap();
+    assert_eq!(playlist.headers()["content-type"], "application/vnd.apple.mpegurl");
+    let text = playlist.text().await.unwrap();
+    assert!(!text.contains("PLAYLIST-TYPE"), "a sliding window is not an EVENT playlist:\n{text}");
+    assert_eq!(text.matches("#EXT-X-GAP").count(), 2, "{text}");
+    assert_eq!(text.matches("#EXT-X-PROGRAM-DATE-TIME").count(), 6, "{text}");
+    assert!(!text.contains("ENDLIST"));
+    let segment_url = manifest_url.replace("live.m3u8", "chunks/3.ts");
+    let segment = engine.client.get(&segment_url).send().await.unwrap();
+    assert_eq!(segment.status(), 200);
+    assert_eq!(segment.headers()["content-type"], "video/mp2t");
+    assert_eq!(sha256_hex(&segment.bytes().await.unwrap()), sha256_hex(&segments[3].bytes));
+    let range = engine.client.get(&segment_url).header("Range", "bytes=188-375").send().await.unwrap();
+    assert_eq!(range.status(), 206);
+    assert_eq!(range.bytes().await.unwrap().as_ref(), &segments[3].bytes[188..376]);
+    let altered = manifest_url.replacen("/play/", "/play/1", 1);
+    assert_eq!(engine.client.get(&altered).send().await.unwrap().status(), 403);
+    let signer = UrlSigner::load_or_create(data.path(), 60).unwrap();
+    let past = segflow::model::now_ms() / 1000 - 10;
+    let expired = format!("{}/play/{past}/{}/{id}/live.m3u8", engine.base, signer.sign(&id, past));
+    assert_eq!(engine.client.get(&expired).send().await.unwrap().status(), 403);
+    let unsigned = format!("{}/play/{past}/{}/{id}/../../signing.key", engine.base, signer.sign(&id, past));
+    assert_ne!(engine.client.get(&unsigned).send().await.unwrap().status(), 200);
+
+    // End: ENDLIST and status vod; chunks for the ended stream are refused.
+    let (status, ended) = engine.post_json("/streams/end", &format!(r#"{{"stream_id":"{id}"}}"#)).await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["status"], "vod");
+    let text = engine.client.get(&manifest_url).send().await.unwrap().text().await.unwrap();
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    assert_eq!(put(6, false).await.unwrap().status(), 409);
+
+    // A real player reads the signed URL alone and decodes every segment in the playlist:
+    // 6 accepted segments of 2 s at 25 fps.
+    let (_ok, frames, stderr) = ffmpeg_decode(&manifest_url);
+    assert_eq!(frames, 6 * 50, "decoded frames; ffmpeg said:\n{stderr}");
+
+    engine.shutdown().await;
+}
+
+/// Polls the stream document until `done` holds (the dataflow is asynchronous to the PUTs).
+async fn wait_for(
+    engine: &TestEngine,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    for _ in 0..200 {
+        let (status, doc) = engine.get_json(&format!("/streams/{id}/metadata")).await;
+        if done(&doc) {
+            return (status, doc);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("stream {id} never reached the expected state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_pushing_with_method_put_is_ingested_and_plays_back() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 1).await;
+    let id = engine.start_stream(2).await;
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440"])
+        .args(["-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50"])
+        .args(["-sc_threshold", "0", "-c:a", "aac", "-f", "hls", "-hls_time", "2", "-hls_list_size", "4"])
+        .args(["-method", "PUT"])
+        .arg(engine.url(&format!("/ingest/{id}/live.m3u8")))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (status, ended) = engine.post_json("/streams/end", &format!(r#"{{"stream_id":"{id}"}}"#)).await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["chunks_accepted"], 3, "{ended}");
+    assert_eq!(ended["gaps_total"], 0);
+    let (ok, frames, stderr) = ffmpeg_decode(ended["manifest_url"].as_str().unwrap());
+    assert!(ok, "{stderr}");
+    assert_eq!(frames, 150, "{stderr}");
+    engine.shutdown().await;
+}

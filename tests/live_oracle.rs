@@ -1,0 +1,281 @@
+//! Oracle test: random chunk sequences (gaps, duplicates, reordering, bad checksums, chunks
+//! after the end) go through the live dataflow with 1 and 3 workers; every playlist it emits
+//! must equal a plain recomputation from the same events.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use segflow::dataflow::SinkOp;
+use segflow::dataflow::operators::decode_events::DecodeEvents;
+use segflow::dataflow::operators::live_window::LiveWindowOp;
+use segflow::metrics::Metrics;
+use segflow::model::{LiveEvent, LiveEventType, Topic};
+use segflow::sources::embedded_log::LogRecord;
+use timely::dataflow::operators::{Input, Inspect, Probe};
+
+const STREAMS: usize = 7;
+const EVENTS_PER_STREAM: usize = 60;
+
+fn sha(n: u64) -> String {
+    format!("{n:064x}")
+}
+
+/// A random live session per stream: start, chunks with gaps, duplicates, reordering and bad
+/// checksums, maybe an end followed by stragglers.
+fn random_events(rng: &mut StdRng) -> Vec<LiveEvent> {
+    let mut per_stream = Vec::new();
+    for s in 0..STREAMS {
+        let stream_id = format!("live-oracle{s}");
+        let target = rng.random_range(2..=4u64);
+        let mut events = vec![LiveEvent {
+            event_type: LiveEventType::StreamStarted,
+            stream_id: stream_id.clone(),
+            target_duration_s: Some(target),
+            dvr_window_size: Some(rng.random_range(1..=6u64)),
+            ..Default::default()
+        }];
+        let mut next = rng.random_range(0..5u64);
+        let mut pending: Vec<u64> = Vec::new();
+        for i in 0..EVENTS_PER_STREAM {
+            let seq = match rng.random_range(0..10) {
+                0 if !pending.is_empty() => pending.swap_remove(rng.random_range(0..pending.len())), // late
+                1 => next.saturating_sub(rng.random_range(1..4)),                                    // duplicate-ish
+                2 => {
+                    pending.push(next); // hold back: arrives later, or never (a gap)
+                    next += 1;
+                    continue;
+                }
+                _ => {
+                    next += 1;
+                    next - 1
+                }
+            };
+            if i == EVENTS_PER_STREAM - 5 && rng.random_bool(0.5) {
+                events.push(LiveEvent {
+                    event_type: LiveEventType::StreamEnded,
+                    stream_id: stream_id.clone(),
+                    ..Default::default()
+                });
+            }
+            let stored = sha(seq);
+            let claimed = if rng.random_bool(0.1) { sha(seq + 1_000_000) } else { stored.clone() };
+            let max_ms = target * 1000 + 499;
+            let duration_ms = if rng.random_bool(0.05) { max_ms + 1 } else { rng.random_range(500..=max_ms) };
+            events.push(LiveEvent {
+                stream_id: stream_id.clone(),
+                sequence_number: Some(seq),
+                chunk_index: Some(seq),
+                duration_ms: Some(duration_ms),
+                checksum: Some(claimed),
+                stored_sha256: Some(stored),
+                ingested_at_us: Some(1_700_000_000_000_000 + seq * 2_000_000 + rng.random_range(0..1000u64)),
+                ..Default::default()
+            });
+        }
+        per_stream.push(events);
+    }
+    // Interleave the streams at random, keeping each stream's own order.
+    let mut all = Vec::new();
+    let mut cursors = vec![0; STREAMS];
+    while let Some(s) = {
+        let open: Vec<usize> = (0..STREAMS).filter(|s| cursors[*s] < per_stream[*s].len()).collect();
+        (!open.is_empty()).then(|| open[rng.random_range(0..open.len())])
+    } {
+        all.push(per_stream[s][cursors[s]].clone());
+        cursors[s] += 1;
+    }
+    all
+}
+
+/// The plain recomputation: a stream's playlist after its first `k` non-start events.
+struct Naive {
+    target_s: u64,
+    window: u64,
+    accepted: Vec<(u64, u64, u64)>, // (seq, duration_ms, pdt_ms)
+    start: Option<u64>,
+    head: Option<u64>,
+    ended: bool,
+    gaps: u64,
+}
+
+impl Naive {
+    fn apply(&mut self, e: &LiveEvent) {
+        if e.event_type == LiveEventType::StreamEnded {
+            self.ended = true;
+            return;
+        }
+        let (seq, duration_ms) = (e.sequence_number.unwrap(), e.duration_ms.unwrap());
+        let in_window = self.accepted.iter().any(|a| a.0 == seq) && self.start.is_some_and(|s| seq >= s);
+        let too_long = (duration_ms + 500) / 1000 > self.target_s;
+        if self.ended || in_window || too_long || e.checksum != e.stored_sha256 {
+            return;
+        }
+        let pdt = e.ingested_at_us.unwrap() / 1000 - duration_ms;
+        match (self.start, self.head) {
+            (Some(start), _) if seq < start => return, // late
+            (Some(_), Some(head)) if seq < head => {}
+            (Some(start), Some(head)) => {
+                self.gaps += seq - head - 1;
+                self.head = Some(seq);
+                self.start = Some(start.max((seq + 1).saturating_sub(self.window)));
+            }
+            _ => {
+                self.start = Some(seq);
+                self.head = Some(seq);
+            }
+        }
+        self.accepted.push((seq, duration_ms, pdt));
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n", self.target_s);
+        let secs = |ms: u64| format!("{}.{:03}", ms / 1000, ms % 1000);
+        if let (Some(start), Some(head)) = (self.start, self.head) {
+            if start != 0 {
+                out += &format!("#EXT-X-MEDIA-SEQUENCE:{start}\n");
+            }
+            let find = |seq: u64| self.accepted.iter().find(|a| a.0 == seq);
+            let mut previous = None;
+            for seq in start..=head {
+                match find(seq) {
+                    Some(&(_, ms, pdt)) => {
+                        previous = Some(ms);
+                        let time = chrono::DateTime::from_timestamp_millis(pdt as i64).unwrap();
+                        out += &format!(
+                            "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{},\nchunks/{seq}.ts\n",
+                            time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            secs(ms)
+                        );
+                    }
+                    None => {
+                        let next = (seq..=head).find_map(find).map(|a| a.1);
+                        let ms = previous.or(next).unwrap_or(self.target_s * 1000);
+                        out += &format!("#EXT-X-GAP\n#EXTINF:{},\ngap/{seq}.ts\n", secs(ms));
+                    }
+                }
+            }
+        }
+        if self.ended {
+            out += "#EXT-X-ENDLIST\n";
+        }
+        out
+    }
+}
+
+/// The oracle's playlist of every stream after each of its events.
+fn oracle(events: &[LiveEvent]) -> (HashMap<String, Vec<String>>, u64) {
+    let mut naive: HashMap<String, Naive> = HashMap::new();
+    let mut playlists: HashMap<String, Vec<String>> = HashMap::new();
+    for e in events {
+        if e.event_type == LiveEventType::StreamStarted {
+            let n = Naive {
+                target_s: e.target_duration_s.unwrap(),
+                window: e.dvr_window_size.unwrap(),
+                accepted: Vec::new(),
+                start: None,
+                head: None,
+                ended: false,
+                gaps: 0,
+            };
+            playlists.insert(e.stream_id.clone(), vec![n.render()]);
+            naive.insert(e.stream_id.clone(), n);
+            continue;
+        }
+        let n = naive.get_mut(&e.stream_id).unwrap();
+        n.apply(e);
+        playlists.get_mut(&e.stream_id).unwrap().push(n.render());
+    }
+    (playlists, naive.values().map(|n| n.gaps).sum())
+}
+
+type Captured = Arc<Mutex<Vec<(String, u64, String)>>>;
+
+/// Runs the events through decode -> live_window with `workers` threads.
+fn run_dataflow(events: &[LiveEvent], workers: usize) -> (Vec<(String, u64, String)>, u64) {
+    let records: Vec<LogRecord> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| LogRecord {
+            partition: 0,
+            offset: i as u64,
+            next_offset: i as u64 + 1,
+            payload: Ok(serde_json::to_vec(e).unwrap()),
+        })
+        .collect();
+    let captured: Captured = Arc::default();
+    let metrics = Arc::new(Metrics::new());
+    let (out, m) = (captured.clone(), metrics.clone());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (out, m) = (out.clone(), m.clone());
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<Vec<LogRecord>>();
+            let (probe, _) = stream
+                .decode_events(Topic::LiveChunks)
+                .live_window(HashMap::new(), m)
+                .inspect(move |op| {
+                    if let SinkOp::Playlist { stream_id, body, events_applied, .. } = op {
+                        out.lock().unwrap().push((stream_id.clone(), *events_applied, body.clone()));
+                    }
+                })
+                .probe();
+            (input, probe)
+        });
+        if worker.index() == 0 {
+            // Feed in uneven batches, one time each, so coalescing inside a batch is exercised.
+            let mut time = 0;
+            for batch in records.chunks(17) {
+                for r in batch {
+                    input.send(r.clone());
+                }
+                time += 1;
+                input.advance_to(time);
+            }
+        }
+        input.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap();
+    let playlists = captured.lock().unwrap().clone();
+    (playlists, metrics.live_chunk_gaps_total.get())
+}
+
+fn check(seed: u64, workers: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let events = random_events(&mut rng);
+    let (expected, expected_gaps) = oracle(&events);
+    let (emitted, gaps) = run_dataflow(&events, workers);
+    assert!(emitted.len() > STREAMS, "seed {seed}: the dataflow emitted playlists");
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (stream_id, applied, body) in &emitted {
+        let want = &expected[stream_id][*applied as usize];
+        assert_eq!(body, want, "seed {seed}, {workers} workers, {stream_id} after {applied} events");
+        let seen = last.entry(stream_id).or_default();
+        assert!(*applied >= *seen, "playlists of a stream arrive in order");
+        *seen = *applied;
+    }
+    // The newest playlist of each stream is the oracle's final one, unless the last
+    // events changed nothing visible.
+    for (stream_id, versions) in &expected {
+        let final_emitted = emitted.iter().rev().find(|(id, ..)| id == stream_id).unwrap();
+        assert_eq!(&final_emitted.2, versions.last().unwrap(), "seed {seed}: final playlist of {stream_id}");
+    }
+    assert_eq!(gaps, expected_gaps, "seed {seed}: live_chunk_gaps_total");
+}
+
+#[test]
+fn one_worker_matches_plain_recomputation() {
+    for seed in 0..20 {
+        check(seed, 1);
+    }
+}
+
+#[test]
+fn three_workers_match_plain_recomputation() {
+    for seed in 100..120 {
+        check(seed, 3);
+    }
+}

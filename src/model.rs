@@ -67,6 +67,7 @@ pub enum LiveEventType {
 pub struct LiveEvent {
     #[serde(default)]
     pub event_type: LiveEventType,
+    #[serde(default)]
     pub stream_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_index: Option<u64>,

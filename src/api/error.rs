@@ -65,8 +65,32 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response()
+        json_error(status, code, &self.to_string())
     }
+}
+
+/// The one error body shape: `{"error": {"code", "message"}}`.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+}
+
+/// Middleware: errors produced outside the handlers (extractor rejections, unknown routes,
+/// wrong methods) get the same JSON body as [`ApiError`], keeping their status.
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let code = reason.to_ascii_lowercase().replace(' ', "_");
+    json_error(status, &code, if message.is_empty() { reason } else { &message })
 }
 
 impl From<StoreError> for ApiError {

@@ -1,0 +1,205 @@
+//! Bad input is data, not a crash: every malformed request gets a JSON 4xx, writes nothing,
+//! and the engine keeps serving; a malformed event in the log becomes a dead letter.
+
+mod common;
+
+use std::path::Path;
+
+use common::TestEngine;
+use segflow::model::Topic;
+use segflow::sources::embedded_log::EventLog;
+
+/// Every file under the data dir's objects, and the stream count: what a refused request
+/// must leave as it was.
+async fn snapshot(engine: &TestEngine) -> (Vec<String>, serde_json::Value) {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&engine.data_dir.join("objects"), &mut files);
+    files.sort();
+    let log_sizes: Vec<u64> = (0..6)
+        .map(|p| std::fs::metadata(engine.data_dir.join(format!("log/live-chunks/{p}.log"))).unwrap().len())
+        .collect();
+    (files, serde_json::json!(log_sizes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_errors_and_change_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 2).await;
+    let id = engine.start_stream(2).await;
+    let ended = engine.start_stream(2).await;
+    let (status, _) = engine.post_json("/streams/end", &format!(r#"{{"stream_id":"{ended}"}}"#)).await;
+    assert_eq!(status, 200);
+    let before = snapshot(&engine).await;
+
+    let big = "x".repeat(100 * 1024);
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
+        ("malformed JSON", engine.client.post(engine.url("/streams/start")).body("{\"title\":"), 400),
+        ("unknown field", engine.client.post(engine.url("/streams/start")).body(r#"{"titel":"x"}"#), 400),
+        ("bad target", engine.client.post(engine.url("/streams/start")).body(r#"{"target_duration":0}"#), 422),
+        (
+            "oversized JSON",
+            engine.client.post(engine.url("/streams/start")).body(format!(r#"{{"title":"{big}"}}"#)),
+            413,
+        ),
+        ("end unknown", engine.client.post(engine.url("/streams/end")).body(r#"{"stream_id":"live-nope"}"#), 404),
+        (
+            "end twice",
+            engine.client.post(engine.url("/streams/end")).body(format!(r#"{{"stream_id":"{ended}"}}"#)),
+            409,
+        ),
+        ("end no body", engine.client.post(engine.url("/streams/end")), 400),
+        ("metadata unknown", engine.client.get(engine.url("/streams/live-nope/metadata")), 404),
+        ("live unknown", engine.client.get(engine.url("/streams/live-nope/live")), 404),
+        ("id with dots", engine.client.get(engine.url("/streams/..%2F..%2Fetc/metadata")), 400),
+        ("id with dots", engine.client.put(engine.url("/ingest/..%2Fx/seg.ts")).body("x"), 400),
+        ("file with slash", engine.client.put(engine.url(&format!("/ingest/{id}/..%2F..%2Fx.ts"))).body("x"), 400),
+        (
+            "unknown stream",
+            engine.client.put(engine.url("/ingest/live-nope/0.ts")).header("X-Sequence-Number", "0").body("x"),
+            404,
+        ),
+        (
+            "chunk for ended stream",
+            engine
+                .client
+                .put(engine.url(&format!("/ingest/{ended}/0.ts")))
+                .header("X-Sequence-Number", "0")
+                .header("X-Duration-Ms", "2000")
+                .body("x"),
+            409,
+        ),
+        (
+            "empty segment",
+            engine
+                .client
+                .put(engine.url(&format!("/ingest/{id}/0.ts")))
+                .header("X-Sequence-Number", "0")
+                .header("X-Duration-Ms", "2000")
+                .body(""),
+            400,
+        ),
+        (
+            "missing duration",
+            engine.client.put(engine.url(&format!("/ingest/{id}/0.ts"))).header("X-Sequence-Number", "0").body("x"),
+            400,
+        ),
+        (
+            "too long for target",
+            engine
+                .client
+                .put(engine.url(&format!("/ingest/{id}/0.ts")))
+                .header("X-Sequence-Number", "0")
+                .header("X-Duration-Ms", "2600")
+                .body("x"),
+            422,
+        ),
+        (
+            "bad checksum header",
+            engine
+                .client
+                .put(engine.url(&format!("/ingest/{id}/0.ts")))
+                .header("X-Sequence-Number", "0")
+                .header("X-Duration-Ms", "2000")
+                .header("X-Checksum-Sha256", "abc")
+                .body("x"),
+            400,
+        ),
+        (
+            "bad sequence header",
+            engine.client.put(engine.url(&format!("/ingest/{id}/0.ts"))).header("X-Sequence-Number", "-1").body("x"),
+            400,
+        ),
+        ("unsupported file", engine.client.put(engine.url(&format!("/ingest/{id}/x.exe"))).body("x"), 415),
+        ("bad playlist", engine.client.put(engine.url(&format!("/ingest/{id}/live.m3u8"))).body("not a playlist"), 400),
+        (
+            "chunk JSON for missing object",
+            engine
+                .client
+                .post(engine.url(&format!("/streams/{id}/chunks")))
+                .body(r#"{"sequence_number":0,"duration_ms":2000}"#),
+            422,
+        ),
+        (
+            "chunk JSON with foreign key",
+            engine
+                .client
+                .post(engine.url(&format!("/streams/{id}/chunks")))
+                .body(r#"{"sequence_number":0,"duration_ms":2000,"object_key":"live-streams/other/chunks/0.ts"}"#),
+            422,
+        ),
+        ("chunk JSON malformed", engine.client.post(engine.url(&format!("/streams/{id}/chunks"))).body("[1,2"), 400),
+    ];
+    for (name, request, expected) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, expected, "{name}: {body}");
+        assert!(
+            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}: JSON error body, got {body}"
+        );
+    }
+    // An oversized segment: 413, and no partial object is left behind.
+    let limit = segflow::config::Config::default().max_segment_bytes as usize;
+    let response = engine
+        .client
+        .put(engine.url(&format!("/ingest/{id}/0.ts")))
+        .header("X-Sequence-Number", "0")
+        .header("X-Duration-Ms", "2000")
+        .body(vec![0u8; limit + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    assert_eq!(snapshot(&engine).await, before, "refused requests wrote nothing");
+    let (status, health) = engine.get_json("/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_log_events_become_dead_letters() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let log = EventLog::open(&data.path().join("log")).unwrap();
+        log.append(Topic::LiveChunks, "a", b"{not json".to_vec()).await.unwrap();
+        log.append(Topic::LiveChunks, "b", br#"{"stream_id":"../x","sequence_number":1}"#.to_vec()).await.unwrap();
+        log.append(
+            Topic::LiveChunks,
+            "c",
+            br#"{"stream_id":"live-ghost","sequence_number":1,"duration_ms":1000}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+        log.close();
+    }
+    let engine = TestEngine::start(data.path(), 2).await;
+    let mut letters = serde_json::Value::Null;
+    for _ in 0..200 {
+        letters = engine.get_json("/dead-letters").await.1;
+        if letters["dead_letters"].as_array().is_some_and(|a| a.len() == 3) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let mut reasons: Vec<&str> =
+        letters["dead_letters"].as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["invalid_event", "malformed_json", "unknown_stream"], "{letters}");
+    let text = engine.client.get(engine.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"segflow_dead_letters_total{reason="malformed_json"} 1"#), "{text}");
+    // The engine is still serving.
+    engine.start_stream(2).await;
+    engine.shutdown().await;
+}

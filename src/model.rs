@@ -141,12 +141,23 @@ impl Chunk {
 impl LiveEvent {
     /// Checks the event's fields; the error text goes into a dead-letter record.
     pub fn validate(&self) -> Result<LiveCommand, String> {
+        self.clone().into_command().map(|(_, command)| command)
+    }
+
+    /// Like [`LiveEvent::validate`], moving the fields out: `(stream_id, command)`.
+    pub fn into_command(self) -> Result<(String, LiveCommand), String> {
         validate_stream_id(&self.stream_id)?;
+        let mut event = self;
+        let stream_id = std::mem::take(&mut event.stream_id);
+        event.command(&stream_id).map(|command| (stream_id, command))
+    }
+
+    fn command(self, stream_id: &str) -> Result<LiveCommand, String> {
         let at_us = self.ingested_at_us.unwrap_or(0);
         let at_ms = at_us / 1000;
         match self.event_type {
             LiveEventType::StreamStarted => Ok(LiveCommand::Start {
-                title: self.title.clone().unwrap_or_default(),
+                title: self.title.unwrap_or_default(),
                 target_duration_s: self
                     .target_duration_s
                     .filter(|t| *t > 0)
@@ -159,8 +170,8 @@ impl LiveEvent {
             }),
             LiveEventType::StreamEnded => Ok(LiveCommand::End { at_ms }),
             LiveEventType::InitSegment => {
-                let key = self.object_key.clone().ok_or("init_segment needs object_key")?;
-                validate_live_object_key(&self.stream_id, &key)?;
+                let key = self.object_key.ok_or("init_segment needs object_key")?;
+                validate_live_object_key(stream_id, &key)?;
                 Ok(LiveCommand::Init { object_key: key })
             }
             LiveEventType::Chunk => {
@@ -170,11 +181,8 @@ impl LiveEvent {
                     return Err(format!("chunk_index {index} differs from sequence_number {seq}"));
                 }
                 let duration_ms = self.duration_ms.filter(|d| *d > 0).ok_or("chunk needs duration_ms > 0")?;
-                let object_key = match &self.object_key {
-                    Some(key) => key.clone(),
-                    None => live_chunk_key(&self.stream_id, seq, "ts"),
-                };
-                validate_live_object_key(&self.stream_id, &object_key)?;
+                let object_key = self.object_key.unwrap_or_else(|| live_chunk_key(stream_id, seq, "ts"));
+                validate_live_object_key(stream_id, &object_key)?;
                 for sum in [&self.checksum, &self.stored_sha256].into_iter().flatten() {
                     validate_sha256_hex(sum)?;
                 }
@@ -183,12 +191,12 @@ impl LiveEvent {
                     sequence_number: seq,
                     duration_ms,
                     size_bytes: self.size_bytes.unwrap_or(0),
-                    checksum: self.checksum.clone(),
-                    stored_sha256: self.stored_sha256.clone(),
+                    checksum: self.checksum,
+                    stored_sha256: self.stored_sha256,
                     object_key,
                     keyframe_aligned: self.keyframe_aligned.unwrap_or(true),
-                    audio_track_id: self.audio_track_id.clone(),
-                    video_track_id: self.video_track_id.clone(),
+                    audio_track_id: self.audio_track_id,
+                    video_track_id: self.video_track_id,
                     ingested_at_us: at_us,
                 }))
             }

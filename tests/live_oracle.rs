@@ -78,7 +78,7 @@ fn random_events(rng: &mut StdRng) -> Vec<LiveEvent> {
     }
     // Interleave the streams at random, keeping each stream's own order.
     let mut all = Vec::new();
-    let mut cursors = vec![0; STREAMS];
+    let mut cursors = [0; STREAMS];
     while let Some(s) = {
         let open: Vec<usize> = (0..STREAMS).filter(|s| cursors[*s] < per_stream[*s].len()).collect();
         (!open.is_empty()).then(|| open[rng.random_range(0..open.len())])
@@ -231,6 +231,7 @@ fn run_dataflow(events: &[LiveEvent], workers: usize) -> (Vec<(String, u64, Stri
                 }
                 time += 1;
                 input.advance_to(time);
+                worker.step_or_park_while(None, || probe.less_than(input.time()));
             }
         }
         input.close();

@@ -143,10 +143,9 @@ async fn segment_with_headers(
     if let Some(sum) = &claimed {
         validate_sha256_hex(sum).map_err(ApiError::BadRequest)?;
     }
-    if let Some(existing) = state.metadata.get_chunk(&stream.stream_id, seq).await? {
-        if existing.status == ChunkStatus::Live {
-            return Err(ApiError::Conflict(format!("chunk {seq} of {} is already accepted", stream.stream_id)));
-        }
+    let existing = state.metadata.get_chunk(&stream.stream_id, seq).await?;
+    if existing.is_some_and(|chunk| chunk.status == ChunkStatus::Live) {
+        return Err(ApiError::Conflict(format!("chunk {seq} of {} is already accepted", stream.stream_id)));
     }
     let key = live_chunk_key(&stream.stream_id, seq, ext);
     let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;

@@ -101,7 +101,7 @@ impl LiveStream {
 
     /// Applies a chunk; returns the outcome and the chunk document to store (none for a
     /// duplicate). A `late` document must not overwrite an existing one.
-    pub fn apply_chunk(&mut self, chunk: &Chunk) -> (ChunkOutcome, Option<LiveChunkDoc>) {
+    pub fn apply_chunk(&mut self, chunk: Chunk) -> (ChunkOutcome, Option<LiveChunkDoc>) {
         self.events_applied += 1;
         let seq = chunk.sequence_number;
         let window_size = self.doc.dvr_window_size.max(1);
@@ -154,12 +154,12 @@ impl LiveStream {
             sequence_number: seq,
             duration_ms: chunk.duration_ms,
             size_bytes: chunk.size_bytes,
-            checksum: chunk.checksum.clone(),
-            stored_sha256: chunk.stored_sha256.clone(),
-            object_key: chunk.object_key.clone(),
+            checksum: chunk.checksum,
+            stored_sha256: chunk.stored_sha256,
+            object_key: chunk.object_key,
             keyframe_aligned: chunk.keyframe_aligned,
-            audio_track_id: chunk.audio_track_id.clone(),
-            video_track_id: chunk.video_track_id.clone(),
+            audio_track_id: chunk.audio_track_id,
+            video_track_id: chunk.video_track_id,
             status,
             dvr_window_start: self.doc.dvr_window_start.unwrap_or(seq),
             ingested_at_us: chunk.ingested_at_us,

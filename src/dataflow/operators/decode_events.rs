@@ -29,13 +29,10 @@ pub fn decode_record(topic: Topic, record: LogRecord) -> LiveInput {
         Ok(event) => event,
         Err(e) => return dead("malformed_json", e.to_string(), payload),
     };
-    match event.validate() {
-        Ok(command) => LiveInput::Command {
-            stream_id: event.stream_id,
-            partition: record.partition,
-            offset: record.offset,
-            command,
-        },
+    match event.into_command() {
+        Ok((stream_id, command)) => {
+            LiveInput::Command { stream_id, partition: record.partition, offset: record.offset, command }
+        }
         Err(error) => dead("invalid_event", error, payload),
     }
 }

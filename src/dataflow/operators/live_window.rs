@@ -1,22 +1,23 @@
 //! The keyed live operator: exchanges commands by stream id, applies them to each stream's
 //! state and emits what the sinks must write (chunk and stream documents, playlists).
 //!
-//! It works eagerly, inside `for_each`, without waiting for the frontier: every event of a
-//! stream comes from one log partition, read by one worker, through one FIFO channel, so
-//! arrival order is log order.
+//! It works eagerly, without waiting for the frontier: every event of a stream comes from one
+//! log partition, read by one worker, through one FIFO channel, so arrival order is log order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use prometheus::IntCounter;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::dataflow::live_stream::{ChunkOutcome, LiveStream};
 use crate::dataflow::{LiveInput, SinkOp};
 use crate::metrics::Metrics;
-use crate::model::{DeadLetterDoc, LiveCommand, LiveStreamDoc, now_ms};
+use crate::model::{DeadLetterDoc, LiveCommand, LiveStreamDoc, Topic, now_ms};
 
 /// Extension trait: `inputs.live_window(restored, metrics)`.
 ///
@@ -45,10 +46,18 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
             "LiveWindow",
             move |_cap, _info| {
                 let mut streams = restored;
-                // Streams changed by the current container, and whether their playlist did.
+                let counters = Counters::new(&metrics);
+                // Streams changed in this activation, and whether their playlist did: each is
+                // rendered once per activation, however many of its events arrived.
                 let mut touched: HashMap<String, bool> = HashMap::new();
                 move |input, output| {
+                    // The earliest time seen: playlists go out at it, so the durable frontier
+                    // cannot pass any of their events before they are written.
+                    let mut earliest: Option<Capability<u64>> = None;
                     input.for_each(|cap, data| {
+                        if earliest.as_ref().is_none_or(|e| cap.least().is_some_and(|t| t < e.time())) {
+                            earliest = cap.retain_least(0);
+                        }
                         let mut session = output.session(&cap);
                         for item in data.drain(..) {
                             let (stream_id, partition, offset, command) = match item {
@@ -78,9 +87,9 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                                 }
                                 other => {
                                     let Some(stream) = streams.get_mut(&stream_id) else {
-                                        metrics.dead_letters_total.with_label_values(&["unknown_stream"]).inc();
+                                        counters.unknown_stream.inc();
                                         session.give(SinkOp::DeadLetter(DeadLetterDoc {
-                                            topic: "live-chunks".into(),
+                                            topic: Topic::LiveChunks.name().into(),
                                             partition,
                                             offset,
                                             reason: "unknown_stream".into(),
@@ -90,47 +99,79 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                                         }));
                                         continue;
                                     };
-                                    apply(stream, other, &metrics, &mut |op| session.give(op))
+                                    apply(stream, other, &counters, &mut |op| session.give(op))
                                 }
                             };
-                            *touched.entry(stream_id).or_default() |= changed;
-                        }
-                        for (stream_id, playlist_changed) in touched.drain() {
-                            let stream = &streams[&stream_id];
-                            if playlist_changed {
-                                session.give(SinkOp::Playlist {
-                                    stream_id: stream_id.clone(),
-                                    body: stream.render(),
-                                    events_applied: stream.events_applied,
-                                    ended: stream.ended(),
-                                });
+                            match touched.get_mut(&stream_id) {
+                                Some(playlist) => *playlist |= changed,
+                                None => {
+                                    touched.insert(stream_id, changed);
+                                }
                             }
-                            session.give(SinkOp::Stream(stream.doc.clone()));
                         }
                     });
+                    let Some(cap) = earliest else { return };
+                    let mut session = output.session(&cap);
+                    for (stream_id, playlist_changed) in touched.drain() {
+                        let stream = &streams[&stream_id];
+                        if playlist_changed {
+                            session.give(SinkOp::Playlist {
+                                stream_id: stream_id.clone(),
+                                body: stream.render(),
+                                events_applied: stream.events_applied,
+                                ended: stream.ended(),
+                            });
+                        }
+                        session.give(SinkOp::Stream(stream.doc.clone()));
+                    }
                 }
             },
         )
     }
 }
 
+/// The operator's counters, resolved once instead of by label on every event.
+struct Counters {
+    outcomes: HashMap<&'static str, IntCounter>,
+    gaps: IntCounter,
+    gaps_filled: IntCounter,
+    checksum_failures: IntCounter,
+    unknown_stream: IntCounter,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics) -> Counters {
+        let outcomes = ["accepted", "duplicate", "late", "checksum_failed", "too_long", "after_end"]
+            .into_iter()
+            .map(|label| (label, metrics.live_chunks_total.with_label_values(&[label])))
+            .collect();
+        Counters {
+            outcomes,
+            gaps: metrics.live_chunk_gaps_total.clone(),
+            gaps_filled: metrics.live_gaps_filled_total.clone(),
+            checksum_failures: metrics.chunk_checksum_failures_total.clone(),
+            unknown_stream: metrics.dead_letters_total.with_label_values(&["unknown_stream"]),
+        }
+    }
+}
+
 /// Applies a non-start command to a stream; returns whether its playlist changed.
-fn apply(stream: &mut LiveStream, command: LiveCommand, metrics: &Metrics, give: &mut impl FnMut(SinkOp)) -> bool {
+fn apply(stream: &mut LiveStream, command: LiveCommand, counters: &Counters, give: &mut impl FnMut(SinkOp)) -> bool {
     match command {
         LiveCommand::Start { .. } => false,
         LiveCommand::Init { object_key } => stream.set_init(&object_key),
         LiveCommand::End { at_ms } => stream.end(at_ms),
         LiveCommand::Chunk(chunk) => {
-            let (outcome, doc) = stream.apply_chunk(&chunk);
-            metrics.live_chunks_total.with_label_values(&[outcome.label()]).inc();
+            let (outcome, doc) = stream.apply_chunk(chunk);
+            counters.outcomes[outcome.label()].inc();
             match outcome {
                 ChunkOutcome::Accepted { new_gaps, filled_gap } => {
-                    metrics.live_chunk_gaps_total.inc_by(new_gaps);
+                    counters.gaps.inc_by(new_gaps);
                     if filled_gap {
-                        metrics.live_gaps_filled_total.inc();
+                        counters.gaps_filled.inc();
                     }
                 }
-                ChunkOutcome::ChecksumFailed => metrics.chunk_checksum_failures_total.inc(),
+                ChunkOutcome::ChecksumFailed => counters.checksum_failures.inc(),
                 _ => {}
             }
             if let Some(doc) = doc {

@@ -134,6 +134,8 @@ async fn ffmpeg_pushing_with_method_put_is_ingested_and_plays_back() {
         .status()
         .unwrap();
     assert!(status.success());
+    // FFmpeg exits without waiting for answers: its last playlist may still be on the wire.
+    wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 3).await;
     let (status, ended) = engine.post_json("/streams/end", &format!(r#"{{"stream_id":"{id}"}}"#)).await;
     assert_eq!(status, 200, "{ended}");
     assert_eq!(ended["chunks_accepted"], 3, "{ended}");

@@ -92,7 +92,7 @@ pub async fn start(
     let stream_id = format!("live-{}", hex::encode(rand::random::<[u8; 6]>()));
     let at_us = now_us();
     let doc = LiveStreamDoc::new(&stream_id, &title, target, window, at_us / 1000);
-    state.metadata.apply(vec![MetaWrite::Stream(doc.clone())]).await?;
+    state.metadata.apply(std::sync::Arc::new(vec![MetaWrite::Stream(doc.clone())])).await?;
     let event = LiveEvent {
         event_type: LiveEventType::StreamStarted,
         stream_id: stream_id.clone(),

@@ -21,6 +21,9 @@ use crate::sinks::LiveSink;
 use crate::sinks::metadata::{MetadataError, MetadataStore};
 use crate::sources::embedded_log::EventLog;
 
+/// How often a worker commits the offsets its sinks have made durable.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+
 /// Everything a worker shares with the rest of the engine.
 #[derive(Clone)]
 pub struct WorkerContext {
@@ -63,8 +66,14 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String
             .durable_sink(sink, runtime)
             .probe_with(&durable);
     });
+    let mut last_commit = Instant::now();
     while worker.step_or_park(Some(Duration::from_millis(100))) {
-        commit_durable(&ctx.log, topic, &pending, &durable);
+        // Offsets are only a restart point: committing a few times a second keeps file I/O
+        // off the worker's hot path.
+        if last_commit.elapsed() >= COMMIT_INTERVAL {
+            commit_durable(&ctx.log, topic, &pending, &durable);
+            last_commit = Instant::now();
+        }
     }
     commit_durable(&ctx.log, topic, &pending, &durable);
     Ok(())

@@ -39,10 +39,15 @@ pub struct LiveSink {
     pub notices: broadcast::Sender<PlaylistWritten>,
 }
 
+/// A batch's playlists, written: when, and which streams (with their `ended` flag).
+pub struct PlaylistsWritten {
+    pub at_us: u64,
+    pub streams: HashMap<String, bool>,
+}
+
 impl LiveSink {
-    /// Writes playlists first (the newest per stream), then every document in one
-    /// transaction. Idempotent, so a batch may be retried or replayed.
-    pub async fn write_batch(&self, ops: &[SinkOp]) -> Result<(), SinkError> {
+    /// Writes the newest playlist of each stream in the batch. Idempotent.
+    pub async fn write_playlists(&self, ops: &[SinkOp]) -> Result<PlaylistsWritten, SinkError> {
         let mut playlists: HashMap<&str, (&str, bool)> = HashMap::new();
         for op in ops {
             if let SinkOp::Playlist { stream_id, body, ended, .. } = op {
@@ -53,35 +58,48 @@ impl LiveSink {
             self.store.put_bytes(&live_manifest_key(stream_id), Bytes::copy_from_slice(body.as_bytes())).await?;
             self.metrics.playlists_written_total.inc();
         }
-        let written_us = now_us();
-        let written_ms = written_us / 1000;
+        let streams = playlists.into_iter().map(|(id, (_, ended))| (id.to_string(), ended)).collect();
+        Ok(PlaylistsWritten { at_us: now_us(), streams })
+    }
+
+    /// The batch's documents, stamped with when their playlists were written; latencies are
+    /// observed here.
+    pub fn documents(&self, ops: Vec<SinkOp>, written: &PlaylistsWritten) -> Arc<Vec<MetaWrite>> {
+        let written_ms = written.at_us / 1000;
         let mut writes = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
                 SinkOp::Playlist { .. } => {}
-                SinkOp::Stream(doc) => {
-                    let mut doc = doc.clone();
-                    if playlists.contains_key(doc.stream_id.as_str()) {
+                SinkOp::Stream(mut doc) => {
+                    if written.streams.contains_key(&doc.stream_id) {
                         doc.manifest_updated_at_ms = Some(written_ms);
                     }
                     writes.push(MetaWrite::Stream(doc));
                 }
-                SinkOp::Chunk { doc, overwrite } => {
-                    let mut doc = doc.clone();
-                    if doc.status == ChunkStatus::Live && playlists.contains_key(doc.stream_id.as_str()) {
-                        let latency_us = written_us.saturating_sub(doc.ingested_at_us);
+                SinkOp::Chunk { mut doc, overwrite } => {
+                    if doc.status == ChunkStatus::Live && written.streams.contains_key(&doc.stream_id) {
+                        let latency_us = written.at_us.saturating_sub(doc.ingested_at_us);
                         self.metrics.chunk_processing_latency_seconds.observe(latency_us as f64 / 1e6);
                         doc.processing_latency_ms = Some(latency_us as f64 / 1e3);
                         doc.manifest_updated_at_ms = Some(written_ms);
                     }
-                    writes.push(MetaWrite::Chunk { doc, overwrite: *overwrite });
+                    writes.push(MetaWrite::Chunk { doc, overwrite });
                 }
-                SinkOp::DeadLetter(doc) => writes.push(MetaWrite::DeadLetter(doc.clone())),
+                SinkOp::DeadLetter(doc) => writes.push(MetaWrite::DeadLetter(doc)),
             }
         }
+        Arc::new(writes)
+    }
+
+    /// Commits documents in one transaction, then tells the API which playlists are durable.
+    pub async fn write_documents(
+        &self,
+        writes: Arc<Vec<MetaWrite>>,
+        written: &PlaylistsWritten,
+    ) -> Result<(), SinkError> {
         self.metadata.apply(writes).await?;
-        for (stream_id, (_, ended)) in playlists {
-            let _ = self.notices.send(PlaylistWritten { stream_id: stream_id.to_string(), ended });
+        for (stream_id, ended) in &written.streams {
+            let _ = self.notices.send(PlaylistWritten { stream_id: stream_id.clone(), ended: *ended });
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::dataflow::SinkOp;
-use crate::sinks::LiveSink;
+use crate::sinks::{LiveSink, SinkError};
 
 /// Batches allowed in flight per worker before the operator waits for acknowledgements.
 const MAX_IN_FLIGHT: usize = 64;
@@ -30,15 +30,22 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
             let activator = scope.worker().sync_activator_for(info.address.to_vec());
             let (batches, mut to_write) = tokio::sync::mpsc::channel::<(u64, Vec<SinkOp>)>(MAX_IN_FLIGHT);
             let (acks, acked) = std::sync::mpsc::channel::<u64>();
+            // Two stages, so a batch's playlists are written while the previous batch's
+            // documents commit: playlists first, then documents, then the acknowledgement.
+            let (to_commit, mut committing) = tokio::sync::mpsc::channel(MAX_IN_FLIGHT);
+            let playlist_sink = sink.clone();
             runtime.spawn(async move {
                 while let Some((id, ops)) = to_write.recv().await {
-                    let mut backoff = Duration::from_millis(50);
-                    while let Err(error) = sink.write_batch(&ops).await {
-                        tracing::error!(%error, "sink write failed; retrying (offsets stay uncommitted)");
-                        sink.metrics.sink_retries_total.inc();
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let written = retry(&playlist_sink, || playlist_sink.write_playlists(&ops)).await;
+                    let writes = playlist_sink.documents(ops, &written);
+                    if to_commit.send((id, writes, written)).await.is_err() {
+                        break;
                     }
+                }
+            });
+            runtime.spawn(async move {
+                while let Some((id, writes, written)) = committing.recv().await {
+                    retry(&sink, || sink.write_documents(Arc::clone(&writes), &written)).await;
                     if acks.send(id).is_err() {
                         break;
                     }
@@ -71,5 +78,22 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
                 waiting.drain(..sent);
             }
         })
+    }
+}
+
+/// Retries a sink write with backoff until it succeeds: offsets stay uncommitted meanwhile,
+/// so nothing is lost while a backend is down.
+async fn retry<T, F: Future<Output = Result<T, SinkError>>>(sink: &LiveSink, mut write: impl FnMut() -> F) -> T {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match write().await {
+            Ok(done) => return done,
+            Err(error) => {
+                tracing::error!(%error, "sink write failed; retrying (offsets stay uncommitted)");
+                sink.metrics.sink_retries_total.inc();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }

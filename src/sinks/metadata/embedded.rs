@@ -56,7 +56,7 @@ impl EmbeddedMetadata {
 
 #[async_trait]
 impl MetadataStore for EmbeddedMetadata {
-    async fn apply(&self, writes: Vec<MetaWrite>) -> Result<(), MetadataError> {
+    async fn apply(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -66,7 +66,7 @@ impl MetadataStore for EmbeddedMetadata {
                 let mut streams = txn.open_table(STREAMS).map_err(backend)?;
                 let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
                 let mut dead = txn.open_table(DEAD_LETTERS).map_err(backend)?;
-                for write in &writes {
+                for write in writes.iter() {
                     match write {
                         MetaWrite::Stream(doc) => {
                             streams.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;

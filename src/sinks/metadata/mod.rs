@@ -31,7 +31,8 @@ pub enum MetaWrite {
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
-    async fn apply(&self, writes: Vec<MetaWrite>) -> Result<(), MetadataError>;
+    /// Applies a batch in one transaction (shared, so a failed batch can be retried as is).
+    async fn apply(&self, writes: std::sync::Arc<Vec<MetaWrite>>) -> Result<(), MetadataError>;
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError>;
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError>;
     async fn get_chunk(&self, stream_id: &str, chunk_index: u64) -> Result<Option<LiveChunkDoc>, MetadataError>;

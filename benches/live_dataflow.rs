@@ -19,10 +19,16 @@ use segflow::sources::embedded_log::LogRecord;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
+/// The same allocator as the `segflow` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const STREAMS: u64 = 1_000;
 const CHUNKS_PER_STREAM: u64 = 200;
 /// Records handed to the dataflow per timely time, as the log source reads them.
 const BATCH: usize = 8_192;
+/// Batches a worker feeds ahead of what the dataflow has finished.
+const IN_FLIGHT: u64 = 4;
 
 /// Start events, then chunk events round-robin over the streams, as JSON log records.
 fn records() -> Vec<LogRecord> {
@@ -114,7 +120,9 @@ fn run(records: Arc<Vec<LogRecord>>, workers: usize, segflow: bool) -> u64 {
                 in_batch = 0;
                 time += 1;
                 input.advance_to(time);
-                worker.step_or_park_while(None, || probe.less_than(input.time()));
+                // Like the log source: keep reading while a few batches are in flight.
+                let behind = time.saturating_sub(IN_FLIGHT);
+                worker.step_or_park_while(None, || probe.less_than(&behind));
             }
         }
         input.close();

@@ -9,10 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use segflow::config::Config;
 use segflow::model::live_chunk_key;
 use segflow::sinks::object_store::ObjectStore;
 use segflow::sinks::object_store::local::LocalStore;
+
+/// The same allocator as the `segflow` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -22,20 +25,24 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a listing; there is nothing to list
     }
     let (rate, seconds, streams) = (env("RATE", 1000), env("SECONDS", 10), env("STREAMS", 100));
     let data = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = Config { data_dir: data.path().to_path_buf(), workers: 2, ..Config::default() };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(segflow::engine::run(config, listener, async {
-        let _ = stopped.await;
-    }));
+    // The engine runs as its own process, as deployed; this process is only the client.
+    let mut engine = std::process::Command::new(env!("CARGO_BIN_EXE_segflow"))
+        .args(["run", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("segflow binary (cargo builds it for benches)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(engine.stdout.take().unwrap()), &mut line).unwrap();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_string();
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for _ in 0..streams {
@@ -59,6 +66,8 @@ async fn main() {
             store.put_bytes(&live_chunk_key(id, seq, "ts"), bytes.into()).await.unwrap();
         }
     }
+    // Setup writes must not land in the measured window: flush them to disk now.
+    std::process::Command::new("sync").status().unwrap();
 
     let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -109,8 +118,8 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let _ = stop.send(());
-    engine.await.unwrap().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &engine.id().to_string()]).status().unwrap();
+    assert!(engine.wait().unwrap().success(), "segflow drained and exited 0");
 
     let mut acks = acks.lock().unwrap().clone();
     acks.sort_by(f64::total_cmp);

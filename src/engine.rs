@@ -51,12 +51,7 @@ pub async fn run(
     let signer = Arc::new(UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs).map_err(dir_err)?);
     let metrics = Arc::new(Metrics::new());
     let (notices, _) = tokio::sync::broadcast::channel(4096);
-    let sink = Arc::new(LiveSink {
-        store: store.clone(),
-        metadata: metadata.clone(),
-        metrics: metrics.clone(),
-        notices: notices.clone(),
-    });
+    let sink = LiveSink::start(store.clone(), metadata.clone(), metrics.clone(), notices.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
     let context = WorkerContext {

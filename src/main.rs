@@ -35,6 +35,11 @@ enum Command {
     },
 }
 
+/// mimalloc: the dataflow allocates many small strings per event; glibc's malloc spent a
+/// third of the live bench's time in its own bookkeeping (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

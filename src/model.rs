@@ -105,10 +105,20 @@ pub struct LiveEvent {
 /// A live event checked for the fields its kind needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum LiveCommand {
-    Start { title: String, target_duration_s: u64, dvr_window_size: u64, at_ms: u64 },
-    Chunk(Chunk),
-    Init { object_key: String },
-    End { at_ms: u64 },
+    Start {
+        title: String,
+        target_duration_s: u64,
+        dvr_window_size: u64,
+        at_ms: u64,
+    },
+    /// Boxed: chunks are most of the traffic, and a small enum is cheap to move.
+    Chunk(Box<Chunk>),
+    Init {
+        object_key: String,
+    },
+    End {
+        at_ms: u64,
+    },
 }
 
 /// A media segment of a live stream, as the dataflow sees it.
@@ -186,7 +196,7 @@ impl LiveEvent {
                 for sum in [&self.checksum, &self.stored_sha256].into_iter().flatten() {
                     validate_sha256_hex(sum)?;
                 }
-                Ok(LiveCommand::Chunk(Chunk {
+                Ok(LiveCommand::Chunk(Box::new(Chunk {
                     chunk_index: index,
                     sequence_number: seq,
                     duration_ms,
@@ -198,7 +208,7 @@ impl LiveEvent {
                     audio_track_id: self.audio_track_id,
                     video_track_id: self.video_track_id,
                     ingested_at_us: at_us,
-                }))
+                })))
             }
         }
     }
@@ -238,13 +248,16 @@ pub fn validate_file_name(name: &str) -> Result<(), String> {
 
 /// An object key a live event may name: inside the stream's own `live-streams/{id}/` folder.
 pub fn validate_live_object_key(stream_id: &str, key: &str) -> Result<(), String> {
-    let prefix = format!("{}/{stream_id}/", bucket::LIVE_STREAMS);
-    let rest = key.strip_prefix(&prefix).ok_or_else(|| format!("object_key {key:?} must start with {prefix:?}"))?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    if parts.len() > 2 {
+    let rest = key
+        .strip_prefix(bucket::LIVE_STREAMS)
+        .and_then(|r| r.strip_prefix('/'))
+        .and_then(|r| r.strip_prefix(stream_id))
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| format!("object_key {key:?} must start with \"{}/{stream_id}/\"", bucket::LIVE_STREAMS))?;
+    if rest.split('/').count() > 2 {
         return Err(format!("object_key {key:?} is nested too deep"));
     }
-    parts.iter().try_for_each(|p| validate_file_name(p))
+    rest.split('/').try_for_each(validate_file_name)
 }
 
 pub fn validate_sha256_hex(s: &str) -> Result<(), String> {

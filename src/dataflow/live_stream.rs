@@ -101,7 +101,8 @@ impl LiveStream {
 
     /// Applies a chunk; returns the outcome and the chunk document to store (none for a
     /// duplicate). A `late` document must not overwrite an existing one.
-    pub fn apply_chunk(&mut self, chunk: Chunk) -> (ChunkOutcome, Option<LiveChunkDoc>) {
+    pub fn apply_chunk(&mut self, chunk: Box<Chunk>) -> (ChunkOutcome, Option<LiveChunkDoc>) {
+        let chunk = *chunk;
         self.events_applied += 1;
         let seq = chunk.sequence_number;
         let window_size = self.doc.dvr_window_size.max(1);
@@ -124,7 +125,9 @@ impl LiveStream {
                     let new_start = start.max((seq + 1).saturating_sub(window_size));
                     self.doc.head_sequence = Some(seq);
                     self.doc.dvr_window_start = Some(new_start);
-                    self.window = self.window.split_off(&new_start);
+                    while self.window.first_key_value().is_some_and(|(first, _)| *first < new_start) {
+                        self.window.pop_first();
+                    }
                     ChunkOutcome::Accepted { new_gaps: seq - head - 1, filled_gap: false }
                 }
                 None => {

@@ -41,7 +41,7 @@ impl LiveInput {
     }
 }
 
-/// What the sinks must write.
+/// What the sinks must write (documents boxed: the enum moves through several containers).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SinkOp {
     /// The stream's live playlist, after `events_applied` events of the stream.
@@ -51,10 +51,10 @@ pub enum SinkOp {
         events_applied: u64,
         ended: bool,
     },
-    Stream(LiveStreamDoc),
+    Stream(Box<LiveStreamDoc>),
     /// A chunk document; a `late` one must not overwrite an existing document.
     Chunk {
-        doc: LiveChunkDoc,
+        doc: Box<LiveChunkDoc>,
         overwrite: bool,
     },
     DeadLetter(DeadLetterDoc),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::dataflow::SinkOp;
 use crate::metrics::Metrics;
@@ -37,6 +37,7 @@ pub struct LiveSink {
     pub metadata: Arc<dyn MetadataStore>,
     pub metrics: Arc<Metrics>,
     pub notices: broadcast::Sender<PlaylistWritten>,
+    commits: mpsc::Sender<Commit>,
 }
 
 /// A batch's playlists, written: when, and which streams (with their `ended` flag).
@@ -45,7 +46,31 @@ pub struct PlaylistsWritten {
     pub streams: HashMap<String, bool>,
 }
 
+/// Documents waiting for the committer, and whom to tell once they are durable.
+struct Commit {
+    writes: Vec<MetaWrite>,
+    written: PlaylistsWritten,
+    done: Box<dyn FnOnce() + Send>,
+}
+
+/// Commits gathered into one metadata transaction at most.
+const MAX_COMMIT_GROUP: usize = 256;
+
 impl LiveSink {
+    /// Creates the sink and its committer task, shared by every worker: documents of batches
+    /// that queue up while a transaction is being synced go out together in the next one.
+    pub fn start(
+        store: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        metrics: Arc<Metrics>,
+        notices: broadcast::Sender<PlaylistWritten>,
+    ) -> Arc<LiveSink> {
+        let (commits, queue) = mpsc::channel(4096);
+        let sink = Arc::new(LiveSink { store, metadata, metrics, notices, commits });
+        tokio::spawn(commit_loop(Arc::downgrade(&sink), queue));
+        sink
+    }
+
     /// Writes the newest playlist of each stream in the batch. Idempotent.
     pub async fn write_playlists(&self, ops: &[SinkOp]) -> Result<PlaylistsWritten, SinkError> {
         let mut playlists: HashMap<&str, (&str, bool)> = HashMap::new();
@@ -64,7 +89,7 @@ impl LiveSink {
 
     /// The batch's documents, stamped with when their playlists were written; latencies are
     /// observed here.
-    pub fn documents(&self, ops: Vec<SinkOp>, written: &PlaylistsWritten) -> Arc<Vec<MetaWrite>> {
+    pub fn documents(&self, ops: Vec<SinkOp>, written: &PlaylistsWritten) -> Vec<MetaWrite> {
         let written_ms = written.at_us / 1000;
         let mut writes = Vec::with_capacity(ops.len());
         for op in ops {
@@ -74,7 +99,7 @@ impl LiveSink {
                     if written.streams.contains_key(&doc.stream_id) {
                         doc.manifest_updated_at_ms = Some(written_ms);
                     }
-                    writes.push(MetaWrite::Stream(doc));
+                    writes.push(MetaWrite::Stream(*doc));
                 }
                 SinkOp::Chunk { mut doc, overwrite } => {
                     if doc.status == ChunkStatus::Live && written.streams.contains_key(&doc.stream_id) {
@@ -83,24 +108,60 @@ impl LiveSink {
                         doc.processing_latency_ms = Some(latency_us as f64 / 1e3);
                         doc.manifest_updated_at_ms = Some(written_ms);
                     }
-                    writes.push(MetaWrite::Chunk { doc, overwrite });
+                    writes.push(MetaWrite::Chunk { doc: *doc, overwrite });
                 }
                 SinkOp::DeadLetter(doc) => writes.push(MetaWrite::DeadLetter(doc)),
             }
         }
-        Arc::new(writes)
+        writes
     }
 
-    /// Commits documents in one transaction, then tells the API which playlists are durable.
-    pub async fn write_documents(
+    /// Queues documents for the committer; `done` runs once they are durable (in queue order).
+    pub async fn commit(
         &self,
-        writes: Arc<Vec<MetaWrite>>,
-        written: &PlaylistsWritten,
-    ) -> Result<(), SinkError> {
-        self.metadata.apply(writes).await?;
-        for (stream_id, ended) in &written.streams {
-            let _ = self.notices.send(PlaylistWritten { stream_id: stream_id.clone(), ended: *ended });
+        writes: Vec<MetaWrite>,
+        written: PlaylistsWritten,
+        done: impl FnOnce() + Send + 'static,
+    ) {
+        let commit = Commit { writes, written, done: Box::new(done) };
+        if self.commits.send(commit).await.is_err() {
+            tracing::warn!("metadata committer has stopped; batch left uncommitted (it will be replayed)");
         }
-        Ok(())
+    }
+}
+
+async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<Commit>) {
+    let mut group = Vec::new();
+    while queue.recv_many(&mut group, MAX_COMMIT_GROUP).await > 0 {
+        let Some(sink) = sink.upgrade() else { break };
+        let writes: Vec<MetaWrite> = group.iter_mut().flat_map(|c| std::mem::take(&mut c.writes)).collect();
+        let writes = Arc::new(writes);
+        retry(&sink.metrics, || sink.metadata.apply(Arc::clone(&writes))).await;
+        for commit in group.drain(..) {
+            for (stream_id, ended) in commit.written.streams {
+                let _ = sink.notices.send(PlaylistWritten { stream_id, ended });
+            }
+            (commit.done)();
+        }
+    }
+}
+
+/// Retries a sink write with backoff until it succeeds: offsets stay uncommitted meanwhile,
+/// so nothing is lost while a backend is down.
+pub async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    metrics: &Metrics,
+    mut write: impl FnMut() -> F,
+) -> T {
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        match write().await {
+            Ok(done) => return done,
+            Err(error) => {
+                tracing::error!(%error, "sink write failed; retrying (offsets stay uncommitted)");
+                metrics.sink_retries_total.inc();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
 }

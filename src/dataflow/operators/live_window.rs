@@ -122,7 +122,7 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                                 ended: stream.ended(),
                             });
                         }
-                        session.give(SinkOp::Stream(stream.doc.clone()));
+                        session.give(SinkOp::Stream(Box::new(stream.doc.clone())));
                     }
                 }
             },
@@ -176,7 +176,7 @@ fn apply(stream: &mut LiveStream, command: LiveCommand, counters: &Counters, giv
             }
             if let Some(doc) = doc {
                 let overwrite = outcome != ChunkOutcome::Late;
-                give(SinkOp::Chunk { doc, overwrite });
+                give(SinkOp::Chunk { doc: Box::new(doc), overwrite });
             }
             matches!(outcome, ChunkOutcome::Accepted { .. })
         }

@@ -101,8 +101,7 @@ impl LiveStream {
 
     /// Applies a chunk; returns the outcome and the chunk document to store (none for a
     /// duplicate). A `late` document must not overwrite an existing one.
-    pub fn apply_chunk(&mut self, chunk: Box<Chunk>) -> (ChunkOutcome, Option<LiveChunkDoc>) {
-        let chunk = *chunk;
+    pub fn apply_chunk(&mut self, chunk: Chunk) -> (ChunkOutcome, Option<LiveChunkDoc>) {
         self.events_applied += 1;
         let seq = chunk.sequence_number;
         let window_size = self.doc.dvr_window_size.max(1);

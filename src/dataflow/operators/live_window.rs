@@ -162,7 +162,7 @@ fn apply(stream: &mut LiveStream, command: LiveCommand, counters: &Counters, giv
         LiveCommand::Init { object_key } => stream.set_init(&object_key),
         LiveCommand::End { at_ms } => stream.end(at_ms),
         LiveCommand::Chunk(chunk) => {
-            let (outcome, doc) = stream.apply_chunk(chunk);
+            let (outcome, doc) = stream.apply_chunk(*chunk);
             counters.outcomes[outcome.label()].inc();
             match outcome {
                 ChunkOutcome::Accepted { new_gaps, filled_gap } => {

@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench live_latency` (env `RATE`, `SECONDS`, `STREAMS` override the defaults)
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,29 +36,11 @@ async fn main() {
     let (rate, seconds, streams) = (env("RATE", 1000), env("SECONDS", 10), env("STREAMS", 100));
     let data = tempfile::tempdir().unwrap();
     // The engine runs as its own process, as deployed; this process is only the client.
-    let mut engine = std::process::Command::new(env!("CARGO_BIN_EXE_segflow"))
-        .args(["run", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir"])
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("segflow binary (cargo builds it for benches)");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(engine.stdout.take().unwrap()), &mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_string();
+    let (mut engine, base) = common::spawn_segflow(data.path());
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for _ in 0..streams {
-        let body: serde_json::Value = client
-            .post(format!("{base}/streams/start"))
-            .body(r#"{"target_duration":2,"dvr_window_size":10}"#)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(body["stream_id"].as_str().unwrap().to_string());
+        ids.push(common::start_stream_at(&client, &base, r#"{"target_duration":2,"dvr_window_size":10}"#).await);
     }
     // Producers that store bytes themselves: the objects exist before their events.
     let per_stream = rate * seconds / streams;
@@ -97,14 +82,7 @@ async fn main() {
     let mut latencies = Vec::new();
     for id in &ids {
         loop {
-            let chunks: serde_json::Value = client
-                .get(format!("{base}/streams/{id}/chunks?limit=1000"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let chunks = common::fetch_json(&client, &format!("{base}/streams/{id}/chunks?limit=1000")).await;
             let measured: Vec<f64> = chunks["chunks"]
                 .as_array()
                 .unwrap()
@@ -118,8 +96,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    std::process::Command::new("kill").args(["-TERM", &engine.id().to_string()]).status().unwrap();
-    assert!(engine.wait().unwrap().success(), "segflow drained and exited 0");
+    assert!(common::terminate(&mut engine).success(), "segflow drained and exited 0");
 
     let mut acks = acks.lock().unwrap().clone();
     acks.sort_by(f64::total_cmp);

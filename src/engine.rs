@@ -22,6 +22,8 @@ use crate::sources::embedded_log::{EventLog, LogError};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("data dir {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -41,7 +43,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EngineError> {
-    config.validate().map_err(|e| EngineError::Workers(e.to_string()))?;
+    config.validate()?;
     let data_dir = config.data_dir.clone();
     let dir_err = |source| EngineError::DataDir { path: data_dir.display().to_string(), source };
     std::fs::create_dir_all(&data_dir).map_err(dir_err)?;

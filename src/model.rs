@@ -345,19 +345,11 @@ pub enum ChunkStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LiveChunkDoc {
     pub stream_id: String,
-    pub chunk_index: u64,
-    pub sequence_number: u64,
-    pub duration_ms: u64,
-    pub size_bytes: u64,
-    pub checksum: Option<String>,
-    pub stored_sha256: Option<String>,
-    pub object_key: String,
-    pub keyframe_aligned: bool,
-    pub audio_track_id: Option<String>,
-    pub video_track_id: Option<String>,
+    /// The chunk's own fields (`chunk_index`, `sequence_number`, `checksum`, …), flattened.
+    #[serde(flatten)]
+    pub chunk: Chunk,
     pub status: ChunkStatus,
     pub dvr_window_start: u64,
-    pub ingested_at_us: u64,
     /// Start of the segment on the wall clock (`EXT-X-PROGRAM-DATE-TIME`).
     pub program_date_time_ms: u64,
     /// Ingest to playlist written; filled in by the sink when it writes.

@@ -3,29 +3,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::sha256_hex;
+use common::{fetch_json, sha256_hex, spawn_segflow, start_stream_at, terminate};
 
 struct Segflow {
-    child: Child,
+    child: std::process::Child,
     base: String,
 }
 
 fn spawn(data_dir: &Path) -> Segflow {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_segflow"))
-        .args(["run", "--listen", "127.0.0.1:0", "-w", "2", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_string();
+    let (child, base) = spawn_segflow(data_dir);
     Segflow { child, base }
 }
 
@@ -45,7 +34,7 @@ async fn put_chunk(client: &reqwest::Client, base: &str, id: &str, seq: u64) -> 
 }
 
 async fn stream_doc(client: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
-    client.get(format!("{base}/streams/{id}/metadata")).send().await.unwrap().json().await.unwrap()
+    fetch_json(client, &format!("{base}/streams/{id}/metadata")).await
 }
 
 async fn wait_accepted(client: &reqwest::Client, base: &str, id: &str, n: u64) -> serde_json::Value {
@@ -60,8 +49,7 @@ async fn wait_accepted(client: &reqwest::Client, base: &str, id: &str, n: u64) -
 }
 
 async fn playlist(client: &reqwest::Client, base: &str, id: &str) -> String {
-    let live: serde_json::Value =
-        client.get(format!("{base}/streams/{id}/live")).send().await.unwrap().json().await.unwrap();
+    let live = fetch_json(client, &format!("{base}/streams/{id}/live")).await;
     client.get(live["manifest_url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap()
 }
 
@@ -74,16 +62,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let first = spawn(data.path());
-    let started: serde_json::Value = client
-        .post(format!("{}/streams/start", first.base))
-        .body(r#"{"target_duration":2,"dvr_window_size":20}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["stream_id"].as_str().unwrap().to_string();
+    let id = start_stream_at(&client, &first.base, r#"{"target_duration":2,"dvr_window_size":20}"#).await;
     for seq in 0..5 {
         assert_eq!(put_chunk(&client, &first.base, &id, seq).await, 201);
     }
@@ -107,9 +86,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
 
     // SIGTERM: drains and exits 0, with every offset committed.
     let mut second = second;
-    let status = Command::new("kill").args(["-TERM", &second.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = second.child.wait().unwrap();
+    let exit = terminate(&mut second.child);
     assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
     for p in 0..6 {
         let log = std::fs::metadata(data.path().join(format!("log/live-chunks/{p}.log"))).unwrap().len();

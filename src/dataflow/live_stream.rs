@@ -67,13 +67,13 @@ impl LiveStream {
         let mut stream = LiveStream::new(doc);
         if let Some((start, head)) = stream.slots() {
             for chunk in chunks {
-                let seq = chunk.sequence_number;
+                let seq = chunk.chunk.sequence_number;
                 if chunk.status == ChunkStatus::Live && (start..=head).contains(&seq) {
-                    let uri = stream.relative_uri(&chunk.object_key);
+                    let uri = stream.relative_uri(&chunk.chunk.object_key);
                     stream.window.insert(
                         seq,
                         WindowSegment {
-                            duration_ms: chunk.duration_ms,
+                            duration_ms: chunk.chunk.duration_ms,
                             uri,
                             program_date_time_ms: chunk.program_date_time_ms,
                         },
@@ -150,22 +150,13 @@ impl LiveStream {
             ChunkOutcome::ChecksumFailed => self.doc.checksum_failures += 1,
             ChunkOutcome::TooLong | ChunkOutcome::AfterEnd => self.doc.rejected_chunks += 1,
         }
+        let program_date_time_ms = (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms);
         let doc = outcome.status().map(|status| LiveChunkDoc {
             stream_id: self.doc.stream_id.clone(),
-            chunk_index: chunk.chunk_index,
-            sequence_number: seq,
-            duration_ms: chunk.duration_ms,
-            size_bytes: chunk.size_bytes,
-            checksum: chunk.checksum,
-            stored_sha256: chunk.stored_sha256,
-            object_key: chunk.object_key,
-            keyframe_aligned: chunk.keyframe_aligned,
-            audio_track_id: chunk.audio_track_id,
-            video_track_id: chunk.video_track_id,
+            chunk,
             status,
             dvr_window_start: self.doc.dvr_window_start.unwrap_or(seq),
-            ingested_at_us: chunk.ingested_at_us,
-            program_date_time_ms: (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms),
+            program_date_time_ms,
             processing_latency_ms: None,
             manifest_updated_at_ms: None,
         });

@@ -103,7 +103,7 @@ impl LiveSink {
                 }
                 SinkOp::Chunk { mut doc, overwrite } => {
                     if doc.status == ChunkStatus::Live && written.streams.contains_key(&doc.stream_id) {
-                        let latency_us = written.at_us.saturating_sub(doc.ingested_at_us);
+                        let latency_us = written.at_us.saturating_sub(doc.chunk.ingested_at_us);
                         self.metrics.chunk_processing_latency_seconds.observe(latency_us as f64 / 1e6);
                         doc.processing_latency_ms = Some(latency_us as f64 / 1e3);
                         doc.manifest_updated_at_ms = Some(written_ms);

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use segflow::config::Config;
 use serde_json::Value;
@@ -116,4 +116,38 @@ pub fn ffmpeg_decode(url: &str) -> (bool, usize, String) {
         .expect("ffmpeg runs");
     let frames = String::from_utf8_lossy(&output.stdout).lines().filter(|l| !l.starts_with('#')).count();
     (output.status.success(), frames, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Starts the real `segflow` binary on a free port; returns the process and its base URL.
+pub fn spawn_segflow(data_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_segflow"))
+        .args(["run", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the segflow binary runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_string();
+    (child, base)
+}
+
+/// Sends SIGTERM and returns how the process exited.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap()
+}
+
+/// GETs a URL and parses its JSON body.
+pub async fn fetch_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// `POST /streams/start` with `body`; returns the new stream's id.
+pub async fn start_stream_at(client: &reqwest::Client, base: &str, body: &str) -> String {
+    let response = client.post(format!("{base}/streams/start")).body(body.to_string()).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let started: Value = response.json().await.unwrap();
+    started["stream_id"].as_str().unwrap().to_string()
 }

@@ -72,7 +72,7 @@ impl MetadataStore for EmbeddedMetadata {
                             streams.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
                         }
                         MetaWrite::Chunk { doc, overwrite } => {
-                            let key = (doc.stream_id.as_str(), doc.chunk_index);
+                            let key = (doc.stream_id.as_str(), doc.chunk.chunk_index);
                             if *overwrite || chunks.get(key).map_err(backend)?.is_none() {
                                 chunks.insert(key, json(doc)?.as_slice()).map_err(backend)?;
                             }

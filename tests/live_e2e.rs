@@ -147,3 +147,39 @@ async fn ffmpeg_pushing_with_method_put_is_ingested_and_plays_back() {
     assert_eq!(frames, 150, "{stderr}");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_that_store_bytes_themselves_post_chunk_events() {
+    use segflow::sinks::object_store::{ObjectStore, local::LocalStore};
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 2).await;
+    let id = engine.start_stream(4).await;
+    // The producer writes the bytes into the object store itself (here: the local store).
+    let store = LocalStore::new(&data.path().join("objects")).unwrap();
+    for seq in 0..3u64 {
+        let key = segflow::model::live_chunk_key(&id, seq, "ts");
+        store.put_bytes(&key, format!("bytes of {seq}").into_bytes().into()).await.unwrap();
+    }
+    let good = sha256_hex(b"bytes of 0");
+    let wrong = sha256_hex(b"something else");
+    for (seq, checksum) in [(0, &good), (1, &wrong)] {
+        let body = format!(
+            r#"{{"stream_id":"{id}","chunk_index":{seq},"sequence_number":{seq},"duration_ms":3000,
+                "keyframe_aligned":true,"checksum":"{checksum}","audio_track_id":"a","video_track_id":"v"}}"#
+        );
+        let (status, reply) = engine.post_json(&format!("/streams/{id}/chunks"), &body).await;
+        assert_eq!(status, 202, "{reply}");
+    }
+    // No checksum claimed: the stored bytes' own hash is recorded.
+    let (status, _) =
+        engine.post_json(&format!("/streams/{id}/chunks"), r#"{"sequence_number":2,"duration_ms":3000}"#).await;
+    assert_eq!(status, 202);
+    let (_, doc) = wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 2).await;
+    assert_eq!(doc["checksum_failures"], 1, "{doc}");
+    let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
+    let statuses: Vec<&str> =
+        chunks["chunks"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["live", "checksum_failed", "live"]);
+    assert_eq!(chunks["chunks"][2]["stored_sha256"], sha256_hex(b"bytes of 2"));
+    engine.shutdown().await;
+}

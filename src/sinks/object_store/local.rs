@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{ByteStream, ObjectStore, StoreError, StoredObject};
 
@@ -52,10 +52,18 @@ async fn create_parent(path: &Path, key: &str) -> Result<(), StoreError> {
 impl ObjectStore for LocalStore {
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        create_parent(&path, key).await?;
         let tmp = Self::temp_path(&path);
-        tokio::fs::write(&tmp, &bytes).await.map_err(io(key))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io(key))
+        // One trip to the blocking pool for the whole write (playlists are rewritten often).
+        let written = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(|e| StoreError::Body(e.to_string()))?;
+        written.map_err(io(key))
     }
 
     async fn put_stream(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError> {
@@ -92,23 +100,20 @@ impl ObjectStore for LocalStore {
 
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError> {
         let path = self.path(key)?;
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(key)(e)),
-        };
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buffer).await.map_err(io(key))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&buffer[..n]);
-        }
-        Ok(Some(StoredObject { size, sha256: hex::encode(hasher.finalize()) }))
+        // One trip to the blocking pool: open, read and hash there.
+        let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<Option<StoredObject>> {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut hasher = Sha256::new();
+            let size = std::io::copy(&mut file, &mut hasher)?;
+            Ok(Some(StoredObject { size, sha256: hex::encode(hasher.finalize()) }))
+        })
+        .await
+        .map_err(|e| StoreError::Body(e.to_string()))?;
+        hashed.map_err(io(key))
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {

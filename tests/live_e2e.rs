@@ -123,6 +123,20 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_pushing_with_method_put_is_ingested_and_plays_back() {
+    ffmpeg_push_round_trip("mpegts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_pushing_fragmented_mp4_gets_an_init_map_and_plays_back() {
+    let playlist = ffmpeg_push_round_trip("fmp4").await;
+    assert!(playlist.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{playlist}");
+    assert!(playlist.contains("#EXT-X-VERSION:6"), "{playlist}");
+    assert!(playlist.contains("chunks/0.m4s"), "{playlist}");
+}
+
+/// FFmpeg's HLS muxer pushes 6 s of video with `-method PUT` in `segment_type`; the stream is
+/// ended and decoded back through its signed URL. Returns the final playlist.
+async fn ffmpeg_push_round_trip(segment_type: &str) -> String {
     let data = tempfile::tempdir().unwrap();
     let engine = TestEngine::start(data.path(), 1).await;
     let id = engine.start_stream(2).await;
@@ -131,7 +145,7 @@ async fn ffmpeg_pushing_with_method_put_is_ingested_and_plays_back() {
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440"])
         .args(["-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50"])
         .args(["-sc_threshold", "0", "-c:a", "aac", "-f", "hls", "-hls_time", "2", "-hls_list_size", "4"])
-        .args(["-method", "PUT"])
+        .args(["-hls_segment_type", segment_type, "-method", "PUT"])
         .arg(engine.url(&format!("/ingest/{id}/live.m3u8")))
         .status()
         .unwrap();
@@ -142,10 +156,13 @@ async fn ffmpeg_pushing_with_method_put_is_ingested_and_plays_back() {
     assert_eq!(status, 200, "{ended}");
     assert_eq!(ended["chunks_accepted"], 3, "{ended}");
     assert_eq!(ended["gaps_total"], 0);
-    let (ok, frames, stderr) = ffmpeg_decode(ended["manifest_url"].as_str().unwrap());
+    let manifest_url = ended["manifest_url"].as_str().unwrap();
+    let (ok, frames, stderr) = ffmpeg_decode(manifest_url);
     assert!(ok, "{stderr}");
     assert_eq!(frames, 150, "{stderr}");
+    let playlist = engine.client.get(manifest_url).send().await.unwrap().text().await.unwrap();
     engine.shutdown().await;
+    playlist
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,12 +136,13 @@ impl LiveStream {
                 }
             }
         };
+        // The segment started one duration before segflow received it.
+        let program_date_time_ms = (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms);
         match outcome {
             ChunkOutcome::Accepted { new_gaps, .. } => {
                 let uri = self.relative_uri(&chunk.object_key);
-                let pdt = (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms);
-                self.window
-                    .insert(seq, WindowSegment { duration_ms: chunk.duration_ms, uri, program_date_time_ms: pdt });
+                let segment = WindowSegment { duration_ms: chunk.duration_ms, uri, program_date_time_ms };
+                self.window.insert(seq, segment);
                 self.doc.chunks_accepted += 1;
                 self.doc.gaps_total += new_gaps;
             }
@@ -150,7 +151,6 @@ impl LiveStream {
             ChunkOutcome::ChecksumFailed => self.doc.checksum_failures += 1,
             ChunkOutcome::TooLong | ChunkOutcome::AfterEnd => self.doc.rejected_chunks += 1,
         }
-        let program_date_time_ms = (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms);
         let doc = outcome.status().map(|status| LiveChunkDoc {
             stream_id: self.doc.stream_id.clone(),
             chunk,

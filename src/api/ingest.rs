@@ -277,28 +277,36 @@ impl PushedSegments {
     /// Waits (up to a bound) until no ingest request of the stream is running: FFmpeg does not
     /// wait for answers, so its last playlist may still be in flight when the stream is ended.
     pub async fn drain_stream(&self, stream_id: &str) {
-        let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
-        while self.in_flight.lock().expect("in-flight lock").contains_key(stream_id)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        poll_until(|| (!self.in_flight.lock().expect("in-flight lock").contains_key(stream_id)).then_some(())).await;
     }
 
     /// The stored segment at `key`, waiting for an upload still in progress: FFmpeg PUTs the
     /// playlist the moment it has sent a segment's last byte.
     async fn take(&self, key: &str) -> Option<StoredObject> {
-        let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
-        loop {
-            {
-                let mut segments = self.segments.lock().expect("pushed lock");
-                match segments.get(key) {
-                    Some(Some(_)) => return segments.remove(key).flatten(),
-                    Some(None) if tokio::time::Instant::now() < deadline => {}
-                    _ => return None,
-                }
+        poll_until(|| {
+            let mut segments = self.segments.lock().expect("pushed lock");
+            match segments.get(key) {
+                Some(None) => None, // still uploading: ask again
+                Some(Some(_)) => Some(segments.remove(key).flatten()),
+                None => Some(None),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        })
+        .await
+        .flatten()
+    }
+}
+
+/// Calls `ready` every few milliseconds until it answers, for at most [`UPLOAD_WAIT`];
+/// `None` on timeout.
+async fn poll_until<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
+    loop {
+        if let Some(answer) = ready() {
+            return Some(answer);
         }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }

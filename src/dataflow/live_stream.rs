@@ -69,15 +69,8 @@ impl LiveStream {
             for chunk in chunks {
                 let seq = chunk.chunk.sequence_number;
                 if chunk.status == ChunkStatus::Live && (start..=head).contains(&seq) {
-                    let uri = stream.relative_uri(&chunk.chunk.object_key);
-                    stream.window.insert(
-                        seq,
-                        WindowSegment {
-                            duration_ms: chunk.chunk.duration_ms,
-                            uri,
-                            program_date_time_ms: chunk.program_date_time_ms,
-                        },
-                    );
+                    let segment = stream.window_segment(&chunk.chunk, chunk.program_date_time_ms);
+                    stream.window.insert(seq, segment);
                 }
             }
         }
@@ -90,6 +83,11 @@ impl LiveStream {
 
     pub fn ended(&self) -> bool {
         self.doc.status == StreamStatus::Vod
+    }
+
+    fn window_segment(&self, chunk: &Chunk, program_date_time_ms: u64) -> WindowSegment {
+        let uri = self.relative_uri(&chunk.object_key);
+        WindowSegment { duration_ms: chunk.duration_ms, uri, program_date_time_ms }
     }
 
     /// Playlist URIs are relative to `manifests/{id}/`, which the signed URL maps onto
@@ -140,8 +138,7 @@ impl LiveStream {
         let program_date_time_ms = (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms);
         match outcome {
             ChunkOutcome::Accepted { new_gaps, .. } => {
-                let uri = self.relative_uri(&chunk.object_key);
-                let segment = WindowSegment { duration_ms: chunk.duration_ms, uri, program_date_time_ms };
+                let segment = self.window_segment(&chunk, program_date_time_ms);
                 self.window.insert(seq, segment);
                 self.doc.chunks_accepted += 1;
                 self.doc.gaps_total += new_gaps;

@@ -56,6 +56,7 @@ pub async fn run(
     let sink = LiveSink::start(store.clone(), metadata.clone(), metrics.clone(), notices.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
+    let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();
     let context = WorkerContext {
         log: log.clone(),
         sink,
@@ -63,15 +64,27 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
         clock: Instant::now(),
         stop: stop.clone(),
+        ready,
     };
     let workers = timely::execute(timely::Config::process(config.workers), move |worker| run_worker(worker, &context))
         .map_err(EngineError::Workers)?;
-    let (workers_done_tx, workers_done) = tokio::sync::oneshot::channel::<()>();
+    let (workers_done_tx, mut workers_done) = tokio::sync::oneshot::channel::<()>();
     let joined = tokio::task::spawn_blocking(move || {
         let results = workers.join();
         let _ = workers_done_tx.send(());
         results
     });
+    // Requests wait in the listen backlog until every worker has restored its streams.
+    let mut started = true;
+    for _ in 0..config.workers {
+        tokio::select! {
+            _ = workers_ready.recv() => {}
+            _ = &mut workers_done => {
+                started = false; // a worker failed: its error is reported below
+                break;
+            }
+        }
+    }
 
     let state = AppState {
         config: Arc::new(config),
@@ -84,14 +97,18 @@ pub async fn run(
         pushed: Arc::default(),
     };
     let stopping = stop.clone();
-    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
-            _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
-        }
-        stopping.store(true, Ordering::SeqCst);
-    });
-    let served = serve.await.map_err(EngineError::Http);
+    let served = if started {
+        let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
+                _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
+            }
+            stopping.store(true, Ordering::SeqCst);
+        });
+        serve.await.map_err(EngineError::Http)
+    } else {
+        Ok(())
+    };
     stop.store(true, Ordering::SeqCst);
     let results = joined.await.map_err(|e| EngineError::Workers(e.to_string()))?;
     log.close();

@@ -111,14 +111,16 @@ async fn wait_for(
     id: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> (u16, serde_json::Value) {
-    for _ in 0..200 {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..800 {
         let (status, doc) = engine.get_json(&format!("/streams/{id}/metadata")).await;
         if done(&doc) {
             return (status, doc);
         }
+        last = doc;
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    panic!("stream {id} never reached the expected state");
+    panic!("stream {id} never reached the expected state; last seen: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,5 +200,28 @@ async fn producers_that_store_bytes_themselves_post_chunk_events() {
         chunks["chunks"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["live", "checksum_failed", "live"]);
     assert_eq!(chunks["chunks"][2]["stored_sha256"], sha256_hex(b"bytes of 2"));
+    engine.shutdown().await;
+}
+
+/// FFmpeg PUTs the playlist right after a segment on another connection, so the server may see
+/// the playlist first: the segment it names is still taken once its upload arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_that_overtakes_its_segment_still_gets_it() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 1).await;
+    let id = engine.start_stream(2).await;
+    let playlist =
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.000,\nlive0.ts\n";
+    let put_playlist = engine.client.put(engine.url(&format!("/ingest/{id}/live.m3u8"))).body(playlist).send();
+    let put_segment = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        engine.client.put(engine.url(&format!("/ingest/{id}/live0.ts"))).body(vec![0x47u8; 188]).send().await
+    };
+    let (playlist_reply, segment_reply) = tokio::join!(put_playlist, put_segment);
+    assert_eq!(segment_reply.unwrap().status(), 201);
+    let reply: serde_json::Value = playlist_reply.unwrap().json().await.unwrap();
+    assert_eq!(reply["chunks_emitted"], serde_json::json!([0]), "{reply}");
+    let (_, doc) = wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 1).await;
+    assert_eq!(doc["gaps_total"], 0, "{doc}");
     engine.shutdown().await;
 }

@@ -6,6 +6,7 @@
 //!   after each one names them (`EXT-X-MEDIA-SEQUENCE`, `EXTINF`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -20,10 +21,13 @@ use crate::model::{
     ChunkStatus, LiveEvent, LiveEventType, LiveStreamDoc, bucket, live_chunk_key, now_us, validate_file_name,
     validate_sha256_hex,
 };
-use crate::sinks::object_store::{ByteStream, StoredObject};
+use crate::sinks::object_store::{ByteStream, ObjectStore, StoredObject};
 
 /// How long a playlist waits for a segment it names that is still uploading.
 const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a playlist waits for a newer segment it names whose request has not started yet.
+const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Largest playlist FFmpeg may PUT.
 const MAX_PLAYLIST_BYTES: usize = 1 << 20;
@@ -55,23 +59,47 @@ pub async fn put_file(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let in_flight = InFlight::new(state.pushed.clone(), &stream_id);
+    // A bare segment is announced before anything awaits, so that the playlist FFmpeg PUTs
+    // right after it finds it even when its request is handled first.
+    let bare = is_bare_segment(&file, &headers).then(|| incoming_key(&stream_id, &file));
+    if let Some(key) = &bare {
+        state.pushed.uploading(key);
+    }
+    let pushed = state.pushed.clone();
     let work = store_file(state, stream_id, file, headers, body);
     tokio::spawn(async move {
         let _in_flight = in_flight; // held by the task, which outlives a dropped connection
-        work.await
+        let reply = work.await;
+        if let (Some(key), Err(_)) = (&bare, &reply) {
+            pushed.finished(key, None);
+        }
+        reply
     })
     .await
     .map_err(|e| ApiError::Internal(format!("ingest task failed: {e}")))?
 }
 
+fn extension(file: &str) -> String {
+    file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+}
+
+/// A media segment without a sequence number: FFmpeg's playlist will name it.
+fn is_bare_segment(file: &str, headers: &HeaderMap) -> bool {
+    matches!(extension(file).as_str(), "ts" | "m4s" | "aac") && !headers.contains_key("x-sequence-number")
+}
+
+fn incoming_key(stream_id: &str, file: &str) -> String {
+    format!("{}/{stream_id}/incoming/{file}", bucket::LIVE_STREAMS)
+}
+
 /// Counts a stream's ingest requests while they run, so ending a stream can wait for them.
 struct InFlight {
-    pushed: std::sync::Arc<PushedSegments>,
+    pushed: Arc<PushedSegments>,
     stream_id: String,
 }
 
 impl InFlight {
-    fn new(pushed: std::sync::Arc<PushedSegments>, stream_id: &str) -> Self {
+    fn new(pushed: Arc<PushedSegments>, stream_id: &str) -> Self {
         *pushed.in_flight.lock().expect("in-flight lock").entry(stream_id.to_string()).or_default() += 1;
         InFlight { pushed, stream_id: stream_id.to_string() }
     }
@@ -98,7 +126,7 @@ async fn store_file(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_file_name(&file).map_err(ApiError::BadRequest)?;
     let stream = find_live_stream(&state, &stream_id).await?;
-    let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = extension(&file);
     match ext.as_str() {
         "m3u8" => {
             let bytes = axum::body::to_bytes(body, MAX_PLAYLIST_BYTES)
@@ -110,8 +138,7 @@ async fn store_file(
             Some(seq) => segment_with_headers(&state, &stream, seq, &ext, &headers, body).await,
             None if ext == "mp4" => init_segment(&state, &stream, &file, body).await,
             None => {
-                let key = format!("{}/{stream_id}/incoming/{file}", bucket::LIVE_STREAMS);
-                state.pushed.uploading(&key);
+                let key = incoming_key(&stream_id, &file);
                 let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await;
                 state.pushed.finished(&key, stored.as_ref().ok().cloned());
                 let stored = stored?;
@@ -222,30 +249,29 @@ async fn pushed_playlist(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let playlist = m3u8_rs::parse_media_playlist_res(bytes)
         .map_err(|e| ApiError::BadRequest(format!("not an HLS media playlist: {e:?}")))?;
-    // One playlist at a time: FFmpeg sends them in order, and a segment is emitted once.
-    let _one_at_a_time = state.pushed.playlists.lock().await;
+    // One playlist of a stream at a time: FFmpeg sends them in order, and a segment is emitted once.
+    let stream_lock = state.pushed.stream_lock(&stream.stream_id);
+    let mut next_seq = stream_lock.lock().await;
+    let next_seq = next_seq.get_or_insert(stream.head_sequence.map_or(0, |head| head + 1));
     let mut emitted = Vec::new();
     for (i, segment) in playlist.segments.iter().enumerate() {
         let seq = playlist.media_sequence + i as u64;
         let name = segment.uri.rsplit('/').next().unwrap_or_default();
         let name = name.split('?').next().unwrap_or_default();
-        if validate_file_name(name).is_err() {
-            continue;
+        if seq < *next_seq || validate_file_name(name).is_err() {
+            continue; // already emitted
         }
-        let incoming = format!("{}/{}/incoming/{name}", bucket::LIVE_STREAMS, stream.stream_id);
-        let stored = match state.pushed.take(&incoming).await {
-            Some(stored) => stored,
-            None => match state.store.stat_sha256(&incoming).await? {
-                Some(stored) => stored, // pushed before a restart
-                None => continue,       // already emitted, or never pushed
-            },
+        let incoming = incoming_key(&stream.stream_id, name);
+        let Some(stored) = state.pushed.claim(state.store.as_ref(), &incoming).await? else {
+            tracing::warn!(stream_id = stream.stream_id, seq, name, "playlist names a segment that never arrived");
+            continue;
         };
-        let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_else(|| "ts".into());
-        let key = live_chunk_key(&stream.stream_id, seq, &ext);
+        let key = live_chunk_key(&stream.stream_id, seq, &extension(name));
         state.store.rename(&incoming, &key).await?;
         let duration_ms = (segment.duration as f64 * 1000.0).round() as u64;
         let event = chunk_event(&stream.stream_id, seq, duration_ms.max(1), &key, &stored, None);
         append_live(state, &event).await?;
+        *next_seq = seq + 1;
         emitted.push(seq);
     }
     Ok((StatusCode::OK, Json(json!({ "stream_id": stream.stream_id, "chunks_emitted": emitted }))))
@@ -256,7 +282,9 @@ async fn pushed_playlist(
 pub struct PushedSegments {
     /// `None` while the upload is still being written.
     segments: std::sync::Mutex<HashMap<String, Option<StoredObject>>>,
-    playlists: tokio::sync::Mutex<()>,
+    /// Per stream: the next sequence number its playlists may emit, behind a lock that
+    /// serialises the stream's playlists.
+    streams: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>>,
     /// Ingest requests running per stream.
     in_flight: std::sync::Mutex<HashMap<String, usize>>,
 }
@@ -274,32 +302,54 @@ impl PushedSegments {
         };
     }
 
+    fn stream_lock(&self, stream_id: &str) -> Arc<tokio::sync::Mutex<Option<u64>>> {
+        self.streams.lock().expect("pushed lock").entry(stream_id.to_string()).or_default().clone()
+    }
+
     /// Waits (up to a bound) until no ingest request of the stream is running: FFmpeg does not
     /// wait for answers, so its last playlist may still be in flight when the stream is ended.
     pub async fn drain_stream(&self, stream_id: &str) {
-        poll_until(|| (!self.in_flight.lock().expect("in-flight lock").contains_key(stream_id)).then_some(())).await;
+        poll_until(UPLOAD_WAIT, || {
+            (!self.in_flight.lock().expect("in-flight lock").contains_key(stream_id)).then_some(())
+        })
+        .await;
     }
 
-    /// The stored segment at `key`, waiting for an upload still in progress: FFmpeg PUTs the
-    /// playlist the moment it has sent a segment's last byte.
-    async fn take(&self, key: &str) -> Option<StoredObject> {
-        poll_until(|| {
+    /// Drops what is kept for an ended stream.
+    pub fn forget_stream(&self, stream_id: &str) {
+        self.streams.lock().expect("pushed lock").remove(stream_id);
+        let prefix = incoming_key(stream_id, "");
+        self.segments.lock().expect("pushed lock").retain(|key, _| !key.starts_with(&prefix));
+    }
+
+    /// The stored segment at `key`, once its upload is complete. FFmpeg PUTs the playlist the
+    /// moment it has sent a segment's last byte, so the segment's own request may still be
+    /// running, or not even have started.
+    async fn claim(&self, store: &dyn ObjectStore, key: &str) -> Result<Option<StoredObject>, ApiError> {
+        if !self.segments.lock().expect("pushed lock").contains_key(key)
+            && let Some(stored) = store.stat_sha256(key).await?
+        {
+            self.segments.lock().expect("pushed lock").remove(key);
+            return Ok(Some(stored)); // pushed before a restart
+        }
+        let announced_by = tokio::time::Instant::now() + ANNOUNCE_WAIT;
+        Ok(poll_until(UPLOAD_WAIT, || {
             let mut segments = self.segments.lock().expect("pushed lock");
             match segments.get(key) {
                 Some(None) => None, // still uploading: ask again
                 Some(Some(_)) => Some(segments.remove(key).flatten()),
+                None if tokio::time::Instant::now() < announced_by => None,
                 None => Some(None),
             }
         })
         .await
-        .flatten()
+        .flatten())
     }
 }
 
-/// Calls `ready` every few milliseconds until it answers, for at most [`UPLOAD_WAIT`];
-/// `None` on timeout.
-async fn poll_until<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = tokio::time::Instant::now() + UPLOAD_WAIT;
+/// Calls `ready` every few milliseconds until it answers, for at most `wait`; `None` on timeout.
+async fn poll_until<T>(wait: std::time::Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(answer) = ready() {
             return Some(answer);

@@ -102,7 +102,9 @@ pub async fn start(
         ingested_at_us: Some(at_us),
         ..Default::default()
     };
-    append_and_wait(&state, &event, false).await?;
+    if !append_and_wait(&state, &event, false).await? {
+        tracing::warn!(stream_id, "stream started, but its first playlist was not written within {PLAYLIST_WAIT:?}");
+    }
     tracing::info!(stream_id, "live stream started");
     Ok((StatusCode::CREATED, Json(stream_view(&state, &headers, &doc))))
 }
@@ -124,6 +126,7 @@ pub async fn end(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
             request.stream_id
         )));
     }
+    state.pushed.forget_stream(&request.stream_id);
     let doc = find_stream(&state, &request.stream_id).await?;
     tracing::info!(stream_id = request.stream_id, "live stream ended");
     Ok(Json(stream_view(&state, &headers, &doc)))

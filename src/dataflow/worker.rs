@@ -33,6 +33,9 @@ pub struct WorkerContext {
     pub runtime: tokio::runtime::Handle,
     pub clock: Instant,
     pub stop: Arc<AtomicBool>,
+    /// Told once this worker has restored its streams and built its dataflow: the API opens
+    /// only when every worker has, so no request races a restore.
+    pub ready: tokio::sync::mpsc::UnboundedSender<usize>,
 }
 
 /// Runs one worker until the engine stops and the dataflow has drained.
@@ -66,6 +69,7 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String
             .durable_sink(sink, runtime)
             .probe_with(&durable);
     });
+    let _ = ctx.ready.send(index);
     let mut last_commit = Instant::now();
     while worker.step_or_park(Some(Duration::from_millis(100))) {
         // Offsets are only a restart point: committing a few times a second keeps file I/O

@@ -7,6 +7,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::media::transcode::TranscodeMode;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -28,6 +30,12 @@ pub struct Config {
     pub signed_url_ttl_secs: u64,
     /// Base URL players reach the API at; by default taken from the request's `Host`.
     pub public_url: Option<String>,
+    /// Largest VOD upload accepted, in bytes (413 above it).
+    pub max_upload_bytes: u64,
+    /// FFmpeg transcodes running at once in this process (each one uses every core).
+    pub transcode_jobs: usize,
+    /// One FFmpeg decoding once for every rung (`split`), or one FFmpeg per rung (`per_rung`).
+    pub transcode_mode: TranscodeMode,
 }
 
 impl Default for Config {
@@ -42,6 +50,9 @@ impl Default for Config {
             max_json_bytes: 64 * 1024,
             signed_url_ttl_secs: 3600,
             public_url: None,
+            max_upload_bytes: 8 * 1024 * 1024 * 1024,
+            transcode_jobs: 1,
+            transcode_mode: TranscodeMode::Split,
         }
     }
 }
@@ -97,6 +108,9 @@ impl Config {
         }
         if self.target_duration == 0 {
             return invalid("target_duration must be at least 1 second");
+        }
+        if self.transcode_jobs == 0 {
+            return invalid("transcode_jobs must be at least 1");
         }
         Ok(())
     }

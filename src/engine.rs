@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, signed::UrlSigner};
 use crate::config::Config;
+use crate::dataflow::vod::VodJobs;
 use crate::dataflow::{WorkerContext, run_worker};
 use crate::metrics::Metrics;
 use crate::sinks::LiveSink;
@@ -65,6 +66,14 @@ pub async fn run(
         clock: Instant::now(),
         stop: stop.clone(),
         ready,
+        vod: VodJobs::new(
+            store.clone(),
+            metadata.clone(),
+            metrics.clone(),
+            config.transcode_jobs,
+            config.transcode_mode,
+            data_dir.join("work"),
+        ),
     };
     let workers = timely::execute(timely::Config::process(config.workers), move |worker| run_worker(worker, &context))
         .map_err(EngineError::Workers)?;

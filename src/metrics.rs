@@ -18,6 +18,10 @@ pub struct Metrics {
     pub log_appends_total: IntCounterVec,
     pub playlists_written_total: IntCounter,
     pub sink_retries_total: IntCounter,
+    /// Videos finished, by outcome (`ready`, `failed`).
+    pub vod_videos_total: IntCounterVec,
+    /// Upload acknowledged to `ready`.
+    pub vod_processing_seconds: Histogram,
 }
 
 impl Metrics {
@@ -42,6 +46,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("unique metric");
+        let vod_latency = Histogram::with_opts(
+            HistogramOpts::new("segflow_vod_processing_seconds", "VOD upload acknowledged to ready")
+                .buckets(vec![1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(vod_latency.clone())).expect("unique metric");
         Metrics {
             live_chunk_gaps_total: counter("live_chunk_gaps_total", "Missing live sequence numbers detected"),
             chunk_checksum_failures_total: counter(
@@ -64,6 +74,8 @@ impl Metrics {
             log_appends_total: counter_vec("segflow_log_appends_total", "Events appended to the log", &["topic"]),
             playlists_written_total: counter("segflow_playlists_written_total", "Media playlists written"),
             sink_retries_total: counter("segflow_sink_retries_total", "Sink writes retried after an error"),
+            vod_videos_total: counter_vec("segflow_vod_videos_total", "Videos finished, by outcome", &["outcome"]),
+            vod_processing_seconds: vod_latency,
             registry,
         }
     }

@@ -105,3 +105,73 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     third.child.kill().unwrap();
     third.child.wait().unwrap();
 }
+
+/// A transcode killed with `kill -9` is redone after the restart into the same files; a
+/// replayed upload event of a finished video changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = common::clip(media.path(), "clip.mp4", "1280x720", 6, true);
+    let client = reqwest::Client::new();
+    let mut first = spawn(data.path());
+    let (status, reply) = common::upload_video(&client, &first.base, &source, "interrupted").await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+    let transcoding =
+        |doc: &serde_json::Value| doc["status"] == "transcoding" && doc["progress_pct"].as_f64() > Some(0.0);
+    common::wait_video(&client, &first.base, &id, transcoding).await;
+    first.child.kill().unwrap(); // SIGKILL, mid-transcode
+    first.child.wait().unwrap();
+
+    let mut second = spawn(data.path());
+    let doc = common::wait_video_final(&client, &second.base, &id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    let history: Vec<&str> =
+        doc["status_history"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(history, ["uploaded", "processing", "transcoding", "processing", "transcoding", "ready"]);
+    // Exactly the files the playlists name: nothing left over from the killed attempt.
+    let variants = data.path().join("objects/vod-variants").join(&id);
+    for rung in ["720p", "480p", "360p"] {
+        let text = std::fs::read(variants.join(rung).join("index.m3u8")).unwrap();
+        let playlist = m3u8_rs::parse_media_playlist_res(&text).unwrap();
+        let mut named: Vec<String> = playlist.segments.iter().map(|s| s.uri.clone()).collect();
+        named.push("index.m3u8".into());
+        let mut present: Vec<String> = std::fs::read_dir(variants.join(rung))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        named.sort();
+        present.sort();
+        assert_eq!(present, named, "{rung}");
+    }
+    assert!(!data.path().join("work").join(&id).exists(), "work files are cleaned up");
+    let manifest = fetch_json(&client, &format!("{}/vod/{id}/manifest", second.base)).await;
+    let (ok, frames, stderr) = common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
+    assert!(ok && frames == 3 * 6 * 30, "{frames} frames; {stderr}");
+    assert!(terminate(&mut second.child).success());
+
+    // Forget the committed offsets: the upload event is read again, and changes nothing.
+    for entry in std::fs::read_dir(data.path().join("log/vod-chunks")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "offset") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let mut third = spawn(data.path());
+    let offsets_committed = || {
+        std::fs::read_dir(data.path().join("log/vod-chunks"))
+            .unwrap()
+            .any(|e| e.unwrap().path().extension().is_some_and(|e| e == "offset"))
+    };
+    for _ in 0..200 {
+        if offsets_committed() {
+            break; // the replayed event went through the whole VOD dataflow
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(offsets_committed(), "the replayed event was processed and its offset committed");
+    let again = fetch_json(&client, &format!("{}/vod/{id}/metadata", third.base)).await;
+    assert_eq!(again["status_history"], doc["status_history"], "a replay must not redo a finished video");
+    assert!(terminate(&mut third.child).success());
+}

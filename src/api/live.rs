@@ -66,7 +66,7 @@ fn stream_view(state: &AppState, headers: &HeaderMap, doc: &LiveStreamDoc) -> Va
     view
 }
 
-fn rfc3339(unix_s: u64) -> String {
+pub(super) fn rfc3339(unix_s: u64) -> String {
     chrono::DateTime::from_timestamp(unix_s as i64, 0).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 

@@ -5,6 +5,7 @@ mod error;
 pub mod ingest;
 mod live;
 pub mod signed;
+mod vod;
 
 use std::sync::Arc;
 
@@ -55,8 +56,11 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{stream_id}/live", get(live::live_url))
         .route("/streams/{stream_id}/chunks", post(live::post_chunk).get(live::list_chunks))
         .route("/dead-letters", get(live::dead_letters))
+        .route("/vod/{stream_id}/metadata", get(vod::metadata))
+        .route("/vod/{stream_id}/manifest", get(vod::manifest))
         .layer(DefaultBodyLimit::max(json_limit))
         .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))
+        .route("/vod/upload", post(vod::upload).layer(DefaultBodyLimit::disable()))
         .route("/play/{expires}/{sig}/{stream_id}/{*path}", get(signed::play))
         .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::{ApiError, AppState};
-use crate::model::{bucket, validate_file_name, validate_stream_id};
+use crate::model::{VOD_MANIFEST_FILE, bucket, validate_file_name, validate_stream_id};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -116,7 +116,12 @@ pub async fn play(
     for part in &parts {
         validate_file_name(part).map_err(ApiError::NotFound)?;
     }
-    let bucket = if path.ends_with(".m3u8") { bucket::MANIFESTS } else { bucket::LIVE_STREAMS };
+    let bucket = match (stream_id.starts_with("vod-"), path.as_str()) {
+        (true, VOD_MANIFEST_FILE) => bucket::MANIFESTS,
+        (true, _) => bucket::VOD_VARIANTS,
+        (false, p) if p.ends_with(".m3u8") => bucket::MANIFESTS,
+        (false, _) => bucket::LIVE_STREAMS,
+    };
     let file = state.store.local_path(&format!("{bucket}/{stream_id}/{path}"))?;
     let mime: mime::Mime = content_type(&path).parse().expect("static MIME types parse");
     let mut response = ServeFile::new_with_mime(file, &mime)

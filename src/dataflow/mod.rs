@@ -10,6 +10,7 @@
 
 pub mod live_stream;
 pub mod operators;
+pub mod vod;
 mod worker;
 
 use serde::{Deserialize, Serialize};

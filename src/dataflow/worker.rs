@@ -15,6 +15,7 @@ use super::operators::decode_events::DecodeEvents;
 use super::operators::durable_sink::DurableSink;
 use super::operators::live_window::LiveWindowOp;
 use super::operators::log_source::{LogSourceConfig, PendingCommits, log_source};
+use super::vod::{VodJobs, vod_pipeline};
 use crate::metrics::Metrics;
 use crate::model::{StreamStatus, Topic, stream_hash};
 use crate::sinks::LiveSink;
@@ -36,38 +37,32 @@ pub struct WorkerContext {
     /// Told once this worker has restored its streams and built its dataflow: the API opens
     /// only when every worker has, so no request races a restore.
     pub ready: tokio::sync::mpsc::UnboundedSender<usize>,
+    pub vod: Arc<VodJobs>,
 }
 
 /// Runs one worker until the engine stops and the dataflow has drained.
 pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String> {
     let (index, peers) = (worker.index(), worker.peers());
-    let topic = Topic::LiveChunks;
-    let partitions: Vec<u32> = (0..topic.partitions()).filter(|p| *p as usize % peers == index).collect();
-    let readers = partitions.iter().map(|p| ctx.log.reader(topic, *p)).collect::<Result<Vec<_>, _>>();
-    let readers = readers.map_err(|e| e.to_string())?;
     let restored = ctx
         .runtime
         .block_on(restore_streams(ctx.sink.metadata.as_ref(), index, peers))
         .map_err(|e| format!("restoring live streams: {e}"))?;
-    tracing::debug!(worker = index, ?partitions, streams = restored.len(), "worker starting");
+    tracing::debug!(worker = index, streams = restored.len(), "worker starting");
 
-    let durable = ProbeHandle::new();
-    let pending = PendingCommits::default();
-    let source = LogSourceConfig {
-        log: ctx.log.clone(),
-        readers,
-        clock: ctx.clock,
-        stop: ctx.stop.clone(),
-        durable: durable.clone(),
-        pending: pending.clone(),
-    };
+    let (live_source, live) = TopicInput::open(ctx, Topic::LiveChunks, index, peers, LIVE_MAX_DURABLE_LAG_MS)?;
     let (metrics, sink, runtime) = (ctx.metrics.clone(), ctx.sink.clone(), ctx.runtime.clone());
     worker.dataflow::<u64, _, _>(|scope| {
-        log_source(scope, source)
-            .decode_events(topic)
+        log_source(scope, live_source)
+            .decode_events(Topic::LiveChunks)
             .live_window(restored, metrics)
             .durable_sink(sink, runtime)
-            .probe_with(&durable);
+            .probe_with(&live.durable);
+    });
+    // Transcodes take minutes: the VOD source never pauses for the durable frontier.
+    let (vod_source, vod) = TopicInput::open(ctx, Topic::VodChunks, index, peers, u64::MAX)?;
+    let (jobs, runtime) = (ctx.vod.clone(), ctx.runtime.clone());
+    worker.dataflow::<u64, _, _>(|scope| {
+        vod_pipeline(log_source(scope, vod_source), jobs, runtime).probe_with(&vod.durable);
     });
     let _ = ctx.ready.send(index);
     let mut last_commit = Instant::now();
@@ -75,12 +70,53 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String
         // Offsets are only a restart point: committing a few times a second keeps file I/O
         // off the worker's hot path.
         if last_commit.elapsed() >= COMMIT_INTERVAL {
-            commit_durable(&ctx.log, topic, &pending, &durable);
+            live.commit_durable(&ctx.log);
+            vod.commit_durable(&ctx.log);
             last_commit = Instant::now();
         }
     }
-    commit_durable(&ctx.log, topic, &pending, &durable);
+    live.commit_durable(&ctx.log);
+    vod.commit_durable(&ctx.log);
     Ok(())
+}
+
+/// Stop reading live events while the durable frontier lags this far (ms) behind.
+const LIVE_MAX_DURABLE_LAG_MS: u64 = 10_000;
+
+/// One topic's partitions of this worker: what to commit once the sinks are durable.
+struct TopicInput {
+    topic: Topic,
+    durable: ProbeHandle<u64>,
+    pending: PendingCommits,
+}
+
+impl TopicInput {
+    /// The source settings for this worker's partitions of `topic`, and their committer.
+    fn open(
+        ctx: &WorkerContext,
+        topic: Topic,
+        index: usize,
+        peers: usize,
+        lag_ms: u64,
+    ) -> Result<(LogSourceConfig, TopicInput), String> {
+        let partitions = (0..topic.partitions()).filter(|p| *p as usize % peers == index);
+        let readers = partitions.map(|p| ctx.log.reader(topic, p)).collect::<Result<Vec<_>, _>>();
+        let (durable, pending) = (ProbeHandle::new(), PendingCommits::default());
+        let source = LogSourceConfig {
+            log: ctx.log.clone(),
+            readers: readers.map_err(|e| e.to_string())?,
+            clock: ctx.clock,
+            stop: ctx.stop.clone(),
+            durable: durable.clone(),
+            pending: pending.clone(),
+            max_durable_lag_ms: lag_ms,
+        };
+        Ok((source, TopicInput { topic, durable, pending }))
+    }
+
+    fn commit_durable(&self, log: &EventLog) {
+        commit_durable(log, self.topic, &self.pending, &self.durable);
+    }
 }
 
 /// Commits the offsets of every time the sinks are durable past.

@@ -1,3 +1,7 @@
-//! Media handling: HLS playlist writing (FFmpeg transcoding joins here with VOD).
+//! Media handling: HLS playlist writing, and FFmpeg probing and transcoding for VOD.
 
+pub mod ladder;
 pub mod live_playlist;
+pub mod probe;
+pub mod transcode;
+pub mod vod_playlist;

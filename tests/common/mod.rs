@@ -19,20 +19,18 @@ pub struct TestEngine {
 
 impl TestEngine {
     pub async fn start(data_dir: &Path, workers: usize) -> TestEngine {
+        Self::start_with(Config { data_dir: data_dir.to_path_buf(), workers, ..Config::default() }).await
+    }
+
+    pub async fn start_with(config: Config) -> TestEngine {
+        let data_dir = config.data_dir.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let config = Config { data_dir: data_dir.to_path_buf(), workers, ..Config::default() };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(segflow::engine::run(config, listener, async {
             let _ = stopped.await;
         }));
-        TestEngine {
-            base,
-            data_dir: data_dir.to_path_buf(),
-            client: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestEngine { base, data_dir, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
     }
 
     /// Stops the engine the way SIGTERM does, and waits for the drain.
@@ -150,4 +148,53 @@ pub async fn start_stream_at(client: &reqwest::Client, base: &str, body: &str) -
     assert_eq!(response.status(), 201);
     let started: Value = response.json().await.unwrap();
     started["stream_id"].as_str().unwrap().to_string()
+}
+
+/// Encodes a test clip with FFmpeg's own sources (`ultrafast`: only the test's input).
+pub fn clip(dir: &Path, name: &str, size: &str, seconds: u32, audio: bool) -> PathBuf {
+    let path = dir.join(name);
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]);
+    ffmpeg.arg(format!("testsrc2=size={size}:rate=30"));
+    if audio {
+        ffmpeg.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac"]);
+    }
+    ffmpeg.args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
+    let status = ffmpeg.arg(&path).status().expect("ffmpeg runs (scripts/install-deps.sh installs it)");
+    assert!(status.success());
+    path
+}
+
+/// `POST /vod/upload` as multipart, the way a browser form sends it.
+pub async fn upload_video(client: &reqwest::Client, base: &str, file: &Path, title: &str) -> (u16, Value) {
+    let bytes = std::fs::read(file).unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let form = reqwest::multipart::Form::new()
+        .text("title", title.to_string())
+        .text("description", "made by ffmpeg's testsrc2")
+        .part("video", reqwest::multipart::Part::bytes(bytes).file_name(name));
+    let response = client.post(format!("{base}/vod/upload")).multipart(form).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls a video's document until `done` holds for it.
+pub async fn wait_video(client: &reqwest::Client, base: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut seen = Vec::new();
+    for _ in 0..2400 {
+        let doc = fetch_json(client, &format!("{base}/vod/{id}/metadata")).await;
+        let status = doc["status"].as_str().unwrap_or_default().to_string();
+        if seen.last() != Some(&status) {
+            seen.push(status);
+        }
+        if done(&doc) {
+            return doc;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("video {id} never reached the expected state; statuses seen: {seen:?}");
+}
+
+/// Polls a video's document until its status is `ready` or `failed`.
+pub async fn wait_video_final(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    wait_video(client, base, id, |doc| doc["status"] == "ready" || doc["status"] == "failed").await
 }

@@ -24,8 +24,6 @@ pub type PendingCommits = Rc<RefCell<BTreeMap<u64, BTreeMap<u32, u64>>>>;
 const MAX_RECORDS_PER_ACTIVATION: usize = 8192;
 /// Wake-up interval with nothing to read, so the frontier (and offset commits) move on.
 const IDLE_TICK: Duration = Duration::from_millis(50);
-/// Stop reading while the durable frontier lags this far (ms) behind.
-const MAX_DURABLE_LAG_MS: u64 = 10_000;
 
 pub struct LogSourceConfig {
     pub log: EventLog,
@@ -35,10 +33,12 @@ pub struct LogSourceConfig {
     pub stop: Arc<AtomicBool>,
     pub durable: ProbeHandle<u64>,
     pub pending: PendingCommits,
+    /// Stop reading while the durable frontier lags this far (ms) behind.
+    pub max_durable_lag_ms: u64,
 }
 
 pub fn log_source<'s>(scope: Scope<'s, u64>, config: LogSourceConfig) -> StreamVec<'s, u64, LogRecord> {
-    let LogSourceConfig { log, mut readers, clock, stop, durable, pending } = config;
+    let LogSourceConfig { log, mut readers, clock, stop, durable, pending, max_durable_lag_ms } = config;
     source::<u64, CapacityContainerBuilder<Vec<LogRecord>>, _, _>(scope, "LogSource", move |cap, info| {
         let activator = scope.activator_for(info.address.clone());
         if let Some(topic) = readers.first().map(|r| r.topic) {
@@ -55,7 +55,7 @@ pub fn log_source<'s>(scope: Scope<'s, u64>, config: LogSourceConfig) -> StreamV
             if now > *c.time() {
                 c.downgrade(&now);
             }
-            if durable.less_than(&c.time().saturating_sub(MAX_DURABLE_LAG_MS)) {
+            if durable.less_than(&c.time().saturating_sub(max_durable_lag_ms)) {
                 activator.activate_after(Duration::from_millis(5));
                 return;
             }

@@ -10,10 +10,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{MetaWrite, MetadataError, MetadataStore};
-use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_streams");
 const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("live_metadata");
+const VODS: TableDefinition<&str, &[u8]> = TableDefinition::new("vod_metadata");
 const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
 
 fn backend(e: impl std::fmt::Display) -> MetadataError {
@@ -40,8 +41,24 @@ impl EmbeddedMetadata {
         txn.open_table(STREAMS).map_err(backend)?;
         txn.open_table(CHUNKS).map_err(backend)?;
         txn.open_table(DEAD_LETTERS).map_err(backend)?;
+        txn.open_table(VODS).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(EmbeddedMetadata { db: Arc::new(db) })
+    }
+
+    /// The document under `id` in a table keyed by stream id.
+    async fn get_by_id<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<Option<T>, MetadataError> {
+        let id = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(table).map_err(backend)?;
+            table.get(id.as_str()).map_err(backend)?.map(|v| parse(v.value())).transpose()
+        })
+        .await
     }
 
     /// Runs blocking redb work off the async threads.
@@ -66,6 +83,7 @@ impl MetadataStore for EmbeddedMetadata {
                 let mut streams = txn.open_table(STREAMS).map_err(backend)?;
                 let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
                 let mut dead = txn.open_table(DEAD_LETTERS).map_err(backend)?;
+                let mut vods = txn.open_table(VODS).map_err(backend)?;
                 for write in writes.iter() {
                     match write {
                         MetaWrite::Stream(doc) => {
@@ -81,6 +99,9 @@ impl MetadataStore for EmbeddedMetadata {
                             let key = (doc.topic.as_str(), doc.partition, doc.offset);
                             dead.insert(key, json(doc)?.as_slice()).map_err(backend)?;
                         }
+                        MetaWrite::Vod(doc) => {
+                            vods.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
+                        }
                     }
                 }
             }
@@ -90,13 +111,11 @@ impl MetadataStore for EmbeddedMetadata {
     }
 
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {
-        let id = stream_id.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(STREAMS).map_err(backend)?;
-            table.get(id.as_str()).map_err(backend)?.map(|v| parse(v.value())).transpose()
-        })
-        .await
+        self.get_by_id(STREAMS, stream_id).await
+    }
+
+    async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError> {
+        self.get_by_id(VODS, stream_id).await
     }
 
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {

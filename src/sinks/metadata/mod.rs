@@ -1,4 +1,4 @@
-//! Where documents live: stream and chunk metadata and dead letters, behind one trait so the
+//! Where documents live: live stream and chunk metadata, VOD documents and dead letters, behind one trait so the
 //! embedded database and (later) MongoDB are interchangeable.
 
 pub mod embedded;
@@ -6,7 +6,7 @@ pub mod embedded;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
 #[derive(Debug, Error)]
 pub enum MetadataError {
@@ -27,6 +27,8 @@ pub enum MetaWrite {
     },
     /// Keyed by `(topic, partition, offset)`, so a replay writes it once.
     DeadLetter(DeadLetterDoc),
+    /// Upsert keyed by `stream_id`.
+    Vod(VodDoc),
 }
 
 #[async_trait]
@@ -38,5 +40,6 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn get_chunk(&self, stream_id: &str, chunk_index: u64) -> Result<Option<LiveChunkDoc>, MetadataError>;
     /// Chunks of a stream with `chunk_index >= from`, in order, at most `limit`.
     async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError>;
+    async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError>;
 }

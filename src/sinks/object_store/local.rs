@@ -122,6 +122,34 @@ impl ObjectStore for LocalStore {
         tokio::fs::rename(&from_path, &to_path).await.map_err(io(from))
     }
 
+    async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
+        let (from, to) = (file.to_path_buf(), self.path(key)?);
+        let moved = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::open(&from)?.sync_all()?;
+            // Same file system for the data dir's work area; copy when it is not.
+            if std::fs::rename(&from, &to).is_err() {
+                let tmp = Self::temp_path(&to);
+                std::fs::copy(&from, &tmp)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &to)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Body(e.to_string()))?;
+        moved.map_err(io(key))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(key)(e)),
+            _ => Ok(()),
+        }
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         tokio::fs::try_exists(self.path(key)?).await.map_err(io(key))
     }

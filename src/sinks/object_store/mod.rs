@@ -43,6 +43,10 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Size and SHA-256 of an object, `None` if absent.
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError>;
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
+    /// Moves a finished local file (FFmpeg output) into the store at `key`, durably.
+    async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<(), StoreError>;
+    /// Removes an object; absent is fine.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     /// A file path to serve the object from, for stores that have one.
     fn local_path(&self, key: &str) -> Result<PathBuf, StoreError>;

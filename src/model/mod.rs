@@ -17,7 +17,12 @@ pub fn now_us() -> u64 {
 pub mod bucket {
     pub const LIVE_STREAMS: &str = "live-streams";
     pub const MANIFESTS: &str = "manifests";
+    pub const VOD_RAW: &str = "vod-raw";
+    pub const VOD_VARIANTS: &str = "vod-variants";
 }
+
+mod vod;
+pub use vod::*;
 
 /// Log topics and their partition counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

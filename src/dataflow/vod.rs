@@ -1,0 +1,418 @@
+//! The VOD path of the dataflow: an upload event is probed, fanned out into transcode tasks
+//! for its ladder, transcoded by the FFmpeg pool off the workers, joined back per video, and
+//! finished with a master playlist and the status `ready` (or `failed`, with the reason).
+//!
+//! ```text
+//! log_source (vod-chunks) -> decode_vod
+//!   -> async_stage Probe      (exchange by video)  ffprobe, poster, ladder -> transcode tasks
+//!   -> async_stage Transcode  (exchange by task)   FFmpeg pool -> one result per rung
+//!   -> join_rungs             (exchange by video)  every rung done, or the first failure
+//!   -> async_stage Finish     (exchange by video)  master playlist, status ready | failed
+//!   -> probe                  durable frontier -> offset commits
+//! ```
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Map;
+use tokio::sync::{Mutex, Semaphore};
+
+use super::operators::async_stage::AsyncStage;
+use super::operators::join_rungs::JoinRungs;
+use crate::config::TranscodeMode;
+use crate::media::ladder::{Rung, ladder};
+use crate::media::probe::{MediaInfo, probe};
+use crate::media::transcode::{RungOutput, TranscodeJob, poster, transcode};
+use crate::media::vod_playlist::master_playlist;
+use crate::metrics::Metrics;
+use crate::model::{
+    DeadLetterDoc, Topic, VariantDoc, VodDoc, VodEvent, VodStatus, now_ms, stream_hash, vod_manifest_key,
+    vod_variants_prefix,
+};
+use crate::sinks::metadata::{MetaWrite, MetadataStore};
+use crate::sinks::object_store::ObjectStore;
+use crate::sinks::retry;
+use crate::sources::embedded_log::LogRecord;
+
+/// Seconds per segment, and between keyframes, in every rung.
+pub const SEGMENT_SECONDS: u32 = 2;
+
+/// A decoded `vod-chunks` record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum VodInput {
+    Upload(VodEvent),
+    Dead(DeadLetterDoc),
+}
+
+/// Why a video failed, carried to the finish stage, which records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VodFailure {
+    pub stream_id: String,
+    pub uploaded_at_us: u64,
+    pub error: String,
+}
+
+/// What the later stages know about a probed video.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VodPlan {
+    pub stream_id: String,
+    pub source_key: String,
+    pub uploaded_at_us: u64,
+    pub info: MediaInfo,
+    pub rungs: Vec<Rung>,
+}
+
+/// One FFmpeg run: every rung (split mode) or one (per-rung mode).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TranscodeTask {
+    pub plan: VodPlan,
+    pub rungs: Vec<Rung>,
+}
+
+/// One finished rung, already in the object store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RungDone {
+    pub plan: VodPlan,
+    pub output: RungOutput,
+}
+
+pub type Step<T> = Result<T, VodFailure>;
+
+impl VodFailure {
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+}
+
+fn video_route<T>(step: &Step<T>, id: impl Fn(&T) -> &str) -> u64 {
+    stream_hash(step.as_ref().map_or_else(VodFailure::stream_id, id))
+}
+
+/// Shared by the VOD stages of every worker in a process.
+pub struct VodJobs {
+    pub store: Arc<dyn ObjectStore>,
+    pub metadata: Arc<dyn MetadataStore>,
+    pub metrics: Arc<Metrics>,
+    /// Bounds the FFmpeg transcodes running at once.
+    pub pool: Semaphore,
+    pub mode: TranscodeMode,
+    /// FFmpeg writes here before outputs move into the object store.
+    pub work_dir: PathBuf,
+    /// Serialises read-modify-write of VOD documents.
+    docs: Mutex<()>,
+    /// Videos between probe and finish: a duplicate event meanwhile is not run twice.
+    active: std::sync::Mutex<HashSet<String>>,
+}
+
+impl VodJobs {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        metrics: Arc<Metrics>,
+        jobs: usize,
+        mode: TranscodeMode,
+        work_dir: PathBuf,
+    ) -> Arc<VodJobs> {
+        Arc::new(VodJobs {
+            store,
+            metadata,
+            metrics,
+            pool: Semaphore::new(jobs),
+            mode,
+            work_dir,
+            docs: Mutex::new(()),
+            active: Default::default(),
+        })
+    }
+
+    /// Applies `change` to a video's document and writes it (retrying until it is stored).
+    async fn update(&self, stream_id: &str, change: impl FnOnce(&mut VodDoc)) -> Option<VodDoc> {
+        self.upsert(stream_id, None, change).await
+    }
+
+    /// Like `update`, starting from `new` when the video has no document yet (an event a
+    /// producer put in the log itself).
+    async fn upsert(&self, stream_id: &str, new: Option<VodDoc>, change: impl FnOnce(&mut VodDoc)) -> Option<VodDoc> {
+        let _one_writer = self.docs.lock().await;
+        let mut doc = retry(&self.metrics, || self.metadata.get_vod(stream_id)).await.or(new)?;
+        change(&mut doc);
+        let writes = Arc::new(vec![MetaWrite::Vod(doc.clone())]);
+        retry(&self.metrics, || self.metadata.apply(writes.clone())).await;
+        Some(doc)
+    }
+}
+
+/// Builds the VOD stages on `records` read from `vod-chunks`; the output only carries progress.
+pub fn vod_pipeline<'s>(
+    records: StreamVec<'s, u64, LogRecord>,
+    jobs: Arc<VodJobs>,
+    runtime: tokio::runtime::Handle,
+) -> StreamVec<'s, u64, ()> {
+    let (probe_jobs, transcode_jobs, finish_jobs) = (jobs.clone(), jobs.clone(), jobs);
+    records
+        .map(decode_vod)
+        .async_stage(
+            "VodProbe",
+            |input: &VodInput| match input {
+                VodInput::Upload(event) => stream_hash(&event.stream_id),
+                VodInput::Dead(dead) => dead.partition as u64,
+            },
+            runtime.clone(),
+            move |input| probe_stage(probe_jobs.clone(), input),
+        )
+        .async_stage(
+            "VodTranscode",
+            |task: &Step<TranscodeTask>| match task {
+                Ok(task) => stream_hash(&format!("{}/{}", task.plan.stream_id, task.rungs[0].name)),
+                Err(failure) => stream_hash(&failure.stream_id),
+            },
+            runtime.clone(),
+            move |task| transcode_stage(transcode_jobs.clone(), task),
+        )
+        .join_rungs(|done: &Step<RungDone>| video_route(done, |d| &d.plan.stream_id))
+        .async_stage(
+            "VodFinish",
+            |joined: &Step<(VodPlan, Vec<RungOutput>)>| video_route(joined, |(plan, _)| &plan.stream_id),
+            runtime,
+            move |joined| finish_stage(finish_jobs.clone(), joined),
+        )
+}
+
+/// Decodes one `vod-chunks` record.
+pub fn decode_vod(record: LogRecord) -> VodInput {
+    let dead = |reason: &str, error: String, payload: &[u8]| {
+        VodInput::Dead(DeadLetterDoc {
+            topic: Topic::VodChunks.name().to_string(),
+            partition: record.partition,
+            offset: record.offset,
+            reason: reason.to_string(),
+            error,
+            payload_preview: String::from_utf8_lossy(&payload[..payload.len().min(256)]).into_owned(),
+            at_ms: now_ms(),
+        })
+    };
+    let payload = match &record.payload {
+        Ok(payload) => payload,
+        Err(error) => return dead("corrupt_record", error.clone(), &[]),
+    };
+    match serde_json::from_slice::<VodEvent>(payload) {
+        Err(e) => dead("malformed_json", e.to_string(), payload),
+        Ok(event) => match event.validate() {
+            Ok(()) => VodInput::Upload(event),
+            Err(error) => dead("invalid_event", error, payload),
+        },
+    }
+}
+
+/// Probe: `processing`, ffprobe, poster, ladder; then `transcoding` and the transcode tasks.
+async fn probe_stage(jobs: Arc<VodJobs>, input: VodInput) -> Vec<Step<TranscodeTask>> {
+    let event = match input {
+        VodInput::Dead(dead) => {
+            jobs.metrics.dead_letters_total.with_label_values(&[&dead.reason]).inc();
+            let writes = Arc::new(vec![MetaWrite::DeadLetter(dead)]);
+            retry(&jobs.metrics, || jobs.metadata.apply(writes.clone())).await;
+            return Vec::new();
+        }
+        VodInput::Upload(event) => event,
+    };
+    let id = event.stream_id.clone();
+    if !jobs.active.lock().expect("active lock").insert(id.clone()) {
+        return Vec::new(); // the same video is already on its way
+    }
+    let fail =
+        |error: String| vec![Err(VodFailure { stream_id: id.clone(), uploaded_at_us: event.uploaded_at_us, error })];
+    // A replayed event of a finished video changes nothing; an unfinished one is redone.
+    let new = VodDoc::from_event(&event);
+    let started = jobs
+        .upsert(&id, Some(new), |doc| {
+            if !doc.status.is_final() {
+                doc.set_status(VodStatus::Processing, now_ms());
+                doc.progress_pct = 0.0;
+            }
+        })
+        .await;
+    match started {
+        None => return fail(format!("no document for video {id}")),
+        Some(doc) if doc.status.is_final() => {
+            jobs.active.lock().expect("active lock").remove(&id);
+            return Vec::new();
+        }
+        Some(_) => {}
+    }
+    let source = match jobs.store.local_path(&event.source_key) {
+        Ok(path) => path,
+        Err(e) => return fail(e.to_string()),
+    };
+    let info = match probe(&source).await {
+        Ok(info) => info,
+        Err(e) => return fail(e.to_string()),
+    };
+    let rungs = ladder(&info);
+    let poster_file = jobs.work_dir.join(&id).join("poster.jpg");
+    let poster_key = format!("{}poster.jpg", vod_variants_prefix(&id));
+    let made = async {
+        let _ = tokio::fs::remove_dir_all(jobs.work_dir.join(&id)).await; // an interrupted attempt's
+        tokio::fs::create_dir_all(jobs.work_dir.join(&id)).await.map_err(|e| e.to_string())?;
+        poster(&source, &poster_file, &info).await.map_err(|e| e.to_string())?;
+        jobs.store.put_file(&poster_key, &poster_file).await.map_err(|e| e.to_string())
+    };
+    if let Err(error) = made.await {
+        return fail(format!("making the poster: {error}"));
+    }
+    let names: Vec<String> = rungs.iter().map(|r| r.name.clone()).collect();
+    let has_audio = info.has_audio();
+    jobs.update(&id, |doc| {
+        doc.source = Some(info.clone());
+        doc.rungs_planned = names;
+        doc.poster_path = Some(poster_key);
+        doc.keyframe_aligned = true;
+        doc.audio_track_id = has_audio.then(|| format!("audio-{id}"));
+        doc.set_status(VodStatus::Transcoding, now_ms());
+    })
+    .await;
+    let plan = VodPlan {
+        stream_id: id.clone(),
+        source_key: event.source_key.clone(),
+        uploaded_at_us: event.uploaded_at_us,
+        info,
+        rungs,
+    };
+    // The fan-out: one task for the whole ladder, or one per rung (spread over workers).
+    let groups: Vec<Vec<Rung>> = match jobs.mode {
+        TranscodeMode::Split => vec![plan.rungs.clone()],
+        TranscodeMode::PerRung => plan.rungs.iter().map(|r| vec![r.clone()]).collect(),
+    };
+    groups.into_iter().map(|rungs| Ok(TranscodeTask { plan: plan.clone(), rungs })).collect()
+}
+
+/// Transcode: one FFmpeg run from the pool; its rungs move into the object store.
+async fn transcode_stage(jobs: Arc<VodJobs>, task: Step<TranscodeTask>) -> Vec<Step<RungDone>> {
+    let task = match task {
+        Ok(task) => task,
+        Err(failure) => return vec![Err(failure)],
+    };
+    let plan = &task.plan;
+    let fail = |error: String| {
+        vec![Err(VodFailure { stream_id: plan.stream_id.clone(), uploaded_at_us: plan.uploaded_at_us, error })]
+    };
+    let Ok(_permit) = jobs.pool.acquire().await else { return fail("the FFmpeg pool is closed".into()) };
+    let source = match jobs.store.local_path(&plan.source_key) {
+        Ok(path) => path,
+        Err(e) => return fail(e.to_string()),
+    };
+    let out_dir = jobs.work_dir.join(&plan.stream_id);
+    // Progress goes to the document at most once per percent, from a task of its own.
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0.0f64);
+    let reporter = {
+        let (jobs, id) = (jobs.clone(), plan.stream_id.clone());
+        let share = task.rungs.len() as f64 / plan.rungs.len() as f64;
+        tokio::spawn(async move {
+            let mut reported = 0.0;
+            while progress_rx.changed().await.is_ok() {
+                let pct = *progress_rx.borrow_and_update();
+                if pct - reported >= 1.0 {
+                    let delta = (pct - reported) * share;
+                    reported = pct;
+                    jobs.update(&id, |doc| doc.progress_pct = (doc.progress_pct + delta).min(99.0)).await;
+                }
+            }
+        })
+    };
+    let job = TranscodeJob {
+        source: &source,
+        out_dir: &out_dir,
+        info: &plan.info,
+        rungs: &task.rungs,
+        segment_seconds: SEGMENT_SECONDS,
+        mode: TranscodeMode::Split, // this task's rungs in one FFmpeg: all, or the one
+    };
+    let outputs = transcode(&job, |pct| {
+        let _ = progress_tx.send(pct);
+    })
+    .await;
+    drop(progress_tx);
+    let _ = reporter.await;
+    let outputs = match outputs {
+        Ok(outputs) => outputs,
+        Err(e) => return fail(e.to_string()),
+    };
+    let prefix = vod_variants_prefix(&plan.stream_id);
+    for output in &outputs {
+        let files = output.segments.iter().map(|s| s.file.as_str()).chain([output.playlist.as_str()]);
+        for file in files {
+            if let Err(e) = jobs.store.put_file(&format!("{prefix}{file}"), &out_dir.join(file)).await {
+                return fail(format!("storing {file}: {e}"));
+            }
+        }
+    }
+    outputs.into_iter().map(|output| Ok(RungDone { plan: plan.clone(), output })).collect()
+}
+
+/// Finish: the master playlist and `ready`, or `failed` with the reason.
+async fn finish_stage(jobs: Arc<VodJobs>, joined: Step<(VodPlan, Vec<RungOutput>)>) -> Vec<()> {
+    let (id, uploaded_at_us) = match &joined {
+        Ok((plan, _)) => (plan.stream_id.clone(), plan.uploaded_at_us),
+        Err(failure) => (failure.stream_id.clone(), failure.uploaded_at_us),
+    };
+    let latency_ms = |now: u64| (now * 1000).saturating_sub(uploaded_at_us) as f64 / 1000.0;
+    let result = match joined {
+        Err(failure) => Err(failure.error),
+        Ok((_, mut outputs)) => {
+            outputs.sort_by_key(|o| std::cmp::Reverse(o.rung.height));
+            let body = master_playlist(&outputs);
+            match jobs.store.put_bytes(&vod_manifest_key(&id), body.into_bytes().into()).await {
+                Ok(()) => Ok(outputs),
+                Err(e) => Err(format!("writing the master playlist: {e}")),
+            }
+        }
+    };
+    let _ = tokio::fs::remove_dir_all(jobs.work_dir.join(&id)).await;
+    jobs.active.lock().expect("active lock").remove(&id);
+    let prefix = vod_variants_prefix(&id);
+    let finished = jobs
+        .update(&id, |doc| {
+            let now = now_ms();
+            doc.processing_latency_ms = Some(latency_ms(now));
+            match result {
+                Ok(outputs) => {
+                    doc.variants_generated = outputs.iter().map(|o| o.rung.name.clone()).collect();
+                    doc.variants = outputs.iter().map(|o| variant_doc(&prefix, o)).collect();
+                    doc.manifest_path = Some(vod_manifest_key(&id));
+                    doc.progress_pct = 100.0;
+                    doc.error = None;
+                    doc.set_status(VodStatus::Ready, now);
+                }
+                Err(error) => {
+                    doc.error = Some(error);
+                    doc.set_status(VodStatus::Failed, now);
+                }
+            }
+        })
+        .await;
+    if let Some(doc) = finished {
+        let outcome = if doc.status == VodStatus::Ready { "ready" } else { "failed" };
+        jobs.metrics.vod_videos_total.with_label_values(&[outcome]).inc();
+        if let Some(ms) = doc.processing_latency_ms.filter(|_| doc.status == VodStatus::Ready) {
+            jobs.metrics.vod_processing_seconds.observe(ms / 1000.0);
+        }
+        tracing::info!(stream_id = id, status = outcome, error = doc.error, "video finished");
+    }
+    vec![()]
+}
+
+fn variant_doc(prefix: &str, output: &RungOutput) -> VariantDoc {
+    VariantDoc {
+        name: output.rung.name.clone(),
+        width: output.rung.width,
+        height: output.rung.height,
+        bandwidth: output.bandwidth,
+        average_bandwidth: output.average_bandwidth,
+        codecs: output.codecs.clone(),
+        frame_rate: output.frame_rate,
+        playlist_path: format!("{prefix}{}", output.playlist),
+        segments: output.segments.len(),
+    }
+}

@@ -1,0 +1,255 @@
+//! Reads an uploaded file's duration, picture size, frame rate and codecs with `ffprobe`, so the
+//! ladder and the transcoder can be planned before any encoding starts.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+/// What the VOD pipeline needs to know about a source.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MediaInfo {
+    pub duration_s: f64,
+    pub width: u32,
+    pub height: u32,
+    /// From `avg_frame_rate` (or `r_frame_rate`), e.g. 29.97.
+    pub frame_rate: f64,
+    /// FFmpeg's codec name, e.g. `h264`.
+    pub video_codec: String,
+    /// `None` when the source has no audio stream.
+    pub audio_codec: Option<String>,
+}
+
+impl MediaInfo {
+    pub fn has_audio(&self) -> bool {
+        self.audio_codec.is_some()
+    }
+}
+
+/// Why probing, transcoding or reading FFmpeg's output failed; messages are meant for users.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("could not run {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a media file ffprobe can read: {0}")]
+    Unreadable(String),
+    #[error("the file has no video stream")]
+    NoVideo,
+    #[error("the file's {0} is zero or unknown")]
+    Unknown(&'static str),
+    #[error("FFmpeg failed ({status}): {stderr}")]
+    Ffmpeg { status: String, stderr: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("FFmpeg's output is unusable: {0}")]
+    Output(String),
+}
+
+impl MediaError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        MediaError::Io { context: context.into(), source }
+    }
+}
+
+#[derive(Deserialize)]
+struct ProbeOutput {
+    #[serde(default)]
+    streams: Vec<ProbeStream>,
+    format: Option<ProbeFormat>,
+}
+
+#[derive(Deserialize)]
+struct ProbeFormat {
+    duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProbeStream {
+    codec_type: Option<String>,
+    codec_name: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    avg_frame_rate: Option<String>,
+    r_frame_rate: Option<String>,
+    duration: Option<String>,
+    #[serde(default)]
+    disposition: Disposition,
+}
+
+#[derive(Deserialize, Default)]
+struct Disposition {
+    #[serde(default)]
+    attached_pic: u8,
+}
+
+/// Probes `path` with `ffprobe`.
+pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| MediaError::Spawn { program: "ffprobe", source })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(MediaError::Unreadable(first_lines(&stderr, path, &output.status)));
+    }
+    let parsed: ProbeOutput = serde_json::from_slice(&output.stdout)
+        .map_err(|e| MediaError::Unreadable(format!("ffprobe's report did not parse: {e}")))?;
+    media_info(parsed)
+}
+
+fn media_info(parsed: ProbeOutput) -> Result<MediaInfo, MediaError> {
+    let is = |s: &ProbeStream, kind: &str| s.codec_type.as_deref() == Some(kind);
+    // Cover art shows up as a one-frame video stream; it is not the picture.
+    let video =
+        parsed.streams.iter().find(|s| is(s, "video") && s.disposition.attached_pic == 0).ok_or(MediaError::NoVideo)?;
+    let audio = parsed.streams.iter().find(|s| is(s, "audio"));
+    let duration_s = [parsed.format.as_ref().and_then(|f| f.duration.as_deref()), video.duration.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.parse::<f64>().ok())
+        .find(|d| d.is_finite() && *d > 0.0)
+        .ok_or(MediaError::Unknown("duration"))?;
+    let (width, height) = match (video.width, video.height) {
+        (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
+        _ => return Err(MediaError::Unknown("picture size")),
+    };
+    let frame_rate = [video.avg_frame_rate.as_deref(), video.r_frame_rate.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(parse_rate)
+        .next()
+        .ok_or(MediaError::Unknown("frame rate"))?;
+    Ok(MediaInfo {
+        duration_s,
+        width,
+        height,
+        frame_rate,
+        video_codec: video.codec_name.clone().unwrap_or_else(|| "unknown".into()),
+        audio_codec: audio.map(|a| a.codec_name.clone().unwrap_or_else(|| "unknown".into())),
+    })
+}
+
+/// `"30000/1001"` -> 29.97..; `"0/0"` and nonsense -> `None`.
+fn parse_rate(rate: &str) -> Option<f64> {
+    let value = match rate.split_once('/') {
+        Some((n, d)) => n.trim().parse::<f64>().ok()? / d.trim().parse::<f64>().ok()?,
+        None => rate.trim().parse::<f64>().ok()?,
+    };
+    (value.is_finite() && value > 0.0 && value <= 1000.0).then_some(value)
+}
+
+/// ffprobe's verdict (its `<path>: ` lines), else its first lines without `[demuxer @ 0x..] `.
+fn first_lines(stderr: &str, path: &Path, status: &std::process::ExitStatus) -> String {
+    let prefix = format!("{}: ", path.display());
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let verdict: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str())).collect();
+    let chosen: Vec<&str> = if verdict.is_empty() {
+        lines.iter().take(3).map(|l| strip_context(l)).collect()
+    } else {
+        verdict.into_iter().take(3).collect()
+    };
+    if chosen.is_empty() { format!("ffprobe exited with {status}") } else { chosen.join("; ") }
+}
+
+/// `[mov,mp4 @ 0x55..] moov atom not found` -> `moov atom not found`.
+fn strip_context(line: &str) -> &str {
+    match line.strip_prefix('[').and_then(|rest| rest.split_once("] ")) {
+        Some((context, message)) if context.contains(" @ ") => message,
+        _ => line,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Makes a test source with real FFmpeg (`ultrafast` is for fixtures only).
+    pub(crate) async fn make_source(dir: &Path, name: &str, size: &str, audio: bool) -> std::path::PathBuf {
+        let out = dir.join(name);
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("testsrc2=size={size}:rate=30"));
+        if audio {
+            cmd.args(["-f", "lavfi", "-i", "sine=frequency=440", "-c:a", "aac"]);
+        }
+        cmd.args(["-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]).arg(&out);
+        let status = cmd.status().await.expect("ffmpeg runs");
+        assert!(status.success(), "making the test source failed");
+        out
+    }
+
+    #[tokio::test]
+    async fn probes_a_clip_with_audio() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = make_source(dir.path(), "src.mp4", "1280x720", true).await;
+        let info = probe(&src).await.unwrap();
+        assert!((info.duration_s - 4.0).abs() < 0.1, "duration {}", info.duration_s);
+        assert_eq!((info.width, info.height), (1280, 720));
+        assert!((info.frame_rate - 30.0).abs() < 1e-9);
+        assert_eq!(info.video_codec, "h264");
+        assert_eq!(info.audio_codec.as_deref(), Some("aac"));
+        assert!(info.has_audio());
+    }
+
+    #[tokio::test]
+    async fn probes_a_clip_without_audio() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = make_source(dir.path(), "small.mp4", "320x240", false).await;
+        let info = probe(&src).await.unwrap();
+        assert_eq!((info.width, info.height), (320, 240));
+        assert_eq!(info.audio_codec, None);
+        assert!(!info.has_audio());
+    }
+
+    #[tokio::test]
+    async fn garbage_gives_a_readable_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.mp4");
+        std::fs::write(&path, b"this is not a video, just some bytes".repeat(100)).unwrap();
+        let err = probe(&path).await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, MediaError::Unreadable(_)), "{message}");
+        assert_eq!(message, "not a media file ffprobe can read: Invalid data found when processing input");
+    }
+
+    #[test]
+    fn strips_ffmpeg_context() {
+        assert_eq!(strip_context("[mov,mp4 @ 0x55d] moov atom not found"), "moov atom not found");
+        assert_eq!(strip_context("[plain] text"), "[plain] text");
+    }
+
+    #[test]
+    fn reads_frame_rates() {
+        assert_eq!(parse_rate("30/1"), Some(30.0));
+        assert!((parse_rate("30000/1001").unwrap() - 29.97).abs() < 0.001);
+        assert_eq!(parse_rate("0/0"), None);
+        assert_eq!(parse_rate("25"), Some(25.0));
+    }
+
+    #[test]
+    fn a_file_without_video_is_refused() {
+        let json = r#"{"streams":[{"codec_type":"audio","codec_name":"mp3"}],"format":{"duration":"3.0"}}"#;
+        let err = media_info(serde_json::from_str(json).unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "the file has no video stream");
+        let json = r#"{"streams":[{"codec_type":"video","codec_name":"h264","width":0,"height":0,
+            "avg_frame_rate":"25/1"}],"format":{"duration":"3.0"}}"#;
+        let err = media_info(serde_json::from_str(json).unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "the file's picture size is zero or unknown");
+        let json = r#"{"streams":[{"codec_type":"video","codec_name":"h264","width":8,"height":8,
+            "avg_frame_rate":"25/1"}],"format":{"duration":"N/A"}}"#;
+        let err = media_info(serde_json::from_str(json).unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "the file's duration is zero or unknown");
+    }
+}

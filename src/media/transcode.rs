@@ -1,0 +1,687 @@
+//! Encodes a source into keyframe-aligned H.264/AAC HLS renditions (one per ladder rung) with
+//! FFmpeg, and reports what it wrote: segments, measured bitrates and RFC 6381 codec strings.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::ladder::Rung;
+use super::probe::{MediaError, MediaInfo};
+
+/// How the ladder is spread over FFmpeg processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TranscodeMode {
+    /// One process decodes once and `split`s the picture to every rung.
+    #[default]
+    Split,
+    /// One process per rung, all at once.
+    PerRung,
+}
+
+/// One source to encode into `out_dir/<rung>/`.
+pub struct TranscodeJob<'a> {
+    pub source: &'a Path,
+    pub out_dir: &'a Path,
+    pub info: &'a MediaInfo,
+    pub rungs: &'a [Rung],
+    pub segment_seconds: u32,
+    pub mode: TranscodeMode,
+}
+
+/// What was written for one rung.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RungOutput {
+    pub rung: Rung,
+    /// Relative to `out_dir`: `720p/index.m3u8`.
+    pub playlist: String,
+    pub segments: Vec<SegmentInfo>,
+    /// Bits/s: the peak over segments of bytes * 8 / duration.
+    pub bandwidth: u64,
+    /// Bits/s: total bytes * 8 / total duration.
+    pub average_bandwidth: u64,
+    /// RFC 6381, e.g. `avc1.64001f,mp4a.40.2`.
+    pub codecs: String,
+    pub frame_rate: f64,
+}
+
+/// One written segment.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SegmentInfo {
+    /// Relative to `out_dir`: `720p/seg_00000.ts`.
+    pub file: String,
+    pub duration_s: f64,
+    pub bytes: u64,
+}
+
+const PLAYLIST: &str = "index.m3u8";
+const STDERR_TAIL_LINES: usize = 5;
+
+/// Encodes `job`, calling `progress` with 0..=100 as FFmpeg advances and 100 at the end.
+/// Dropping the future kills the FFmpeg processes.
+pub async fn transcode(job: &TranscodeJob<'_>, progress: impl Fn(f64) + Send) -> Result<Vec<RungOutput>, MediaError> {
+    if job.rungs.is_empty() {
+        return Err(MediaError::Output("the ladder has no rungs".into()));
+    }
+    if job.segment_seconds == 0 {
+        return Err(MediaError::Output("the segment duration is zero".into()));
+    }
+    let rate = FrameRate::of(job.info.frame_rate);
+    for rung in job.rungs {
+        clear_rung_dir(&job.out_dir.join(&rung.name)).await?;
+    }
+    let groups: Vec<&[Rung]> = match job.mode {
+        TranscodeMode::Split => vec![job.rungs],
+        TranscodeMode::PerRung => job.rungs.chunks(1).collect(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Dropping the set aborts the runs, and so kills their processes.
+    let mut runs = JoinSet::new();
+    for (index, rungs) in groups.iter().enumerate() {
+        let args = ffmpeg_args(job, rungs, &rate);
+        tracing::debug!(?args, "running ffmpeg");
+        runs.spawn(run_ffmpeg(args, index, job.info.duration_s, tx.clone()));
+    }
+    drop(tx);
+    let mut latest = vec![0.0f64; groups.len()];
+    let mut reported = f64::NEG_INFINITY;
+    loop {
+        // `biased`: a run's progress lines are all read before its exit is seen.
+        tokio::select! {
+            biased;
+            Some((index, pct)) = rx.recv() => latest[index] = latest[index].max(pct),
+            done = runs.join_next() => match done {
+                None => break,
+                Some(Ok((index, Ok(())))) => latest[index] = 100.0,
+                Some(Ok((_, Err(e)))) => return Err(e),
+                Some(Err(e)) => return Err(MediaError::Output(format!("the FFmpeg task failed: {e}"))),
+            },
+        }
+        // PerRung: the slowest process sets the pace. 100 waits until the outputs are read.
+        let pct = latest.iter().copied().fold(99.9, f64::min);
+        if pct > reported {
+            reported = pct;
+            progress(pct);
+        }
+    }
+    let mut outputs = Vec::with_capacity(job.rungs.len());
+    for rung in job.rungs {
+        outputs.push(rung_output(job.out_dir, rung, job.info.has_audio(), rate.value).await?);
+    }
+    progress(100.0);
+    Ok(outputs)
+}
+
+/// Writes a JPEG of one frame at min(1 s, duration / 2), at most 640 pixels wide.
+pub async fn poster(source: &Path, out: &Path, info: &MediaInfo) -> Result<(), MediaError> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| MediaError::io(format!("creating {}", parent.display()), e))?;
+    }
+    let at = (info.duration_s / 2.0).min(1.0);
+    let mut args: Vec<OsString> = Vec::new();
+    push(&mut args, ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-ss"]);
+    args.push(format!("{at:.3}").into());
+    args.push("-i".into());
+    args.push(source.into());
+    push(&mut args, ["-frames:v", "1", "-vf", "scale='min(640,iw)':-2", "-c:v", "mjpeg", "-q:v", "3"]);
+    push(&mut args, ["-f", "image2", "-update", "1"]);
+    args.push(out.into());
+    let output = Command::new("ffmpeg")
+        .args(&args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| MediaError::Spawn { program: "ffmpeg", source })?;
+    if !output.status.success() {
+        return Err(ffmpeg_failed(&output.status, &output.stderr));
+    }
+    match tokio::fs::metadata(out).await {
+        Ok(meta) if meta.len() > 0 => Ok(()),
+        _ => Err(MediaError::Output(format!("FFmpeg wrote no poster frame at {at:.3} s"))),
+    }
+}
+
+/// The output frame rate: the source's, as FFmpeg should read it (`30000/1001`, not `29.97`).
+struct FrameRate {
+    expr: String,
+    value: f64,
+}
+
+impl FrameRate {
+    fn of(fps: f64) -> Self {
+        for base in [24u32, 30, 48, 60, 120] {
+            let ntsc = f64::from(base) * 1000.0 / 1001.0;
+            if (fps - ntsc).abs() < 0.005 {
+                return FrameRate { expr: format!("{}/1001", base * 1000), value: ntsc };
+            }
+        }
+        if (fps - fps.round()).abs() < 0.01 {
+            return FrameRate { expr: format!("{}", fps.round()), value: fps.round() };
+        }
+        let rounded = (fps * 1000.0).round() / 1000.0;
+        FrameRate { expr: format!("{rounded:.3}"), value: rounded }
+    }
+
+    /// Frames per `seconds`: the GOP length.
+    fn frames_in(&self, seconds: u32) -> u32 {
+        ((self.value * f64::from(seconds)).round() as u32).max(1)
+    }
+}
+
+fn push<const N: usize>(args: &mut Vec<OsString>, items: [&str; N]) {
+    args.extend(items.into_iter().map(OsString::from));
+}
+
+/// One FFmpeg command line encoding `rungs` (one output per rung) from `job.source`.
+fn ffmpeg_args(job: &TranscodeJob<'_>, rungs: &[Rung], rate: &FrameRate) -> Vec<OsString> {
+    let seconds = job.segment_seconds;
+    let gop = rate.frames_in(seconds).to_string();
+    let mut args: Vec<OsString> = Vec::new();
+    push(&mut args, ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-progress", "pipe:1", "-nostats"]);
+    args.push("-i".into());
+    args.push(job.source.into());
+    args.push("-filter_complex".into());
+    args.push(filter_graph(rungs, rate).into());
+    for (k, rung) in rungs.iter().enumerate() {
+        args.push("-map".into());
+        args.push(format!("[v{k}]").into());
+        if job.info.has_audio() {
+            push(&mut args, ["-map", "0:a:0?"]);
+        }
+        let profile = if rung.height >= 720 { "high" } else { "main" };
+        push(&mut args, ["-c:v", "libx264", "-preset", "veryfast", "-profile:v", profile, "-pix_fmt", "yuv420p"]);
+        for (flag, value) in [
+            ("-b:v", format!("{}k", rung.video_kbps)),
+            ("-maxrate", format!("{}k", rung.max_kbps)),
+            ("-bufsize", format!("{}k", rung.buffer_kbps())),
+            ("-g", gop.clone()),
+            ("-keyint_min", gop.clone()),
+            ("-sc_threshold", "0".into()),
+            ("-force_key_frames", format!("expr:gte(t,n_forced*{seconds})")),
+        ] {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+        if job.info.has_audio() {
+            push(&mut args, ["-c:a", "aac", "-profile:a", "aac_low", "-ac", "2", "-b:a"]);
+            args.push(format!("{}k", rung.audio_kbps).into());
+        }
+        push(&mut args, ["-f", "hls", "-hls_time"]);
+        args.push(seconds.to_string().into());
+        push(&mut args, ["-hls_playlist_type", "vod", "-hls_segment_type", "mpegts"]);
+        push(&mut args, ["-hls_flags", "independent_segments", "-hls_segment_filename"]);
+        let dir = job.out_dir.join(&rung.name);
+        // The segment name is a printf pattern: a literal `%` in the directory must be doubled.
+        let dir_text = dir.to_string_lossy();
+        if dir_text.contains('%') {
+            args.push(format!("{}/seg_%05d.ts", dir_text.replace('%', "%%")).into());
+        } else {
+            args.push(dir.join("seg_%05d.ts").into());
+        }
+        args.push(dir.join(PLAYLIST).into());
+    }
+    args
+}
+
+/// `[0:v]fps=R,split=N[s0]..;[s0]scale=W:H,setsar=1[v0];..` (no split for one rung).
+fn filter_graph(rungs: &[Rung], rate: &FrameRate) -> String {
+    let scale = |r: &Rung| format!("scale={}:{},setsar=1", r.width, r.height);
+    if let [rung] = rungs {
+        return format!("[0:v]fps={},{}[v0]", rate.expr, scale(rung));
+    }
+    let mut graph = format!("[0:v]fps={},split={}", rate.expr, rungs.len());
+    for k in 0..rungs.len() {
+        graph.push_str(&format!("[s{k}]"));
+    }
+    for (k, rung) in rungs.iter().enumerate() {
+        graph.push_str(&format!(";[s{k}]{}[v{k}]", scale(rung)));
+    }
+    graph
+}
+
+/// Removes a previous run's segments and playlist, so only this run's files remain.
+async fn clear_rung_dir(dir: &Path) -> Result<(), MediaError> {
+    let context = || format!("preparing {}", dir.display());
+    tokio::fs::create_dir_all(dir).await.map_err(|e| MediaError::io(context(), e))?;
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(|e| MediaError::io(context(), e))?;
+    while let Some(entry) = entries.next_entry().await.map_err(|e| MediaError::io(context(), e))? {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == PLAYLIST || (name.starts_with("seg_") && name.ends_with(".ts")) {
+            tokio::fs::remove_file(entry.path()).await.map_err(|e| MediaError::io(context(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one FFmpeg, sending `(index, pct)` as it goes; returns `index` with the outcome.
+async fn run_ffmpeg(
+    args: Vec<OsString>,
+    index: usize,
+    duration_s: f64,
+    progress: mpsc::UnboundedSender<(usize, f64)>,
+) -> (usize, Result<(), MediaError>) {
+    let outcome = async {
+        let mut child = Command::new("ffmpeg")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| MediaError::Spawn { program: "ffmpeg", source })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        // Both pipes at once, so neither can fill up and stall FFmpeg.
+        let read_progress = async {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(us) = out_time_us(&line) {
+                    let pct = (us as f64 / 1e6 / duration_s * 100.0).clamp(0.0, 100.0);
+                    let _ = progress.send((index, pct));
+                }
+            }
+        };
+        let read_errors = async {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf).await;
+            buf
+        };
+        let ((), errors) = tokio::join!(read_progress, read_errors);
+        let status = child.wait().await.map_err(|e| MediaError::io("waiting for FFmpeg", e))?;
+        if status.success() { Ok(()) } else { Err(ffmpeg_failed(&status, &errors)) }
+    };
+    (index, outcome.await)
+}
+
+/// `out_time_us=4017044` (or `out_time_ms=`, also microseconds) -> 4017044.
+fn out_time_us(line: &str) -> Option<u64> {
+    let (key, value) = line.trim().split_once('=')?;
+    matches!(key, "out_time_us" | "out_time_ms").then(|| value.parse().ok()).flatten()
+}
+
+fn ffmpeg_failed(status: &std::process::ExitStatus, stderr: &[u8]) -> MediaError {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];
+    let stderr = if tail.is_empty() { "no error output".to_string() } else { tail.join("; ") };
+    MediaError::Ffmpeg { status: status.to_string(), stderr }
+}
+
+/// Reads back one rung's playlist and segments.
+async fn rung_output(out_dir: &Path, rung: &Rung, has_audio: bool, frame_rate: f64) -> Result<RungOutput, MediaError> {
+    let playlist = format!("{}/{PLAYLIST}", rung.name);
+    let text =
+        tokio::fs::read(out_dir.join(&playlist)).await.map_err(|e| MediaError::io(format!("reading {playlist}"), e))?;
+    let parsed = m3u8_rs::parse_media_playlist_res(&text)
+        .map_err(|_| MediaError::Output(format!("{playlist} is not a media playlist")))?;
+    if !parsed.end_list {
+        return Err(MediaError::Output(format!("{playlist} has no #EXT-X-ENDLIST")));
+    }
+    if parsed.segments.is_empty() {
+        return Err(MediaError::Output(format!("{playlist} has no segments")));
+    }
+    let mut segments = Vec::with_capacity(parsed.segments.len());
+    for segment in &parsed.segments {
+        let file = format!("{}/{}", rung.name, segment.uri);
+        let bytes = tokio::fs::metadata(out_dir.join(&file))
+            .await
+            .map_err(|e| MediaError::io(format!("reading {file}"), e))?
+            .len();
+        // EXTINF is an f32 in m3u8-rs: keep milliseconds.
+        let duration_s = (f64::from(segment.duration) * 1000.0).round() / 1000.0;
+        segments.push(SegmentInfo { file, duration_s, bytes });
+    }
+    let bits_per_s = |bytes: u64, seconds: f64| (bytes as f64 * 8.0 / seconds).ceil() as u64;
+    let bandwidth =
+        segments.iter().filter(|s| s.duration_s > 0.0).map(|s| bits_per_s(s.bytes, s.duration_s)).max().unwrap_or(0);
+    let total_bytes: u64 = segments.iter().map(|s| s.bytes).sum();
+    let total_s: f64 = segments.iter().map(|s| s.duration_s).sum();
+    if bandwidth == 0 || total_s <= 0.0 {
+        return Err(MediaError::Output(format!("{playlist} lists only empty segments")));
+    }
+    let mut codecs = video_codec_string(&out_dir.join(&segments[0].file)).await?;
+    if has_audio {
+        codecs.push_str(",mp4a.40.2");
+    }
+    Ok(RungOutput {
+        rung: rung.clone(),
+        playlist,
+        average_bandwidth: bits_per_s(total_bytes, total_s),
+        bandwidth,
+        segments,
+        codecs,
+        frame_rate,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct StreamsReport {
+    #[serde(default)]
+    streams: Vec<ProfileReport>,
+}
+
+#[derive(serde::Deserialize)]
+struct ProfileReport {
+    codec_name: Option<String>,
+    profile: Option<String>,
+    level: Option<i64>,
+}
+
+/// `avc1.PPCCLL` of the H.264 stream in `segment`, from ffprobe's profile and level.
+async fn video_codec_string(segment: &Path) -> Result<String, MediaError> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,profile,level"])
+        .args(["-print_format", "json"])
+        .arg(segment)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| MediaError::Spawn { program: "ffprobe", source })?;
+    let unusable = |why: String| MediaError::Output(format!("{}: {why}", segment.display()));
+    if !output.status.success() {
+        return Err(unusable(String::from_utf8_lossy(&output.stderr).trim().to_string()));
+    }
+    let report: StreamsReport =
+        serde_json::from_slice(&output.stdout).map_err(|e| unusable(format!("ffprobe's report: {e}")))?;
+    let stream = report.streams.first().ok_or_else(|| unusable("no video stream".into()))?;
+    if stream.codec_name.as_deref() != Some("h264") {
+        return Err(unusable(format!("video is {:?}, not h264", stream.codec_name)));
+    }
+    avc1(stream.profile.as_deref().unwrap_or(""), stream.level.unwrap_or(0))
+        .ok_or_else(|| unusable(format!("unexpected H.264 profile {:?} level {:?}", stream.profile, stream.level)))
+}
+
+/// RFC 6381 `avc1.PPCCLL`: profile_idc, constraint flags, level_idc.
+fn avc1(profile: &str, level: i64) -> Option<String> {
+    let (profile_idc, constraints) = match profile {
+        "High" => (0x64, 0x00),
+        "Main" => (0x4D, 0x40),
+        "Baseline" | "Constrained Baseline" => (0x42, 0xE0),
+        _ => return None,
+    };
+    let level = u8::try_from(level).ok().filter(|l| *l > 0)?;
+    Some(format!("avc1.{profile_idc:02x}{constraints:02x}{level:02x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::media::ladder::ladder;
+    use crate::media::probe::probe;
+    use crate::media::probe::tests::make_source;
+
+    /// ffprobe's stream list of `path`.
+    async fn streams(path: &Path) -> Vec<serde_json::Value> {
+        let output = Command::new("ffprobe")
+            .args(["-v", "error", "-show_streams", "-print_format", "json"])
+            .arg(path)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success());
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        report["streams"].as_array().unwrap().clone()
+    }
+
+    fn recorder() -> (Arc<Mutex<Vec<f64>>>, impl Fn(f64) + Send) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        (seen, move |pct| sink.lock().unwrap().push(pct))
+    }
+
+    #[tokio::test]
+    async fn split_mode_encodes_an_aligned_ladder() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = make_source(dir.path(), "src.mp4", "1280x720", true).await;
+        let info = probe(&src).await.unwrap();
+        let rungs = ladder(&info);
+        let out_dir = dir.path().join("out");
+        let job = TranscodeJob {
+            source: &src,
+            out_dir: &out_dir,
+            info: &info,
+            rungs: &rungs,
+            segment_seconds: 2,
+            mode: TranscodeMode::Split,
+        };
+        let (seen, progress) = recorder();
+        let outputs = transcode(&job, progress).await.unwrap();
+
+        let names: Vec<&str> = outputs.iter().map(|o| o.rung.name.as_str()).collect();
+        assert_eq!(names, ["720p", "480p", "360p"]);
+        let durations = |o: &RungOutput| o.segments.iter().map(|s| s.duration_s).collect::<Vec<_>>();
+        for output in &outputs {
+            assert_eq!(output.playlist, format!("{}/index.m3u8", output.rung.name));
+            assert_eq!(output.segments.len(), 2, "{output:?}");
+            assert!(durations(output).iter().all(|d| (d - 2.0).abs() < 0.05), "{output:?}");
+            assert_eq!(durations(output), durations(&outputs[0]), "boundaries differ between rungs");
+            assert_eq!(output.segments[0].file, format!("{}/seg_00000.ts", output.rung.name));
+            assert!(output.segments.iter().all(|s| s.bytes > 0));
+            assert!(output.bandwidth >= output.average_bandwidth && output.average_bandwidth > 0);
+            assert!(output.codecs.starts_with("avc1."), "{}", output.codecs);
+            assert!(output.codecs.ends_with(",mp4a.40.2"), "{}", output.codecs);
+            assert_eq!(output.frame_rate, 30.0);
+            let playlist = std::fs::read_to_string(out_dir.join(&output.playlist)).unwrap();
+            assert!(playlist.trim_end().ends_with("#EXT-X-ENDLIST"), "{playlist}");
+        }
+        assert!(outputs[0].codecs.starts_with("avc1.6400"), "720p is High: {}", outputs[0].codecs);
+        assert!(outputs[1].codecs.starts_with("avc1.4d40"), "480p is Main: {}", outputs[1].codecs);
+
+        let segment = streams(&out_dir.join(&outputs[1].segments[0].file)).await;
+        let video = segment.iter().find(|s| s["codec_type"] == "video").unwrap();
+        assert_eq!(
+            (&video["codec_name"], &video["width"], &video["height"]),
+            (&"h264".into(), &854.into(), &480.into())
+        );
+        let audio = segment.iter().find(|s| s["codec_type"] == "audio").expect("audio in the segment");
+        assert_eq!(audio["codec_name"], "aac");
+        assert_eq!(audio["channels"], 2);
+
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.last(), Some(&100.0));
+        assert_eq!(seen.iter().filter(|p| **p == 100.0).count(), 1, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress went backwards: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn per_rung_mode_without_audio() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = make_source(dir.path(), "small.mp4", "320x240", false).await;
+        let info = probe(&src).await.unwrap();
+        let rungs = ladder(&info);
+        let out_dir = dir.path().join("out");
+        // A previous run's leftover must not survive.
+        std::fs::create_dir_all(out_dir.join("240p")).unwrap();
+        std::fs::write(out_dir.join("240p/seg_00009.ts"), b"stale").unwrap();
+        let job = TranscodeJob {
+            source: &src,
+            out_dir: &out_dir,
+            info: &info,
+            rungs: &rungs,
+            segment_seconds: 2,
+            mode: TranscodeMode::PerRung,
+        };
+        let (seen, progress) = recorder();
+        let outputs = transcode(&job, progress).await.unwrap();
+
+        assert_eq!(outputs.len(), 1);
+        let output = &outputs[0];
+        assert_eq!((output.rung.name.as_str(), output.rung.width, output.rung.height), ("240p", 320, 240));
+        assert!(output.codecs.starts_with("avc1.4d40"), "{}", output.codecs);
+        assert!(!output.codecs.contains("mp4a"), "{}", output.codecs);
+        assert_eq!(output.segments.len(), 2);
+        assert!(!out_dir.join("240p/seg_00009.ts").exists());
+        let segment = streams(&out_dir.join(&output.segments[0].file)).await;
+        assert!(segment.iter().all(|s| s["codec_type"] != "audio"), "{segment:?}");
+        assert_eq!(seen.lock().unwrap().last(), Some(&100.0));
+    }
+
+    #[tokio::test]
+    async fn per_rung_mode_runs_rungs_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = make_source(dir.path(), "vga.mp4", "640x480", true).await;
+        let info = probe(&src).await.unwrap();
+        let rungs = ladder(&info);
+        let out_dir = dir.path().join("out");
+        let job = TranscodeJob {
+            source: &src,
+            out_dir: &out_dir,
+            info: &info,
+            rungs: &rungs,
+            segment_seconds: 2,
+            mode: TranscodeMode::PerRung,
+        };
+        let outputs = transcode(&job, |_| {}).await.unwrap();
+        let durations: Vec<Vec<f64>> =
+            outputs.iter().map(|o| o.segments.iter().map(|s| s.duration_s).collect()).collect();
+        assert_eq!(durations.len(), 2);
+        assert_eq!(durations[0], durations[1]);
+        assert_eq!(outputs[1].rung.width, 480);
+        assert!(outputs.iter().all(|o| o.codecs.ends_with(",mp4a.40.2")));
+    }
+
+    #[tokio::test]
+    async fn a_failing_ffmpeg_gives_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("garbage.mp4");
+        std::fs::write(&src, b"not video".repeat(50)).unwrap();
+        let info = MediaInfo {
+            duration_s: 4.0,
+            width: 320,
+            height: 240,
+            frame_rate: 30.0,
+            video_codec: "h264".into(),
+            audio_codec: None,
+        };
+        let rungs = ladder(&info);
+        let out_dir = dir.path().join("out");
+        let job = TranscodeJob {
+            source: &src,
+            out_dir: &out_dir,
+            info: &info,
+            rungs: &rungs,
+            segment_seconds: 2,
+            mode: TranscodeMode::Split,
+        };
+        let err = transcode(&job, |_| {}).await.unwrap_err();
+        assert!(matches!(err, MediaError::Ffmpeg { .. }), "{err:?}");
+        assert!(err.to_string().contains("Invalid data found when processing input"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn poster_is_a_small_jpeg() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = make_source(dir.path(), "src.mp4", "1280x720", false).await;
+        let info = probe(&src).await.unwrap();
+        let out = dir.path().join("poster/poster.jpg");
+        poster(&src, &out, &info).await.unwrap();
+        let image = streams(&out).await;
+        assert_eq!(image[0]["codec_name"], "mjpeg");
+        assert_eq!((&image[0]["width"], &image[0]["height"]), (&640.into(), &360.into()));
+    }
+
+    #[test]
+    fn the_future_is_send_with_a_progress_that_is_not_sync() {
+        fn assert_send<T: Send>(_: &T) {}
+        let info = MediaInfo {
+            duration_s: 1.0,
+            width: 2,
+            height: 2,
+            frame_rate: 1.0,
+            video_codec: "h264".into(),
+            audio_codec: None,
+        };
+        let job = TranscodeJob {
+            source: Path::new("a"),
+            out_dir: Path::new("b"),
+            info: &info,
+            rungs: &[],
+            segment_seconds: 2,
+            mode: TranscodeMode::PerRung,
+        };
+        let cell = std::cell::Cell::new(0.0);
+        let future = transcode(&job, move |pct| cell.set(pct));
+        assert_send(&future);
+    }
+
+    #[test]
+    fn builds_codec_strings() {
+        assert_eq!(avc1("High", 31).as_deref(), Some("avc1.64001f"));
+        assert_eq!(avc1("Main", 30).as_deref(), Some("avc1.4d401e"));
+        assert_eq!(avc1("Constrained Baseline", 30).as_deref(), Some("avc1.42e01e"));
+        assert_eq!(avc1("High 10", 40), None);
+        assert_eq!(avc1("High", 0), None);
+    }
+
+    #[test]
+    fn reads_progress_lines() {
+        assert_eq!(out_time_us("out_time_us=4017044"), Some(4017044));
+        assert_eq!(out_time_us("out_time_ms=2000000"), Some(2000000));
+        assert_eq!(out_time_us("out_time_us=N/A"), None);
+        assert_eq!(out_time_us("out_time=00:00:04.017044"), None);
+    }
+
+    #[test]
+    fn frame_rates_become_exact() {
+        assert_eq!(FrameRate::of(30.0).expr, "30");
+        assert_eq!(FrameRate::of(30000.0 / 1001.0).expr, "30000/1001");
+        assert_eq!(FrameRate::of(23.976).expr, "24000/1001");
+        assert_eq!(FrameRate::of(12.5).expr, "12.500");
+        assert_eq!(FrameRate::of(29.97).frames_in(2), 60);
+    }
+
+    #[test]
+    fn command_lines() {
+        let info = MediaInfo {
+            duration_s: 4.0,
+            width: 1280,
+            height: 720,
+            frame_rate: 30.0,
+            video_codec: "h264".into(),
+            audio_codec: Some("aac".into()),
+        };
+        let rungs = ladder(&info);
+        let job = TranscodeJob {
+            source: Path::new("/in/src.mp4"),
+            out_dir: Path::new("/out/v1"),
+            info: &info,
+            rungs: &rungs,
+            segment_seconds: 2,
+            mode: TranscodeMode::Split,
+        };
+        let line = |rungs: &[Rung]| {
+            ffmpeg_args(&job, rungs, &FrameRate::of(30.0))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let split = line(&rungs);
+        println!("split: ffmpeg {split}");
+        assert!(split.contains(
+            "-filter_complex [0:v]fps=30,split=3[s0][s1][s2];[s0]scale=1280:720,setsar=1[v0];\
+             [s1]scale=854:480,setsar=1[v1];[s2]scale=640:360,setsar=1[v2]"
+        ));
+        assert!(split.contains("-map [v1] -map 0:a:0? -c:v libx264 -preset veryfast -profile:v main"));
+        assert!(split.contains("-g 60 -keyint_min 60 -sc_threshold 0 -force_key_frames expr:gte(t,n_forced*2)"));
+        assert!(split.contains("-hls_segment_filename /out/v1/480p/seg_%05d.ts /out/v1/480p/index.m3u8"));
+        let single = line(&rungs[..1]);
+        println!("per rung: ffmpeg {single}");
+        assert!(single.contains("-filter_complex [0:v]fps=30,scale=1280:720,setsar=1[v0] -map [v0]"));
+        let percent = TranscodeJob { out_dir: Path::new("/out/100%"), ..job };
+        let odd = ffmpeg_args(&percent, &rungs[..1], &FrameRate::of(30.0));
+        assert!(odd.iter().any(|a| a == "/out/100%%/720p/seg_%05d.ts"));
+    }
+}

@@ -1,0 +1,190 @@
+//! VOD end to end: real uploads through the API, real FFmpeg transcodes, checked with
+//! `ffprobe` and played back through the signed master playlist.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{TestEngine, clip, upload_video, wait_video_final};
+use serde_json::Value;
+
+fn ffprobe_json(args: &[&str], target: &str) -> Value {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json"])
+        .args(args)
+        .arg(target)
+        .output()
+        .expect("ffprobe runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Segment durations of a rung's media playlist in the store.
+fn segment_durations(data: &Path, playlist_key: &str) -> Vec<f32> {
+    let text = std::fs::read(data.join("objects").join(playlist_key)).unwrap();
+    let playlist = m3u8_rs::parse_media_playlist_res(&text).unwrap();
+    assert!(playlist.end_list, "VOD media playlists end with ENDLIST");
+    playlist.segments.iter().map(|s| s.duration).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays() {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = clip(media.path(), "talk.mp4", "1920x1080", 4, true);
+    let engine = TestEngine::start(data.path(), 2).await;
+    let (status, reply) = upload_video(&engine.client, &engine.base, &source, "A talk").await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["status"], "uploaded");
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("vod-"));
+    assert_eq!(reply["size_bytes"], std::fs::metadata(&source).unwrap().len());
+
+    let doc = wait_video_final(&engine.client, &engine.base, &id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    let history: Vec<&str> =
+        doc["status_history"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(history, ["uploaded", "processing", "transcoding", "ready"]);
+    assert_eq!(doc["variants_generated"], serde_json::json!(["1080p", "720p", "480p", "360p"]));
+    assert_eq!(doc["progress_pct"], 100.0);
+    assert!(doc["processing_latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["manifest_path"], format!("manifests/{id}/vod_manifest.m3u8"));
+    assert_eq!(doc["source"]["audio_codec"], "aac");
+
+    // Every rung: the right size and codec, and the same segment boundaries.
+    let mut boundaries = Vec::new();
+    for (variant, height) in doc["variants"].as_array().unwrap().iter().zip([1080, 720, 480, 360]) {
+        let playlist_key = variant["playlist_path"].as_str().unwrap();
+        boundaries.push(segment_durations(data.path(), playlist_key));
+        let first_segment = data.path().join("objects").join(playlist_key).with_file_name("seg_00000.ts");
+        let probed = ffprobe_json(&["-show_streams"], first_segment.to_str().unwrap());
+        let streams = probed["streams"].as_array().unwrap();
+        let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+        assert_eq!(video["codec_name"], "h264");
+        assert_eq!(video["height"], height);
+        assert!(streams.iter().any(|s| s["codec_type"] == "audio" && s["codec_name"] == "aac"));
+    }
+    assert!(boundaries.iter().all(|b| b == &boundaries[0]), "segment boundaries differ: {boundaries:?}");
+    assert_eq!(boundaries[0], [2.0, 2.0]);
+
+    // The signed master playlist alone: a player reaches every variant and segment.
+    let (status, manifest) = engine.get_json(&format!("/vod/{id}/manifest")).await;
+    assert_eq!(status, 200, "{manifest}");
+    let url = manifest["manifest_url"].as_str().unwrap();
+    let master_text = engine.client.get(url).send().await.unwrap().text().await.unwrap();
+    let master = m3u8_rs::parse_master_playlist_res(master_text.as_bytes()).unwrap();
+    assert_eq!(master.variants.len(), 4, "{master_text}");
+    for variant in &master.variants {
+        assert!(variant.average_bandwidth.unwrap() <= variant.bandwidth, "{master_text}");
+        assert!(variant.codecs.as_deref().unwrap().contains("mp4a.40.2"), "{master_text}");
+        assert!(variant.frame_rate.is_some() && variant.resolution.is_some(), "{master_text}");
+    }
+    let (ok, frames, stderr) = common::ffmpeg_decode(url);
+    assert!(ok, "{stderr}");
+    assert_eq!(frames, 4 * 4 * 30, "every rung's 4 s at 30 fps; ffmpeg said:\n{stderr}");
+    let poster = engine.client.get(manifest["poster_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(poster.headers()["content-type"], "image/jpeg");
+    assert!(poster.bytes().await.unwrap().starts_with(&[0xFF, 0xD8]));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio() {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = clip(media.path(), "small.mkv", "640x480", 2, false);
+    let engine = TestEngine::start(data.path(), 1).await;
+    let (status, reply) = upload_video(&engine.client, &engine.base, &source, "small").await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+    // Not ready yet: the manifest is a 409 that says where the video stands.
+    let (status, early) = engine.get_json(&format!("/vod/{id}/manifest")).await;
+    if status != 200 {
+        assert_eq!(status, 409, "{early}");
+        assert!(early["status"].is_string(), "{early}");
+    }
+    let doc = wait_video_final(&engine.client, &engine.base, &id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    assert_eq!(doc["variants_generated"], serde_json::json!(["480p", "360p"]));
+    assert!(doc["source"]["audio_codec"].is_null());
+    for variant in doc["variants"].as_array().unwrap() {
+        assert!(!variant["codecs"].as_str().unwrap().contains("mp4a"), "{variant}");
+        assert!(variant["height"].as_u64().unwrap() <= 480);
+        let segment =
+            data.path().join("objects").join(variant["playlist_path"].as_str().unwrap()).with_file_name("seg_00000.ts");
+        let probed = ffprobe_json(&["-show_streams"], segment.to_str().unwrap());
+        assert!(probed["streams"].as_array().unwrap().iter().all(|s| s["codec_type"] != "audio"));
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let config = segflow::config::Config {
+        data_dir: data.path().to_path_buf(),
+        workers: 1,
+        max_upload_bytes: 100_000,
+        ..Default::default()
+    };
+    let engine = TestEngine::start_with(config).await;
+
+    let garbage = media.path().join("broken.mp4");
+    std::fs::write(&garbage, b"this is not a video at all, just some bytes".repeat(50)).unwrap();
+    let (status, reply) = upload_video(&engine.client, &engine.base, &garbage, "broken").await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+    let doc = wait_video_final(&engine.client, &engine.base, &id).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("ffprobe"), "{doc}");
+    let (status, body) = engine.get_json(&format!("/vod/{id}/manifest")).await;
+    assert_eq!((status, body["status"].as_str()), (409, Some("failed")), "{body}");
+
+    // Over the limit: 413, and no object left behind.
+    let objects_before = count_files(&data.path().join("objects"));
+    let big = media.path().join("big.mp4");
+    std::fs::write(&big, vec![7u8; 200_000]).unwrap();
+    let (status, reply) = upload_video(&engine.client, &engine.base, &big, "too big").await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(count_files(&data.path().join("objects")), objects_before);
+
+    // A JSON upload must name an object that exists, under vod-raw/{id}/.
+    let (status, _) = engine.post_json("/vod/upload", r#"{"source_key":"vod-raw/vod-x1/source.mp4"}"#).await;
+    assert_eq!(status, 422);
+    let (status, _) = engine.post_json("/vod/upload", r#"{"source_key":"vod-raw/../etc/passwd"}"#).await;
+    assert_eq!(status, 400);
+    let (status, _) = engine.get_json("/vod/vod-unknown/metadata").await;
+    assert_eq!(status, 404);
+    let (status, _) = engine.get_json("/vod/vod-unknown/manifest").await;
+    assert_eq!(status, 404);
+    engine.shutdown().await;
+}
+
+/// A producer that stored the source itself names it in a JSON body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_that_store_the_source_themselves_post_its_key() {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = clip(media.path(), "own.mp4", "320x240", 2, true);
+    let engine = TestEngine::start(data.path(), 1).await;
+    let key = "vod-raw/vod-producer1/master.mp4";
+    let path = data.path().join("objects").join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy(&source, &path).unwrap();
+    let (status, reply) = engine.post_json("/vod/upload", &format!(r#"{{"source_key":"{key}","title":"mine"}}"#)).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["stream_id"], "vod-producer1");
+    let doc = wait_video_final(&engine.client, &engine.base, "vod-producer1").await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    assert_eq!(doc["variants_generated"], serde_json::json!(["240p"]));
+    let (status, _) = engine.post_json("/vod/upload", &format!(r#"{{"source_key":"{key}"}}"#)).await;
+    assert_eq!(status, 409, "the same video twice");
+    engine.shutdown().await;
+}
+
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 }).sum()
+}

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! log_source (vod-chunks) -> decode_vod
-//!   -> async_stage Probe      (exchange by video)  ffprobe, poster, ladder -> transcode tasks
-//!   -> async_stage Transcode  (exchange by task)   FFmpeg pool -> one result per rung
+//!   -> async_stage Probe      (exchange by video)  ffprobe, ladder -> transcode tasks
+//!   -> async_stage Transcode  (exchange by task)   FFmpeg pool (and the poster) -> one result per rung
 //!   -> join_rungs             (exchange by video)  every rung done, or the first failure
 //!   -> async_stage Finish     (exchange by video)  master playlist, status ready | failed
 //!   -> probe                  durable frontier -> offset commits
@@ -207,7 +207,7 @@ pub fn decode_vod(record: LogRecord) -> VodInput {
     }
 }
 
-/// Probe: `processing`, ffprobe, poster, ladder; then `transcoding` and the transcode tasks.
+/// Probe: `processing`, ffprobe, ladder; then `transcoding` and the transcode tasks.
 async fn probe_stage(jobs: Arc<VodJobs>, input: VodInput) -> Vec<Step<TranscodeTask>> {
     let event = match input {
         VodInput::Dead(dead) => {
@@ -251,17 +251,8 @@ async fn probe_stage(jobs: Arc<VodJobs>, input: VodInput) -> Vec<Step<TranscodeT
         Err(e) => return fail(e.to_string()),
     };
     let rungs = ladder(&info);
-    let poster_file = jobs.work_dir.join(&id).join("poster.jpg");
+    let _ = tokio::fs::remove_dir_all(jobs.work_dir.join(&id)).await; // an interrupted attempt's files
     let poster_key = format!("{}poster.jpg", vod_variants_prefix(&id));
-    let made = async {
-        let _ = tokio::fs::remove_dir_all(jobs.work_dir.join(&id)).await; // an interrupted attempt's
-        tokio::fs::create_dir_all(jobs.work_dir.join(&id)).await.map_err(|e| e.to_string())?;
-        poster(&source, &poster_file, &info).await.map_err(|e| e.to_string())?;
-        jobs.store.put_file(&poster_key, &poster_file).await.map_err(|e| e.to_string())
-    };
-    if let Err(error) = made.await {
-        return fail(format!("making the poster: {error}"));
-    }
     let names: Vec<String> = rungs.iter().map(|r| r.name.clone()).collect();
     let has_audio = info.has_audio();
     jobs.update(&id, |doc| {
@@ -329,15 +320,26 @@ async fn transcode_stage(jobs: Arc<VodJobs>, task: Step<TranscodeTask>) -> Vec<S
         segment_seconds: SEGMENT_SECONDS,
         mode: TranscodeMode::Split, // this task's rungs in one FFmpeg: all, or the one
     };
-    let outputs = transcode(&job, |pct| {
+    let transcoded = transcode(&job, |pct| {
         let _ = progress_tx.send(pct);
-    })
-    .await;
+    });
+    // The task with the top rung also makes the poster, while FFmpeg encodes.
+    let poster_made = async {
+        if task.rungs[0] != plan.rungs[0] {
+            return Ok(());
+        }
+        let file = out_dir.join("poster.jpg");
+        poster(&source, &file, &plan.info).await.map_err(|e| e.to_string())?;
+        let key = format!("{}poster.jpg", vod_variants_prefix(&plan.stream_id));
+        jobs.store.put_file(&key, &file).await.map_err(|e| e.to_string())
+    };
+    let (outputs, poster_made) = tokio::join!(transcoded, poster_made);
     drop(progress_tx);
     let _ = reporter.await;
-    let outputs = match outputs {
-        Ok(outputs) => outputs,
-        Err(e) => return fail(e.to_string()),
+    let outputs = match (outputs, poster_made) {
+        (Ok(outputs), Ok(())) => outputs,
+        (Err(e), _) => return fail(e.to_string()),
+        (_, Err(e)) => return fail(format!("making the poster: {e}")),
     };
     let prefix = vod_variants_prefix(&plan.stream_id);
     for output in &outputs {

@@ -75,20 +75,16 @@ pub async fn transcode(job: &TranscodeJob<'_>, progress: impl Fn(f64) + Send) ->
     for rung in job.rungs {
         clear_rung_dir(&job.out_dir.join(&rung.name)).await?;
     }
-    let groups: Vec<&[Rung]> = match job.mode {
-        TranscodeMode::Split => vec![job.rungs],
-        TranscodeMode::PerRung => job.rungs.chunks(1).collect(),
-    };
+    let commands = ffmpeg_commands(job);
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Dropping the set aborts the runs, and so kills their processes.
     let mut runs = JoinSet::new();
-    for (index, rungs) in groups.iter().enumerate() {
-        let args = ffmpeg_args(job, rungs, &rate);
+    for (index, args) in commands.iter().enumerate() {
         tracing::debug!(?args, "running ffmpeg");
-        runs.spawn(run_ffmpeg(args, index, job.info.duration_s, tx.clone()));
+        runs.spawn(run_ffmpeg(args.clone(), index, job.info.duration_s, tx.clone()));
     }
     drop(tx);
-    let mut latest = vec![0.0f64; groups.len()];
+    let mut latest = vec![0.0f64; commands.len()];
     let mut reported = f64::NEG_INFINITY;
     loop {
         // `biased`: a run's progress lines are all read before its exit is seen.
@@ -178,6 +174,17 @@ impl FrameRate {
 
 fn push<const N: usize>(args: &mut Vec<OsString>, items: [&str; N]) {
     args.extend(items.into_iter().map(OsString::from));
+}
+
+/// The FFmpeg argument lists `transcode` runs for `job`, one per process (a benchmark runs
+/// the very same commands by hand).
+pub fn ffmpeg_commands(job: &TranscodeJob<'_>) -> Vec<Vec<OsString>> {
+    let rate = FrameRate::of(job.info.frame_rate);
+    let groups: Vec<&[Rung]> = match job.mode {
+        TranscodeMode::Split => vec![job.rungs],
+        TranscodeMode::PerRung => job.rungs.chunks(1).collect(),
+    };
+    groups.into_iter().map(|rungs| ffmpeg_args(job, rungs, &rate)).collect()
 }
 
 /// One FFmpeg command line encoding `rungs` (one output per rung) from `job.source`.

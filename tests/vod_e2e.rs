@@ -143,12 +143,12 @@ async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing() 
     assert_eq!((status, body["status"].as_str()), (409, Some("failed")), "{body}");
 
     // Over the limit: 413, and no object left behind.
-    let objects_before = count_files(&data.path().join("objects"));
+    let objects_before = count_entries(&data.path().join("objects"));
     let big = media.path().join("big.mp4");
     std::fs::write(&big, vec![7u8; 200_000]).unwrap();
     let (status, reply) = upload_video(&engine.client, &engine.base, &big, "too big").await;
     assert_eq!(status, 413, "{reply}");
-    assert_eq!(count_files(&data.path().join("objects")), objects_before);
+    assert_eq!(count_entries(&data.path().join("objects")), objects_before);
 
     // A JSON upload must name an object that exists, under vod-raw/{id}/.
     let (status, _) = engine.post_json("/vod/upload", r#"{"source_key":"vod-raw/vod-x1/source.mp4"}"#).await;
@@ -184,7 +184,8 @@ async fn producers_that_store_the_source_themselves_post_its_key() {
     engine.shutdown().await;
 }
 
-fn count_files(dir: &Path) -> usize {
+/// Files and directories under `dir`.
+fn count_entries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries.flatten().map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 }).sum()
+    entries.flatten().map(|e| 1 + if e.path().is_dir() { count_entries(&e.path()) } else { 0 }).sum()
 }

@@ -41,6 +41,13 @@ fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { key: key.to_string(), source }
 }
 
+/// A refused or deleted object leaves no empty directory behind (a non-empty one stays).
+async fn remove_empty_parent(path: &Path) {
+    if let Some(parent) = path.parent() {
+        let _ = tokio::fs::remove_dir(parent).await;
+    }
+}
+
 async fn create_parent(path: &Path, key: &str) -> Result<(), StoreError> {
     match path.parent() {
         Some(parent) => tokio::fs::create_dir_all(parent).await.map_err(io(key)),
@@ -92,6 +99,7 @@ impl ObjectStore for LocalStore {
         drop(file);
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&tmp).await;
+            remove_empty_parent(&path).await;
             return Err(e);
         }
         tokio::fs::rename(&tmp, &path).await.map_err(io(key))?;
@@ -144,9 +152,13 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        match tokio::fs::remove_file(self.path(key)?).await {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(key)(e)),
-            _ => Ok(()),
+            _ => {
+                remove_empty_parent(&path).await;
+                Ok(())
+            }
         }
     }
 

@@ -19,6 +19,7 @@ use crate::sinks::metadata::embedded::EmbeddedMetadata;
 use crate::sinks::metadata::{MetadataError, MetadataStore};
 use crate::sinks::object_store::ObjectStore;
 use crate::sinks::object_store::local::LocalStore;
+use crate::sinks::offsets::OffsetCommitter;
 use crate::sources::embedded_log::{EventLog, LogError};
 
 #[derive(Debug, Error)]
@@ -58,6 +59,7 @@ pub async fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();
+    let (offsets, offsets_committed) = OffsetCommitter::start(log.clone(), metadata.clone(), metrics.clone());
     let context = WorkerContext {
         log: log.clone(),
         sink,
@@ -66,6 +68,7 @@ pub async fn run(
         clock: Instant::now(),
         stop: stop.clone(),
         ready,
+        offsets,
         vod: VodJobs::new(
             store.clone(),
             metadata.clone(),
@@ -104,6 +107,7 @@ pub async fn run(
         metrics,
         notices,
         pushed: Arc::default(),
+        live_streams: Arc::default(),
     };
     let stopping = stop.clone();
     let served = if started {
@@ -120,6 +124,7 @@ pub async fn run(
     };
     stop.store(true, Ordering::SeqCst);
     let results = joined.await.map_err(|e| EngineError::Workers(e.to_string()))?;
+    let _ = offsets_committed.await; // the workers' last offsets, after a final sync
     log.close();
     served?;
     for result in results {

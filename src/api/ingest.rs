@@ -252,7 +252,12 @@ async fn pushed_playlist(
     // One playlist of a stream at a time: FFmpeg sends them in order, and a segment is emitted once.
     let stream_lock = state.pushed.stream_lock(&stream.stream_id);
     let mut next_seq = stream_lock.lock().await;
-    let next_seq = next_seq.get_or_insert(stream.head_sequence.map_or(0, |head| head + 1));
+    if next_seq.is_none() {
+        // The first playlist since start-up: continue after what the dataflow accepted.
+        let head = state.metadata.get_stream(&stream.stream_id).await?.and_then(|doc| doc.head_sequence);
+        *next_seq = Some(head.map_or(0, |head| head + 1));
+    }
+    let next_seq = next_seq.as_mut().expect("set above");
     let mut emitted = Vec::new();
     for (i, segment) in playlist.segments.iter().enumerate() {
         let seq = playlist.media_sequence + i as u64;

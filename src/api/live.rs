@@ -93,6 +93,7 @@ pub async fn start(
     let at_us = now_us();
     let doc = LiveStreamDoc::new(&stream_id, &title, target, window, at_us / 1000);
     state.metadata.apply(std::sync::Arc::new(vec![MetaWrite::Stream(doc.clone())])).await?;
+    state.live_streams.insert(&doc);
     let event = LiveEvent {
         event_type: LiveEventType::StreamStarted,
         stream_id: stream_id.clone(),
@@ -113,6 +114,7 @@ pub async fn start(
 pub async fn end(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let request: EndStream = parse_json(&body, None)?;
     find_live_stream(&state, &request.stream_id).await?;
+    state.live_streams.remove(&request.stream_id); // from now on, lookups read the document
     state.pushed.drain_stream(&request.stream_id).await;
     let event = LiveEvent {
         event_type: LiveEventType::StreamEnded,

@@ -43,6 +43,27 @@ pub struct AppState {
     pub notices: broadcast::Sender<PlaylistWritten>,
     /// Segments FFmpeg pushed, waiting for the playlist that names their sequence numbers.
     pub pushed: Arc<ingest::PushedSegments>,
+    /// Live streams the ingest paths have looked up, so a segment costs no metadata read.
+    pub live_streams: Arc<LiveStreams>,
+}
+
+/// Live streams known to take chunks: their documents as of start (status and target
+/// duration do not change while live); an ended stream is dropped and read afresh.
+#[derive(Default)]
+pub struct LiveStreams(std::sync::Mutex<std::collections::HashMap<String, LiveStreamDoc>>);
+
+impl LiveStreams {
+    fn get(&self, stream_id: &str) -> Option<LiveStreamDoc> {
+        self.0.lock().expect("live streams lock").get(stream_id).cloned()
+    }
+
+    fn insert(&self, doc: &LiveStreamDoc) {
+        self.0.lock().expect("live streams lock").insert(doc.stream_id.clone(), doc.clone());
+    }
+
+    fn remove(&self, stream_id: &str) {
+        self.0.lock().expect("live streams lock").remove(stream_id);
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -102,12 +123,16 @@ async fn find_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc,
     state.metadata.get_stream(stream_id).await?.ok_or_else(|| ApiError::NotFound(format!("no stream {stream_id:?}")))
 }
 
-/// Like [`find_stream`], and 409 unless the stream is live.
+/// Like [`find_stream`], and 409 unless the stream is live; served from [`LiveStreams`].
 async fn find_live_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc, ApiError> {
+    if let Some(doc) = state.live_streams.get(stream_id) {
+        return Ok(doc);
+    }
     let doc = find_stream(state, stream_id).await?;
     if doc.status != StreamStatus::Live {
         return Err(ApiError::Conflict(format!("stream {stream_id} has ended")));
     }
+    state.live_streams.insert(&doc);
     Ok(doc)
 }
 

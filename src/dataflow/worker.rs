@@ -20,9 +20,10 @@ use crate::metrics::Metrics;
 use crate::model::{StreamStatus, Topic, stream_hash};
 use crate::sinks::LiveSink;
 use crate::sinks::metadata::{MetadataError, MetadataStore};
+use crate::sinks::offsets::OffsetCommitter;
 use crate::sources::embedded_log::EventLog;
 
-/// How often a worker commits the offsets its sinks have made durable.
+/// How often a worker hands on the offsets its sinks have made durable.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Everything a worker shares with the rest of the engine.
@@ -38,6 +39,7 @@ pub struct WorkerContext {
     /// only when every worker has, so no request races a restore.
     pub ready: tokio::sync::mpsc::UnboundedSender<usize>,
     pub vod: Arc<VodJobs>,
+    pub offsets: OffsetCommitter,
 }
 
 /// Runs one worker until the engine stops and the dataflow has drained.
@@ -70,13 +72,13 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String
         // Offsets are only a restart point: committing a few times a second keeps file I/O
         // off the worker's hot path.
         if last_commit.elapsed() >= COMMIT_INTERVAL {
-            live.commit_durable(&ctx.log);
-            vod.commit_durable(&ctx.log);
+            live.commit_durable(&ctx.offsets);
+            vod.commit_durable(&ctx.offsets);
             last_commit = Instant::now();
         }
     }
-    live.commit_durable(&ctx.log);
-    vod.commit_durable(&ctx.log);
+    live.commit_durable(&ctx.offsets);
+    vod.commit_durable(&ctx.offsets);
     Ok(())
 }
 
@@ -114,27 +116,17 @@ impl TopicInput {
         Ok((source, TopicInput { topic, durable, pending }))
     }
 
-    fn commit_durable(&self, log: &EventLog) {
-        commit_durable(log, self.topic, &self.pending, &self.durable);
-    }
-}
-
-/// Commits the offsets of every time the sinks are durable past.
-fn commit_durable(log: &EventLog, topic: Topic, pending: &PendingCommits, durable: &ProbeHandle<u64>) {
-    let mut ready: BTreeMap<u32, u64> = BTreeMap::new();
-    {
-        let mut pending = pending.borrow_mut();
+    /// Hands the offsets of every time the sinks are durable past to the committer.
+    fn commit_durable(&self, committer: &OffsetCommitter) {
+        let mut ready: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut pending = self.pending.borrow_mut();
         while let Some(entry) = pending.first_entry() {
-            if durable.less_equal(entry.key()) {
+            if self.durable.less_equal(entry.key()) {
                 break;
             }
             ready.extend(entry.remove());
         }
-    }
-    for (partition, offset) in ready {
-        if let Err(error) = log.commit(topic, partition, offset) {
-            tracing::error!(partition, %error, "committing a log offset failed; it will be replayed");
-        }
+        committer.send(ready.into_iter().map(|(partition, offset)| (self.topic, partition, offset)).collect());
     }
 }
 

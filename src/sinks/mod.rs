@@ -3,6 +3,7 @@
 
 pub mod metadata;
 pub mod object_store;
+pub mod offsets;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -136,7 +137,7 @@ async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<
         let Some(sink) = sink.upgrade() else { break };
         let writes: Vec<MetaWrite> = group.iter_mut().flat_map(|c| std::mem::take(&mut c.writes)).collect();
         let writes = Arc::new(writes);
-        retry(&sink.metrics, || sink.metadata.apply(Arc::clone(&writes))).await;
+        retry(&sink.metrics, || sink.metadata.apply_buffered(Arc::clone(&writes))).await;
         for commit in group.drain(..) {
             for (stream_id, ended) in commit.written.streams {
                 let _ = sink.notices.send(PlaylistWritten { stream_id, ended });

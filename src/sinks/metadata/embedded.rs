@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -61,24 +61,14 @@ impl EmbeddedMetadata {
         .await
     }
 
-    /// Runs blocking redb work off the async threads.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Database) -> Result<T, MetadataError> + Send + 'static,
-    ) -> Result<T, MetadataError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db)).await.map_err(backend)?
-    }
-}
-
-#[async_trait]
-impl MetadataStore for EmbeddedMetadata {
-    async fn apply(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
+    /// Applies a batch in one transaction with the given durability.
+    async fn write(&self, writes: Arc<Vec<MetaWrite>>, durability: Durability) -> Result<(), MetadataError> {
         if writes.is_empty() {
             return Ok(());
         }
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(backend)?;
+            let mut txn = db.begin_write().map_err(backend)?;
+            txn.set_durability(durability);
             {
                 let mut streams = txn.open_table(STREAMS).map_err(backend)?;
                 let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
@@ -108,6 +98,31 @@ impl MetadataStore for EmbeddedMetadata {
             txn.commit().map_err(backend)
         })
         .await
+    }
+
+    /// Runs blocking redb work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, MetadataError> + Send + 'static,
+    ) -> Result<T, MetadataError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(backend)?
+    }
+}
+
+#[async_trait]
+impl MetadataStore for EmbeddedMetadata {
+    async fn apply(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
+        self.write(writes, Durability::Immediate).await
+    }
+
+    async fn apply_buffered(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
+        self.write(writes, Durability::None).await
+    }
+
+    async fn sync(&self) -> Result<(), MetadataError> {
+        // An immediate commit persists every non-durable commit before it.
+        self.blocking(|db| db.begin_write().map_err(backend)?.commit().map_err(backend)).await
     }
 
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {

@@ -35,6 +35,15 @@ pub enum MetaWrite {
 pub trait MetadataStore: Send + Sync + 'static {
     /// Applies a batch in one transaction (shared, so a failed batch can be retried as is).
     async fn apply(&self, writes: std::sync::Arc<Vec<MetaWrite>>) -> Result<(), MetadataError>;
+    /// Like `apply`, visible at once but durable only after the next [`Self::sync`]: the
+    /// dataflow's documents, made durable together before log offsets are committed.
+    async fn apply_buffered(&self, writes: std::sync::Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
+        self.apply(writes).await
+    }
+    /// Makes every batch applied so far durable.
+    async fn sync(&self) -> Result<(), MetadataError> {
+        Ok(())
+    }
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError>;
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError>;
     async fn get_chunk(&self, stream_id: &str, chunk_index: u64) -> Result<Option<LiveChunkDoc>, MetadataError>;

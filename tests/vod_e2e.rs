@@ -155,6 +155,9 @@ async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing() 
     assert_eq!(status, 422);
     let (status, _) = engine.post_json("/vod/upload", r#"{"source_key":"vod-raw/../etc/passwd"}"#).await;
     assert_eq!(status, 400);
+    let huge = format!(r#"{{"source_key":"vod-raw/vod-x1/a.mp4","title":"{}"}}"#, "x".repeat(100_000));
+    let (status, _) = engine.post_json("/vod/upload", &huge).await;
+    assert_eq!(status, 413, "a JSON body over max_json_bytes");
     let (status, _) = engine.get_json("/vod/vod-unknown/metadata").await;
     assert_eq!(status, 404);
     let (status, _) = engine.get_json("/vod/vod-unknown/manifest").await;

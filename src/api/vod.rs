@@ -46,11 +46,11 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
             .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {e}")))?;
         return multipart_upload(&state, multipart).await;
     }
-    let body =
-        Bytes::from_request(request, &state).await.map_err(|e| ApiError::from_status(e.status(), e.body_text()))?;
-    if body.len() > state.config.max_json_bytes {
-        return Err(ApiError::PayloadTooLarge(format!("JSON body is over {} bytes", state.config.max_json_bytes)));
-    }
+    // This route has no body limit (uploads are large): a JSON body stops at `max_json_bytes`.
+    let limit = state.config.max_json_bytes;
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(format!("JSON body is over {limit} bytes")))?;
     let upload: StoredUpload = parse_json(&body, None)?;
     let stream_id = match upload.stream_id {
         Some(id) => id,
@@ -231,11 +231,12 @@ pub async fn manifest(
 ) -> Result<Response, ApiError> {
     let doc = find_vod(&state, &stream_id).await?;
     if doc.status != VodStatus::Ready {
-        let message = format!("video {stream_id} is {:?}, not ready", doc.status).to_lowercase();
+        let status = json!(doc.status);
+        let message = format!("video {stream_id} is {}, not ready", status.as_str().unwrap_or_default());
         let body = json!({
             "error": { "code": "conflict", "message": message },
             "stream_id": stream_id,
-            "status": doc.status,
+            "status": status,
             "progress_pct": doc.progress_pct,
             "reason": doc.error,
         });

@@ -96,7 +96,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    assert!(common::terminate(&mut engine).success(), "segflow drained and exited 0");
+    assert!(engine.terminate().success(), "segflow drained and exited 0");
 
     let mut acks = acks.lock().unwrap().clone();
     acks.sort_by(f64::total_cmp);

@@ -106,7 +106,7 @@ async fn main() {
             segflow[round as usize] / by_hand[round as usize]
         );
     }
-    common::terminate(&mut engine);
+    engine.terminate();
 
     let (hand, rung, flow, server) = (median(by_hand), median(per_rung_times), median(segflow), median(server_side));
     let names: Vec<_> = rungs.iter().map(|r| r.name.as_str()).collect();

@@ -6,10 +6,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{fetch_json, sha256_hex, spawn_segflow, start_stream_at, terminate};
+use common::{EngineProcess, fetch_json, sha256_hex, spawn_segflow, start_stream_at};
 
 struct Segflow {
-    child: std::process::Child,
+    child: EngineProcess,
     base: String,
 }
 
@@ -72,8 +72,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
         assert_eq!(put_chunk(&client, &first.base, &id, seq).await, 201);
     }
     let mut first = first;
-    first.child.kill().unwrap(); // SIGKILL
-    first.child.wait().unwrap();
+    first.child.kill(); // SIGKILL
 
     let second = spawn(data.path());
     let doc = wait_accepted(&client, &second.base, &id, 12).await;
@@ -86,7 +85,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
 
     // SIGTERM: drains and exits 0, with every offset committed.
     let mut second = second;
-    let exit = terminate(&mut second.child);
+    let exit = second.child.terminate();
     assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
     for p in 0..6 {
         let log = std::fs::metadata(data.path().join(format!("log/live-chunks/{p}.log"))).unwrap().len();
@@ -102,8 +101,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     let expected: Vec<String> = (0..13).map(|s| format!("chunks/{s}.ts")).collect();
     assert_eq!(uris(&playlist(&client, &third.base, &id).await), expected);
     let mut third = third;
-    third.child.kill().unwrap();
-    third.child.wait().unwrap();
+    third.child.kill();
 }
 
 /// A transcode killed with `kill -9` is redone after the restart into the same files; a
@@ -121,8 +119,7 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing() {
     let transcoding =
         |doc: &serde_json::Value| doc["status"] == "transcoding" && doc["progress_pct"].as_f64() > Some(0.0);
     common::wait_video(&client, &first.base, &id, transcoding).await;
-    first.child.kill().unwrap(); // SIGKILL, mid-transcode
-    first.child.wait().unwrap();
+    first.child.kill(); // SIGKILL, mid-transcode
 
     let mut second = spawn(data.path());
     let doc = common::wait_video_final(&client, &second.base, &id).await;
@@ -149,7 +146,7 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing() {
     let manifest = fetch_json(&client, &format!("{}/vod/{id}/manifest", second.base)).await;
     let (ok, frames, stderr) = common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
     assert!(ok && frames == 3 * 6 * 30, "{frames} frames; {stderr}");
-    assert!(terminate(&mut second.child).success());
+    assert!(second.child.terminate().success());
 
     // Forget the committed offsets: the upload event is read again, and changes nothing.
     for entry in std::fs::read_dir(data.path().join("log/vod-chunks")).unwrap() {
@@ -173,5 +170,5 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing() {
     assert!(offsets_committed(), "the replayed event was processed and its offset committed");
     let again = fetch_json(&client, &format!("{}/vod/{id}/metadata", third.base)).await;
     assert_eq!(again["status_history"], doc["status_history"], "a replay must not redo a finished video");
-    assert!(terminate(&mut third.child).success());
+    assert!(third.child.terminate().success());
 }

@@ -25,7 +25,7 @@ pub use error::ApiError;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{LiveStreamDoc, StreamStatus, validate_stream_id};
-use crate::sinks::PlaylistWritten;
+use crate::sinks::PlaylistNotice;
 use crate::sinks::metadata::MetadataStore;
 use crate::sinks::object_store::ObjectStore;
 use crate::sources::embedded_log::EventLog;
@@ -40,7 +40,7 @@ pub struct AppState {
     pub metadata: Arc<dyn MetadataStore>,
     pub signer: Arc<UrlSigner>,
     pub metrics: Arc<Metrics>,
-    pub notices: broadcast::Sender<PlaylistWritten>,
+    pub notices: broadcast::Sender<PlaylistNotice>,
     /// Segments FFmpeg pushed, waiting for the playlist that names their sequence numbers.
     pub pushed: Arc<ingest::PushedSegments>,
     /// Live streams the ingest paths have looked up, so a segment costs no metadata read.

@@ -28,7 +28,7 @@ pub enum SinkError {
 
 /// Told to the API after a batch is durable: a stream's playlist was written.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PlaylistWritten {
+pub struct PlaylistNotice {
     pub stream_id: String,
     pub ended: bool,
 }
@@ -37,7 +37,7 @@ pub struct LiveSink {
     pub store: Arc<dyn ObjectStore>,
     pub metadata: Arc<dyn MetadataStore>,
     pub metrics: Arc<Metrics>,
-    pub notices: broadcast::Sender<PlaylistWritten>,
+    pub notices: broadcast::Sender<PlaylistNotice>,
     commits: mpsc::Sender<Commit>,
 }
 
@@ -64,7 +64,7 @@ impl LiveSink {
         store: Arc<dyn ObjectStore>,
         metadata: Arc<dyn MetadataStore>,
         metrics: Arc<Metrics>,
-        notices: broadcast::Sender<PlaylistWritten>,
+        notices: broadcast::Sender<PlaylistNotice>,
     ) -> Arc<LiveSink> {
         let (commits, queue) = mpsc::channel(4096);
         let sink = Arc::new(LiveSink { store, metadata, metrics, notices, commits });
@@ -140,7 +140,7 @@ async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<
         retry(&sink.metrics, || sink.metadata.apply_buffered(Arc::clone(&writes))).await;
         for commit in group.drain(..) {
             for (stream_id, ended) in commit.written.streams {
-                let _ = sink.notices.send(PlaylistWritten { stream_id, ended });
+                let _ = sink.notices.send(PlaylistNotice { stream_id, ended });
             }
             (commit.done)();
         }

@@ -116,8 +116,34 @@ pub fn ffmpeg_decode(url: &str) -> (bool, usize, String) {
     (output.status.success(), frames, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// A `segflow` process started by a test or bench; killed when dropped while still running,
+/// so a failed assertion leaves no engine behind.
+pub struct EngineProcess(Child);
+
+impl EngineProcess {
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Sends SIGTERM and returns how the process exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.kill();
+        }
+    }
+}
+
 /// Starts the real `segflow` binary on a free port; returns the process and its base URL.
-pub fn spawn_segflow(data_dir: &Path) -> (Child, String) {
+pub fn spawn_segflow(data_dir: &Path) -> (EngineProcess, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_segflow"))
         .args(["run", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir"])
         .arg(data_dir)
@@ -128,13 +154,7 @@ pub fn spawn_segflow(data_dir: &Path) -> (Child, String) {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_string();
-    (child, base)
-}
-
-/// Sends SIGTERM and returns how the process exited.
-pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap()
+    (EngineProcess(child), base)
 }
 
 /// GETs a URL and parses its JSON body.

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use super::live::rfc3339;
 use super::{ApiError, AppState, parse_json, public_base};
 use crate::model::{
-    Topic, VOD_MANIFEST_FILE, VodDoc, VodEvent, VodStatus, now_ms, now_us, validate_vod_id, validate_vod_source_key,
-    vod_source_key,
+    Topic, VOD_MANIFEST_FILE, VOD_POSTER_FILE, VodDoc, VodEvent, VodStatus, now_ms, now_us, validate_vod_id,
+    validate_vod_source_key, vod_source_key,
 };
 use crate::sinks::metadata::MetaWrite;
 use crate::sinks::object_store::{StoreError, StoredObject};
@@ -245,7 +245,7 @@ pub async fn manifest(
     let base = public_base(&state, &headers);
     let now_s = now_ms() / 1000;
     let (url, expires) = state.signer.url(&base, &stream_id, VOD_MANIFEST_FILE, now_s);
-    let (poster_url, _) = state.signer.url(&base, &stream_id, "poster.jpg", now_s);
+    let (poster_url, _) = state.signer.url(&base, &stream_id, VOD_POSTER_FILE, now_s);
     Ok(Json(json!({
         "stream_id": stream_id,
         "manifest_url": url,

@@ -21,6 +21,7 @@ use timely::dataflow::operators::vec::Map;
 use tokio::sync::{Mutex, Semaphore};
 
 use super::operators::async_stage::AsyncStage;
+use super::operators::decode_events::{dead_letter, parse_record};
 use super::operators::join_rungs::JoinRungs;
 use crate::config::TranscodeMode;
 use crate::media::ladder::{Rung, ladder};
@@ -29,8 +30,8 @@ use crate::media::transcode::{RungOutput, TranscodeJob, poster, transcode};
 use crate::media::vod_playlist::master_playlist;
 use crate::metrics::Metrics;
 use crate::model::{
-    DeadLetterDoc, Topic, VariantDoc, VodDoc, VodEvent, VodStatus, now_ms, stream_hash, vod_manifest_key,
-    vod_variants_prefix,
+    DeadLetterDoc, Topic, VOD_POSTER_FILE, VariantDoc, VodDoc, VodEvent, VodStatus, now_ms, stream_hash,
+    vod_manifest_key, vod_poster_key, vod_variants_prefix,
 };
 use crate::sinks::metadata::{MetaWrite, MetadataStore};
 use crate::sinks::object_store::ObjectStore;
@@ -183,26 +184,12 @@ pub fn vod_pipeline<'s>(
 
 /// Decodes one `vod-chunks` record.
 pub fn decode_vod(record: LogRecord) -> VodInput {
-    let dead = |reason: &str, error: String, payload: &[u8]| {
-        VodInput::Dead(DeadLetterDoc {
-            topic: Topic::VodChunks.name().to_string(),
-            partition: record.partition,
-            offset: record.offset,
-            reason: reason.to_string(),
-            error,
-            payload_preview: String::from_utf8_lossy(&payload[..payload.len().min(256)]).into_owned(),
-            at_ms: now_ms(),
-        })
-    };
-    let payload = match &record.payload {
-        Ok(payload) => payload,
-        Err(error) => return dead("corrupt_record", error.clone(), &[]),
-    };
-    match serde_json::from_slice::<VodEvent>(payload) {
-        Err(e) => dead("malformed_json", e.to_string(), payload),
+    let topic = Topic::VodChunks;
+    match parse_record::<VodEvent>(topic, &record) {
+        Err(dead) => VodInput::Dead(dead),
         Ok(event) => match event.validate() {
             Ok(()) => VodInput::Upload(event),
-            Err(error) => dead("invalid_event", error, payload),
+            Err(error) => VodInput::Dead(dead_letter(topic, &record, "invalid_event", error)),
         },
     }
 }
@@ -252,13 +239,12 @@ async fn probe_stage(jobs: Arc<VodJobs>, input: VodInput) -> Vec<Step<TranscodeT
     };
     let rungs = ladder(&info);
     let _ = tokio::fs::remove_dir_all(jobs.work_dir.join(&id)).await; // an interrupted attempt's files
-    let poster_key = format!("{}poster.jpg", vod_variants_prefix(&id));
     let names: Vec<String> = rungs.iter().map(|r| r.name.clone()).collect();
     let has_audio = info.has_audio();
     jobs.update(&id, |doc| {
         doc.source = Some(info.clone());
         doc.rungs_planned = names;
-        doc.poster_path = Some(poster_key);
+        doc.poster_path = Some(vod_poster_key(&id));
         doc.keyframe_aligned = true;
         doc.audio_track_id = has_audio.then(|| format!("audio-{id}"));
         doc.set_status(VodStatus::Transcoding, now_ms());
@@ -328,10 +314,9 @@ async fn transcode_stage(jobs: Arc<VodJobs>, task: Step<TranscodeTask>) -> Vec<S
         if task.rungs[0] != plan.rungs[0] {
             return Ok(());
         }
-        let file = out_dir.join("poster.jpg");
+        let file = out_dir.join(VOD_POSTER_FILE);
         poster(&source, &file, &plan.info).await.map_err(|e| e.to_string())?;
-        let key = format!("{}poster.jpg", vod_variants_prefix(&plan.stream_id));
-        jobs.store.put_file(&key, &file).await.map_err(|e| e.to_string())
+        jobs.store.put_file(&vod_poster_key(&plan.stream_id), &file).await.map_err(|e| e.to_string())
     };
     let (outputs, poster_made) = tokio::join!(transcoded, poster_made);
     drop(progress_tx);

@@ -91,16 +91,22 @@ struct Disposition {
     attached_pic: u8,
 }
 
-/// Probes `path` with `ffprobe`.
-pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+/// Runs `ffprobe -v error -print_format json <args> <path>` and collects its output.
+pub(super) async fn ffprobe_json(args: &[&str], path: &Path) -> Result<std::process::Output, MediaError> {
+    Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json"])
+        .args(args)
         .arg(path)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|source| MediaError::Spawn { program: "ffprobe", source })?;
+        .map_err(|source| MediaError::Spawn { program: "ffprobe", source })
+}
+
+/// Probes `path` with `ffprobe`.
+pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
+    let output = ffprobe_json(&["-show_format", "-show_streams"], path).await?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(MediaError::Unreadable(first_lines(&stderr, path, &output.status)));

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::ladder::Rung;
-use super::probe::{MediaError, MediaInfo};
+use super::probe::{MediaError, MediaInfo, ffprobe_json};
 
 /// How the ladder is spread over FFmpeg processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -385,15 +385,8 @@ struct ProfileReport {
 
 /// `avc1.PPCCLL` of the H.264 stream in `segment`, from ffprobe's profile and level.
 async fn video_codec_string(segment: &Path) -> Result<String, MediaError> {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,profile,level"])
-        .args(["-print_format", "json"])
-        .arg(segment)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| MediaError::Spawn { program: "ffprobe", source })?;
+    let args = ["-select_streams", "v:0", "-show_entries", "stream=codec_name,profile,level"];
+    let output = ffprobe_json(&args, segment).await?;
     let unusable = |why: String| MediaError::Output(format!("{}: {why}", segment.display()));
     if !output.status.success() {
         return Err(unusable(String::from_utf8_lossy(&output.stderr).trim().to_string()));

@@ -183,6 +183,14 @@ pub fn vod_manifest_key(stream_id: &str) -> String {
 
 pub const VOD_MANIFEST_FILE: &str = "vod_manifest.m3u8";
 
+/// The poster's file name, under the video's renditions.
+pub const VOD_POSTER_FILE: &str = "poster.jpg";
+
+/// `vod-variants/{stream_id}/poster.jpg`.
+pub fn vod_poster_key(stream_id: &str) -> String {
+    format!("{}{VOD_POSTER_FILE}", vod_variants_prefix(stream_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

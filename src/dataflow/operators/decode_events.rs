@@ -1,6 +1,7 @@
 //! Turns raw log records into checked live commands, or dead letters, before they are
 //! exchanged by stream id.
 
+use serde::de::DeserializeOwned;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 
@@ -10,30 +11,39 @@ use crate::sources::embedded_log::LogRecord;
 
 /// Decodes one record; pure, so the oracle test and the bench share it with the engine.
 pub fn decode_record(topic: Topic, record: LogRecord) -> LiveInput {
-    let dead = |reason: &str, error: String, payload: &[u8]| {
-        LiveInput::Dead(DeadLetterDoc {
-            topic: topic.name().to_string(),
-            partition: record.partition,
-            offset: record.offset,
-            reason: reason.to_string(),
-            error,
-            payload_preview: String::from_utf8_lossy(&payload[..payload.len().min(256)]).into_owned(),
-            at_ms: now_ms(),
-        })
-    };
-    let payload = match &record.payload {
-        Ok(payload) => payload,
-        Err(error) => return dead("corrupt_record", error.clone(), &[]),
-    };
-    let event: LiveEvent = match serde_json::from_slice(payload) {
+    let event: LiveEvent = match parse_record(topic, &record) {
         Ok(event) => event,
-        Err(e) => return dead("malformed_json", e.to_string(), payload),
+        Err(dead) => return LiveInput::Dead(dead),
     };
     match event.into_command() {
         Ok((stream_id, command)) => {
             LiveInput::Command { stream_id, partition: record.partition, offset: record.offset, command }
         }
-        Err(error) => dead("invalid_event", error, payload),
+        Err(error) => LiveInput::Dead(dead_letter(topic, &record, "invalid_event", error)),
+    }
+}
+
+/// A record's JSON event, or the dead letter of a corrupt record or malformed JSON.
+pub fn parse_record<T: DeserializeOwned>(topic: Topic, record: &LogRecord) -> Result<T, DeadLetterDoc> {
+    match &record.payload {
+        Err(error) => Err(dead_letter(topic, record, "corrupt_record", error.clone())),
+        Ok(payload) => {
+            serde_json::from_slice(payload).map_err(|e| dead_letter(topic, record, "malformed_json", e.to_string()))
+        }
+    }
+}
+
+/// The dead letter of a record that cannot be processed, with the start of its payload.
+pub fn dead_letter(topic: Topic, record: &LogRecord, reason: &str, error: String) -> DeadLetterDoc {
+    let payload = record.payload.as_deref().unwrap_or_default();
+    DeadLetterDoc {
+        topic: topic.name().to_string(),
+        partition: record.partition,
+        offset: record.offset,
+        reason: reason.to_string(),
+        error,
+        payload_preview: String::from_utf8_lossy(&payload[..payload.len().min(256)]).into_owned(),
+        at_ms: now_ms(),
     }
 }
 

@@ -15,7 +15,7 @@ use segflow::dataflow::operators::decode_events::DecodeEvents;
 use segflow::dataflow::operators::live_window::LiveWindowOp;
 use segflow::metrics::Metrics;
 use segflow::model::{LiveEvent, LiveEventType, Topic, stream_hash};
-use segflow::sources::embedded_log::LogRecord;
+use segflow::sources::LogRecord;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 

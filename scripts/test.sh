@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, clippy, unit, oracle and end-to-end tests (which use
-# real FFmpeg, installed here if missing).
+# Runs every check and test: formatting, clippy, unit, oracle and end-to-end tests. The
+# end-to-end tests use real FFmpeg (installed here if missing) and run twice: on the embedded
+# backends and on real Kafka, S3 (MinIO) and MongoDB (FerretDB) servers, which
+# scripts/services.sh installs once (cached outside the clone) and starts on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+scripts/services.sh start
+trap 'scripts/services.sh clean' EXIT
+eval "$(scripts/services.sh env)"
 cargo test "$@"

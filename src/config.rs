@@ -36,7 +36,51 @@ pub struct Config {
     pub transcode_jobs: usize,
     /// One FFmpeg decoding once for every rung (`split`), or one FFmpeg per rung (`per_rung`).
     pub transcode_mode: TranscodeMode,
+    /// Kafka brokers `host:port[,…]` (`KAFKA_BOOTSTRAP_SERVERS`); unset: the embedded log.
+    pub kafka: Option<String>,
+    /// Prepended to the topic names `live-chunks` and `vod-chunks`.
+    pub kafka_topic_prefix: String,
+    /// Consumer group whose committed offsets are the restart point.
+    pub kafka_group_id: String,
+    /// S3 / MinIO endpoint URL (`MINIO_ENDPOINT`); unset: the local store under the data dir.
+    pub s3_endpoint: Option<String>,
+    /// Endpoint presigned URLs are made for, as players reach it (`MINIO_PUBLIC_ENDPOINT`).
+    pub s3_public_endpoint: Option<String>,
+    /// S3 access key (`MINIO_ROOT_USER`).
+    pub s3_access_key: Option<String>,
+    /// S3 secret key (`MINIO_ROOT_PASSWORD`); never printed.
+    pub s3_secret_key: Option<Secret>,
+    pub s3_region: String,
+    /// Prepended to the bucket names `vod-raw`, `vod-variants`, `live-streams`, `manifests`.
+    pub s3_bucket_prefix: String,
+    /// MongoDB connection string (`MONGO_URI`); unset: the embedded metadata store.
+    pub mongo_uri: Option<String>,
+    /// MongoDB database (`MONGO_DB`).
+    pub mongo_database: String,
 }
+
+/// A credential: read from config like a string, shown as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Environment names of seed 003's docker-compose setup, and the config key each sets.
+const SEED_ENV: [(&str, &str); 8] = [
+    ("DVR_WINDOW_SIZE", "dvr_window"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "kafka"),
+    ("MINIO_ENDPOINT", "s3_endpoint"),
+    ("MINIO_PUBLIC_ENDPOINT", "s3_public_endpoint"),
+    ("MINIO_ROOT_USER", "s3_access_key"),
+    ("MINIO_ROOT_PASSWORD", "s3_secret_key"),
+    ("MONGO_URI", "mongo_uri"),
+    ("MONGO_DB", "mongo_database"),
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -53,6 +97,17 @@ impl Default for Config {
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
             transcode_jobs: 1,
             transcode_mode: TranscodeMode::Split,
+            kafka: None,
+            kafka_topic_prefix: String::new(),
+            kafka_group_id: "segflow".into(),
+            s3_endpoint: None,
+            s3_public_endpoint: None,
+            s3_access_key: None,
+            s3_secret_key: None,
+            s3_region: "us-east-1".into(),
+            s3_bucket_prefix: String::new(),
+            mongo_uri: None,
+            mongo_database: "segflow".into(),
         }
     }
 }
@@ -68,6 +123,12 @@ pub struct Overrides {
     pub workers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dvr_window: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongo_uri: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +149,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
+        figment = figment.merge(Env::prefixed("SEGFLOW_"));
+        for (name, key) in SEED_ENV {
+            figment = figment.merge(Env::raw().only(&[name]).map(move |_| key.into()));
+        }
         let config: Config = figment
-            .merge(Env::prefixed("SEGFLOW_"))
-            .merge(Env::raw().only(&["DVR_WINDOW_SIZE"]).map(|_| "dvr_window".into()))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -112,6 +175,9 @@ impl Config {
         if self.transcode_jobs == 0 {
             return invalid("transcode_jobs must be at least 1");
         }
+        if self.s3_endpoint.is_some() && (self.s3_access_key.is_none() || self.s3_secret_key.is_none()) {
+            return invalid("s3_endpoint needs s3_access_key and s3_secret_key (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)");
+        }
         Ok(())
     }
 }
@@ -131,6 +197,17 @@ mod tests {
             let config = Config::load(Some(Path::new("segflow.toml")), &flags).expect("loads");
             assert_eq!((config.workers, config.dvr_window, config.listen.as_str()), (5, 7, "127.0.0.1:0"));
             assert_eq!(config.target_duration, 6);
+            jail.set_env("KAFKA_BOOTSTRAP_SERVERS", "k:9092");
+            jail.set_env("MINIO_ENDPOINT", "http://m:9000");
+            jail.set_env("MINIO_ROOT_USER", "u");
+            jail.set_env("MINIO_ROOT_PASSWORD", "p");
+            let config = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(
+                (config.kafka.as_deref(), config.s3_endpoint.as_deref()),
+                (Some("k:9092"), Some("http://m:9000"))
+            );
+            assert_eq!(config.s3_secret_key, Some(Secret("p".into())));
+            assert!(!format!("{config:?}").contains("\"p\""), "the secret is never printed");
             Ok(())
         });
     }

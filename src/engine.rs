@@ -16,11 +16,15 @@ use crate::dataflow::{WorkerContext, run_worker};
 use crate::metrics::Metrics;
 use crate::sinks::LiveSink;
 use crate::sinks::metadata::embedded::EmbeddedMetadata;
+use crate::sinks::metadata::mongodb::MongoMetadata;
 use crate::sinks::metadata::{MetadataError, MetadataStore};
-use crate::sinks::object_store::ObjectStore;
 use crate::sinks::object_store::local::LocalStore;
+use crate::sinks::object_store::s3::{S3Settings, S3Store};
+use crate::sinks::object_store::{ObjectStore, StoreError};
 use crate::sinks::offsets::OffsetCommitter;
-use crate::sources::embedded_log::{EventLog, LogError};
+use crate::sources::embedded_log::EmbeddedLog;
+use crate::sources::kafka::{KafkaLog, KafkaSettings};
+use crate::sources::{EventLog, LogError};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -32,6 +36,8 @@ pub enum EngineError {
     Log(#[from] LogError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
     #[error("timely workers: {0}")]
@@ -49,9 +55,9 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     let dir_err = |source| EngineError::DataDir { path: data_dir.display().to_string(), source };
     std::fs::create_dir_all(&data_dir).map_err(dir_err)?;
-    let log = EventLog::open(&data_dir.join("log"))?;
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&data_dir.join("objects")).map_err(dir_err)?);
-    let metadata: Arc<dyn MetadataStore> = Arc::new(EmbeddedMetadata::open(&data_dir.join("metadata.redb"))?);
+    let log = open_log(&config).await?;
+    let store = open_store(&config).await?;
+    let metadata = open_metadata(&config).await?;
     let signer = Arc::new(UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs).map_err(dir_err)?);
     let metrics = Arc::new(Metrics::new());
     let (notices, _) = tokio::sync::broadcast::channel(4096);
@@ -136,4 +142,50 @@ pub async fn run(
     }
     tracing::info!("drained; bye");
     Ok(())
+}
+
+/// The embedded log under the data dir, or Kafka with `--kafka`.
+async fn open_log(config: &Config) -> Result<EventLog, LogError> {
+    Ok(match &config.kafka {
+        Some(brokers) => EventLog::Kafka(
+            KafkaLog::connect(KafkaSettings {
+                brokers: brokers.clone(),
+                topic_prefix: config.kafka_topic_prefix.clone(),
+                group_id: config.kafka_group_id.clone(),
+            })
+            .await?,
+        ),
+        None => EventLog::Embedded(EmbeddedLog::open(&config.data_dir.join("log"))?),
+    })
+}
+
+/// The local store under the data dir, or S3 / MinIO with `--s3-endpoint`.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn ObjectStore>, EngineError> {
+    Ok(match &config.s3_endpoint {
+        Some(endpoint) => Arc::new(
+            S3Store::connect(S3Settings {
+                endpoint: endpoint.clone(),
+                public_endpoint: config.s3_public_endpoint.clone(),
+                access_key: config.s3_access_key.clone().unwrap_or_default(),
+                secret_key: config.s3_secret_key.clone().map(|s| s.0).unwrap_or_default(),
+                region: config.s3_region.clone(),
+                bucket_prefix: config.s3_bucket_prefix.clone(),
+            })
+            .await?,
+        ),
+        None => {
+            let root = config.data_dir.join("objects");
+            let store = LocalStore::new(&root)
+                .map_err(|source| EngineError::DataDir { path: root.display().to_string(), source })?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// The embedded metadata file under the data dir, or MongoDB with `--mongo-uri`.
+async fn open_metadata(config: &Config) -> Result<Arc<dyn MetadataStore>, MetadataError> {
+    Ok(match &config.mongo_uri {
+        Some(uri) => Arc::new(MongoMetadata::connect(uri, &config.mongo_database).await?),
+        None => Arc::new(EmbeddedMetadata::open(&config.data_dir.join("metadata.redb"))?),
+    })
 }

@@ -32,6 +32,15 @@ enum Command {
         /// Segments kept in a live playlist (env: DVR_WINDOW_SIZE or SEGFLOW_DVR_WINDOW).
         #[arg(long)]
         dvr_window: Option<u64>,
+        /// Kafka brokers host:port[,…] for the event log (env: KAFKA_BOOTSTRAP_SERVERS).
+        #[arg(long)]
+        kafka: Option<String>,
+        /// S3 / MinIO endpoint URL for the object store (env: MINIO_ENDPOINT).
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        /// MongoDB connection string for the metadata store (env: MONGO_URI).
+        #[arg(long)]
+        mongo_uri: Option<String>,
     },
 }
 
@@ -48,8 +57,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Run { config, workers, data_dir, listen, dvr_window } => {
-            let overrides = Overrides { data_dir, listen, workers, dvr_window };
+        Command::Run { config, workers, data_dir, listen, dvr_window, kafka, s3_endpoint, mongo_uri } => {
+            let overrides = Overrides { data_dir, listen, workers, dvr_window, kafka, s3_endpoint, mongo_uri };
             let config = Config::load(config.as_deref(), &overrides)?;
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::TestEngine;
 use segflow::model::Topic;
-use segflow::sources::embedded_log::EventLog;
+use segflow::sources::embedded_log::EmbeddedLog;
 
 /// Every file under the data dir's objects, and the stream count: what a refused request
 /// must leave as it was.
@@ -172,7 +172,7 @@ async fn malformed_requests_get_json_errors_and_change_nothing() {
 async fn malformed_log_events_become_dead_letters() {
     let data = tempfile::tempdir().unwrap();
     {
-        let log = EventLog::open(&data.path().join("log")).unwrap();
+        let log = EmbeddedLog::open(&data.path().join("log")).unwrap();
         log.append(Topic::LiveChunks, "a", b"{not json".to_vec()).await.unwrap();
         log.append(Topic::LiveChunks, "b", br#"{"stream_id":"../x","sequence_number":1}"#.to_vec()).await.unwrap();
         log.append(

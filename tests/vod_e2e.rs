@@ -3,10 +3,17 @@
 
 mod common;
 
+on_both_backends!(
+    a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays,
+    a_small_silent_upload_is_never_upscaled_and_has_no_audio,
+    a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing,
+    producers_that_store_the_source_themselves_post_its_key,
+);
+
 use std::path::Path;
 use std::process::Command;
 
-use common::{TestEngine, clip, upload_video, wait_video_final};
+use common::{Backends, TestEngine, clip, upload_video, wait_video_final};
 use serde_json::Value;
 
 fn ffprobe_json(args: &[&str], target: &str) -> Value {
@@ -21,19 +28,18 @@ fn ffprobe_json(args: &[&str], target: &str) -> Value {
 }
 
 /// Segment durations of a rung's media playlist in the store.
-fn segment_durations(data: &Path, playlist_key: &str) -> Vec<f32> {
-    let text = std::fs::read(data.join("objects").join(playlist_key)).unwrap();
+async fn segment_durations(engine: &TestEngine, playlist_key: &str) -> Vec<f32> {
+    let text = engine.store.get_bytes(playlist_key).await.unwrap().expect("the playlist is stored");
     let playlist = m3u8_rs::parse_media_playlist_res(&text).unwrap();
     assert!(playlist.end_list, "VOD media playlists end with ENDLIST");
     playlist.segments.iter().map(|s| s.duration).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays() {
+async fn a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();
     let source = clip(media.path(), "talk.mp4", "1920x1080", 4, true);
-    let engine = TestEngine::start(data.path(), 2).await;
+    let engine = TestEngine::start_on(backends, data.path(), 2).await;
     let (status, reply) = upload_video(&engine.client, &engine.base, &source, "A talk").await;
     assert_eq!(status, 201, "{reply}");
     assert_eq!(reply["status"], "uploaded");
@@ -56,8 +62,8 @@ async fn a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays() {
     let mut boundaries = Vec::new();
     for (variant, height) in doc["variants"].as_array().unwrap().iter().zip([1080, 720, 480, 360]) {
         let playlist_key = variant["playlist_path"].as_str().unwrap();
-        boundaries.push(segment_durations(data.path(), playlist_key));
-        let first_segment = data.path().join("objects").join(playlist_key).with_file_name("seg_00000.ts");
+        boundaries.push(segment_durations(&engine, playlist_key).await);
+        let first_segment = first_segment(&engine, playlist_key, media.path()).await;
         let probed = ffprobe_json(&["-show_streams"], first_segment.to_str().unwrap());
         let streams = probed["streams"].as_array().unwrap();
         let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
@@ -89,12 +95,11 @@ async fn a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays() {
     engine.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio() {
+async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();
     let source = clip(media.path(), "small.mkv", "640x480", 2, false);
-    let engine = TestEngine::start(data.path(), 1).await;
+    let engine = TestEngine::start_on(backends, data.path(), 1).await;
     let (status, reply) = upload_video(&engine.client, &engine.base, &source, "small").await;
     assert_eq!(status, 201, "{reply}");
     let id = reply["stream_id"].as_str().unwrap().to_string();
@@ -111,24 +116,23 @@ async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio() {
     for variant in doc["variants"].as_array().unwrap() {
         assert!(!variant["codecs"].as_str().unwrap().contains("mp4a"), "{variant}");
         assert!(variant["height"].as_u64().unwrap() <= 480);
-        let segment =
-            data.path().join("objects").join(variant["playlist_path"].as_str().unwrap()).with_file_name("seg_00000.ts");
+        let segment = first_segment(&engine, variant["playlist_path"].as_str().unwrap(), media.path()).await;
         let probed = ffprobe_json(&["-show_streams"], segment.to_str().unwrap());
         assert!(probed["streams"].as_array().unwrap().iter().all(|s| s["codec_type"] != "audio"));
     }
     engine.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing() {
+async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();
-    let config = segflow::config::Config {
+    let mut config = segflow::config::Config {
         data_dir: data.path().to_path_buf(),
         workers: 1,
         max_upload_bytes: 100_000,
         ..Default::default()
     };
+    backends.configure(&mut config);
     let engine = TestEngine::start_with(config).await;
 
     let garbage = media.path().join("broken.mp4");
@@ -143,12 +147,12 @@ async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing() 
     assert_eq!((status, body["status"].as_str()), (409, Some("failed")), "{body}");
 
     // Over the limit: 413, and no object left behind.
-    let objects_before = count_entries(&data.path().join("objects"));
+    let objects_before = count_objects(backends, &engine).await;
     let big = media.path().join("big.mp4");
     std::fs::write(&big, vec![7u8; 200_000]).unwrap();
     let (status, reply) = upload_video(&engine.client, &engine.base, &big, "too big").await;
     assert_eq!(status, 413, "{reply}");
-    assert_eq!(count_entries(&data.path().join("objects")), objects_before);
+    assert_eq!(count_objects(backends, &engine).await, objects_before);
 
     // A JSON upload must name an object that exists, under vod-raw/{id}/.
     let (status, _) = engine.post_json("/vod/upload", r#"{"source_key":"vod-raw/vod-x1/source.mp4"}"#).await;
@@ -166,16 +170,13 @@ async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing() 
 }
 
 /// A producer that stored the source itself names it in a JSON body.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn producers_that_store_the_source_themselves_post_its_key() {
+async fn producers_that_store_the_source_themselves_post_its_key(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();
     let source = clip(media.path(), "own.mp4", "320x240", 2, true);
-    let engine = TestEngine::start(data.path(), 1).await;
+    let engine = TestEngine::start_on(backends, data.path(), 1).await;
     let key = "vod-raw/vod-producer1/master.mp4";
-    let path = data.path().join("objects").join(key);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::copy(&source, &path).unwrap();
+    engine.store.put_bytes(key, std::fs::read(&source).unwrap().into()).await.unwrap();
     let (status, reply) = engine.post_json("/vod/upload", &format!(r#"{{"source_key":"{key}","title":"mine"}}"#)).await;
     assert_eq!(status, 201, "{reply}");
     assert_eq!(reply["stream_id"], "vod-producer1");
@@ -185,6 +186,21 @@ async fn producers_that_store_the_source_themselves_post_its_key() {
     let (status, _) = engine.post_json("/vod/upload", &format!(r#"{{"source_key":"{key}"}}"#)).await;
     assert_eq!(status, 409, "the same video twice");
     engine.shutdown().await;
+}
+
+/// A rung's first segment as a file ffprobe reads (downloaded from S3 into `scratch`).
+async fn first_segment(engine: &TestEngine, playlist_key: &str, scratch: &Path) -> std::path::PathBuf {
+    let key = playlist_key.replace("index.m3u8", "seg_00000.ts");
+    engine.store.read_path(&key, &scratch.join(playlist_key.replace('/', "_"))).await.unwrap()
+}
+
+/// Objects in the engine's store; on the local store every directory counts too (an upload
+/// refused must not leave an empty one behind).
+async fn count_objects(backends: Backends, engine: &TestEngine) -> usize {
+    match backends {
+        Backends::Embedded => count_entries(&engine.data_dir.join("objects")),
+        Backends::Services => engine.store.list_keys("").await.unwrap().len(),
+    }
 }
 
 /// Files and directories under `dir`.

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::sinks::metadata::MetadataError;
 use crate::sinks::object_store::StoreError;
-use crate::sources::embedded_log::LogError;
+use crate::sources::LogError;
 
 #[derive(Debug, Error)]
 pub enum ApiError {
@@ -100,7 +100,8 @@ impl From<StoreError> for ApiError {
             StoreError::Empty => ApiError::BadRequest("segment is empty".into()),
             StoreError::InvalidKey(_) => ApiError::BadRequest(e.to_string()),
             StoreError::Body(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Io { .. } => ApiError::Internal(e.to_string()),
+            StoreError::Io { .. } | StoreError::NotLocal(_) => ApiError::Internal(e.to_string()),
+            StoreError::Backend { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -117,6 +118,7 @@ impl From<LogError> for ApiError {
             LogError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
             LogError::Closed => ApiError::Unavailable("the engine is shutting down".into()),
             LogError::Io { .. } => ApiError::Internal(e.to_string()),
+            LogError::Kafka { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
 }

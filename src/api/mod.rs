@@ -28,7 +28,7 @@ use crate::model::{LiveStreamDoc, StreamStatus, validate_stream_id};
 use crate::sinks::PlaylistNotice;
 use crate::sinks::metadata::MetadataStore;
 use crate::sinks::object_store::ObjectStore;
-use crate::sources::embedded_log::EventLog;
+use crate::sources::EventLog;
 use signed::UrlSigner;
 
 /// Shared by every handler.
@@ -97,12 +97,39 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(json!({
-        "status": "ok",
-        "workers": state.config.workers,
-        "backends": { "event_log": "embedded", "object_store": "local", "metadata": "embedded" },
-    }))
+/// `GET /health`: each backend's kind and state; 503 while any is down.
+async fn health(State(state): State<AppState>) -> Response {
+    let config = &state.config;
+    let (log, store, metadata) =
+        tokio::join!(probe(state.log.health()), probe(state.store.health()), probe(state.metadata.health()),);
+    let backends = json!({
+        "event_log": backend_state(state.log.kind(), log),
+        "object_store": backend_state(if config.s3_endpoint.is_some() { "s3" } else { "local" }, store),
+        "metadata": backend_state(if config.mongo_uri.is_some() { "mongodb" } else { "embedded" }, metadata),
+    });
+    let up = backends.as_object().expect("an object").values().all(|b| b["state"] == "up");
+    let status = if up { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if up { "ok" } else { "degraded" },
+        "workers": config.workers,
+        "backends": backends,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A backend's health check, bounded so `/health` answers even while one hangs.
+async fn probe<E: std::fmt::Display>(check: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}
+
+fn backend_state(kind: &str, state: Result<(), String>) -> serde_json::Value {
+    match state {
+        Ok(()) => json!({ "kind": kind, "state": "up" }),
+        Err(error) => json!({ "kind": kind, "state": "down", "error": error }),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

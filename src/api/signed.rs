@@ -1,14 +1,17 @@
-//! Signed playback URLs for the local object store, and the handler that serves them.
+//! Signed playback URLs, and the handler that serves them.
 //!
 //! The signature sits in the path, `/play/{expires}/{sig}/{stream_id}/live.m3u8`, and covers
 //! the stream id and expiry: the playlist's relative segment URIs resolve under the same
-//! signed prefix, so the manifest URL works in a player by itself.
+//! signed prefix, so the manifest URL works in a player by itself. On S3 the API serves only
+//! playlists, their segment URIs rewritten into presigned S3 URLs: the bytes go straight
+//! from the object store to the player.
 
 use std::path::Path;
+use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tower::ServiceExt;
@@ -116,13 +119,23 @@ pub async fn play(
     for part in &parts {
         validate_file_name(part).map_err(ApiError::NotFound)?;
     }
-    let bucket = match (stream_id.starts_with("vod-"), path.as_str()) {
-        (true, VOD_MANIFEST_FILE) => bucket::MANIFESTS,
-        (true, _) => bucket::VOD_VARIANTS,
-        (false, p) if p.ends_with(".m3u8") => bucket::MANIFESTS,
-        (false, _) => bucket::LIVE_STREAMS,
-    };
-    let file = state.store.local_path(&format!("{bucket}/{stream_id}/{path}"))?;
+    let key = object_key(&stream_id, &path);
+    let ttl = Duration::from_secs(state.signer.ttl_secs);
+    if let Some(direct) = state.store.presign_get(&key, ttl).await? {
+        if !path.ends_with(".m3u8") {
+            return Ok(Redirect::temporary(&direct).into_response());
+        }
+        let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
+        let playlist = state.store.get_bytes(&key).await?.ok_or_else(not_found)?;
+        let body = presign_media_uris(&state, &stream_id, &path, &playlist, ttl).await?;
+        let headers = [
+            (header::CONTENT_TYPE, content_type(&path)),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ];
+        return Ok((headers, body).into_response());
+    }
+    let file = state.store.local_path(&key)?;
     let mime: mime::Mime = content_type(&path).parse().expect("static MIME types parse");
     let mut response = ServeFile::new_with_mime(file, &mime)
         .oneshot(request)
@@ -136,6 +149,49 @@ pub async fn play(
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     Ok(response)
+}
+
+/// The store key behind `/play/…/{stream_id}/{path}`.
+fn object_key(stream_id: &str, path: &str) -> String {
+    let bucket = match (stream_id.starts_with("vod-"), path) {
+        (true, VOD_MANIFEST_FILE) => bucket::MANIFESTS,
+        (true, _) => bucket::VOD_VARIANTS,
+        (false, p) if p.ends_with(".m3u8") => bucket::MANIFESTS,
+        (false, _) => bucket::LIVE_STREAMS,
+    };
+    format!("{bucket}/{stream_id}/{path}")
+}
+
+/// A media playlist with each relative segment (and init section) URI replaced by a presigned
+/// URL of its object; a master playlist is left as is (its variants come back through here).
+async fn presign_media_uris(
+    state: &AppState,
+    stream_id: &str,
+    path: &str,
+    playlist: &[u8],
+    ttl: Duration,
+) -> Result<Vec<u8>, ApiError> {
+    let mut media = match m3u8_rs::parse_playlist_res(playlist) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(media)) => media,
+        Ok(m3u8_rs::Playlist::MasterPlaylist(_)) => return Ok(playlist.to_vec()),
+        Err(e) => return Err(ApiError::Internal(format!("stored playlist {path} does not parse: {e}"))),
+    };
+    let dir = path.rsplit_once('/').map(|(dir, _)| format!("{dir}/")).unwrap_or_default();
+    for segment in &mut media.segments {
+        let uris = std::iter::once(&mut segment.uri).chain(segment.map.as_mut().map(|m| &mut m.uri));
+        for uri in uris {
+            if uri.contains("://") {
+                continue;
+            }
+            let key = object_key(stream_id, &format!("{dir}{uri}"));
+            if let Some(url) = state.store.presign_get(&key, ttl).await? {
+                *uri = url;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    media.write_to(&mut out).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(out)
 }
 
 #[cfg(test)]

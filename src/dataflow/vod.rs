@@ -36,7 +36,7 @@ use crate::model::{
 use crate::sinks::metadata::{MetaWrite, MetadataStore};
 use crate::sinks::object_store::ObjectStore;
 use crate::sinks::retry;
-use crate::sources::embedded_log::LogRecord;
+use crate::sources::LogRecord;
 
 /// Seconds per segment, and between keyframes, in every rung.
 pub const SEGMENT_SECONDS: u32 = 2;
@@ -127,6 +127,22 @@ impl VodJobs {
             docs: Mutex::new(()),
             active: Default::default(),
         })
+    }
+
+    /// Where a remote store's source is downloaded to, once per video and process.
+    fn source_dir(&self, stream_id: &str) -> PathBuf {
+        self.work_dir.join(format!("{stream_id}.source"))
+    }
+
+    /// The source as a file FFmpeg reads: the object itself on a local store, else the
+    /// download the probe made (or a new one after a restart).
+    async fn source_file(&self, stream_id: &str, key: &str) -> Result<PathBuf, String> {
+        let dir = self.source_dir(stream_id);
+        let downloaded = dir.join(key.rsplit('/').next().unwrap_or(key));
+        if tokio::fs::try_exists(&downloaded).await.unwrap_or(false) {
+            return Ok(downloaded);
+        }
+        self.store.read_path(key, &dir).await.map_err(|e| format!("reading the source: {e}"))
     }
 
     /// Applies `change` to a video's document and writes it (retrying until it is stored).
@@ -229,9 +245,9 @@ async fn probe_stage(jobs: Arc<VodJobs>, input: VodInput) -> Vec<Step<TranscodeT
         }
         Some(_) => {}
     }
-    let source = match jobs.store.local_path(&event.source_key) {
+    let source = match jobs.source_file(&id, &event.source_key).await {
         Ok(path) => path,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e),
     };
     let info = match probe(&source).await {
         Ok(info) => info,
@@ -276,9 +292,9 @@ async fn transcode_stage(jobs: Arc<VodJobs>, task: Step<TranscodeTask>) -> Vec<S
         vec![Err(VodFailure { stream_id: plan.stream_id.clone(), uploaded_at_us: plan.uploaded_at_us, error })]
     };
     let Ok(_permit) = jobs.pool.acquire().await else { return fail("the FFmpeg pool is closed".into()) };
-    let source = match jobs.store.local_path(&plan.source_key) {
+    let source = match jobs.source_file(&plan.stream_id, &plan.source_key).await {
         Ok(path) => path,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(e),
     };
     let out_dir = jobs.work_dir.join(&plan.stream_id);
     // Progress goes to the document at most once per percent, from a task of its own.
@@ -357,6 +373,7 @@ async fn finish_stage(jobs: Arc<VodJobs>, joined: Step<(VodPlan, Vec<RungOutput>
         }
     };
     let _ = tokio::fs::remove_dir_all(jobs.work_dir.join(&id)).await;
+    let _ = tokio::fs::remove_dir_all(jobs.source_dir(&id)).await;
     jobs.active.lock().expect("active lock").remove(&id);
     let prefix = vod_variants_prefix(&id);
     let finished = jobs

@@ -15,13 +15,14 @@ use super::operators::decode_events::DecodeEvents;
 use super::operators::durable_sink::DurableSink;
 use super::operators::live_window::LiveWindowOp;
 use super::operators::log_source::{LogSourceConfig, PendingCommits, log_source};
+use super::operators::verify_checksums::VerifyChecksums;
 use super::vod::{VodJobs, vod_pipeline};
 use crate::metrics::Metrics;
 use crate::model::{StreamStatus, Topic, stream_hash};
 use crate::sinks::LiveSink;
 use crate::sinks::metadata::{MetadataError, MetadataStore};
 use crate::sinks::offsets::OffsetCommitter;
-use crate::sources::embedded_log::EventLog;
+use crate::sources::EventLog;
 
 /// How often a worker hands on the offsets its sinks have made durable.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -53,9 +54,11 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String
 
     let (live_source, live) = TopicInput::open(ctx, Topic::LiveChunks, index, peers, LIVE_MAX_DURABLE_LAG_MS)?;
     let (metrics, sink, runtime) = (ctx.metrics.clone(), ctx.sink.clone(), ctx.runtime.clone());
+    let store = ctx.vod.store.clone();
     worker.dataflow::<u64, _, _>(|scope| {
         log_source(scope, live_source)
             .decode_events(Topic::LiveChunks)
+            .verify_checksums(store, metrics.clone(), runtime.clone())
             .live_window(restored, metrics)
             .durable_sink(sink, runtime)
             .probe_with(&live.durable);
@@ -101,12 +104,11 @@ impl TopicInput {
         peers: usize,
         lag_ms: u64,
     ) -> Result<(LogSourceConfig, TopicInput), String> {
-        let partitions = (0..topic.partitions()).filter(|p| *p as usize % peers == index);
-        let readers = partitions.map(|p| ctx.log.reader(topic, p)).collect::<Result<Vec<_>, _>>();
+        let partitions: Vec<u32> = (0..ctx.log.partitions(topic)).filter(|p| *p as usize % peers == index).collect();
+        let reader = ctx.log.reader(topic, &partitions).map_err(|e| e.to_string())?;
         let (durable, pending) = (ProbeHandle::new(), PendingCommits::default());
         let source = LogSourceConfig {
-            log: ctx.log.clone(),
-            readers: readers.map_err(|e| e.to_string())?,
+            reader,
             clock: ctx.clock,
             stop: ctx.stop.clone(),
             durable: durable.clone(),

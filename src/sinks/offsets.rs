@@ -8,11 +8,8 @@ use tokio::sync::mpsc;
 use super::metadata::MetadataStore;
 use super::retry;
 use crate::metrics::Metrics;
-use crate::model::Topic;
-use crate::sources::embedded_log::EventLog;
-
-/// `(topic, partition, next offset)`: everything before it is durably processed.
-pub type OffsetCommit = (Topic, u32, u64);
+use crate::sources::EventLog;
+pub use crate::sources::OffsetCommit;
 
 /// Where workers send offsets the durable frontier has passed.
 #[derive(Clone)]
@@ -47,16 +44,22 @@ async fn commit_loop(
     let mut batches = Vec::new();
     while queue.recv_many(&mut batches, 64).await > 0 {
         retry(&metrics, || metadata.sync()).await;
-        // In arrival order: a partition's later offsets overwrite its earlier ones.
         let offsets: Vec<OffsetCommit> = batches.drain(..).flatten().collect();
         let log = log.clone();
         let written = tokio::task::spawn_blocking(move || {
-            for (topic, partition, offset) in offsets {
-                if let Err(error) = log.commit(topic, partition, offset) {
-                    tracing::error!(partition, %error, "committing a log offset failed; it will be replayed");
-                }
+            if let Err(error) = log.commit(&latest(offsets)) {
+                tracing::error!(%error, "committing log offsets failed; they will be replayed");
             }
         });
         let _ = written.await;
     }
+}
+
+/// The last offset per partition, in arrival order: a partition's later offsets win.
+fn latest(offsets: Vec<OffsetCommit>) -> Vec<OffsetCommit> {
+    let mut by_partition = std::collections::BTreeMap::new();
+    for (topic, partition, offset) in offsets {
+        by_partition.insert((topic, partition), offset);
+    }
+    by_partition.into_iter().map(|((topic, partition), offset)| (topic, partition, offset)).collect()
 }

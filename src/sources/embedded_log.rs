@@ -12,34 +12,15 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
-use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::{Appended, LogError, LogRecord, MAX_RECORD_BYTES};
 use crate::model::Topic;
 
-/// Largest record the log accepts; events are ~500 bytes of JSON.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
 const HEADER: usize = 8;
-
-#[derive(Debug, Error)]
-pub enum LogError {
-    #[error("event log I/O at {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("record of {0} bytes is over the {MAX_RECORD_BYTES} byte limit")]
-    TooLarge(usize),
-    #[error("event log writer has stopped")]
-    Closed,
-}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io { path: path.to_path_buf(), source }
-}
-
-/// Where a record was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Appended {
-    pub partition: u32,
-    pub offset: u64,
 }
 
 type Waker = Box<dyn Fn() + Send + Sync>;
@@ -53,7 +34,7 @@ struct AppendRequest {
 
 /// Handle to the log; cheap to clone.
 #[derive(Clone)]
-pub struct EventLog {
+pub struct EmbeddedLog {
     inner: Arc<Inner>,
 }
 
@@ -64,10 +45,10 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl EventLog {
+impl EmbeddedLog {
     /// Opens (creating if needed) every topic's partition files under `dir`, cutting off a
     /// record torn by a crash mid-write.
-    pub fn open(dir: &Path) -> Result<EventLog, LogError> {
+    pub fn open(dir: &Path) -> Result<EmbeddedLog, LogError> {
         let mut files = BTreeMap::new();
         for topic in Topic::ALL {
             let topic_dir = dir.join(topic.name());
@@ -92,7 +73,7 @@ impl EventLog {
             .name("segflow-log-writer".into())
             .spawn(move || write_loop(rx, files, writer_wakers))
             .map_err(io_err(dir))?;
-        Ok(EventLog {
+        Ok(EmbeddedLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 requests: Mutex::new(Some(tx)),
@@ -286,17 +267,6 @@ fn write_loop(
     }
 }
 
-/// One record read back from a partition.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LogRecord {
-    pub partition: u32,
-    pub offset: u64,
-    /// Offset of the record after this one: what to commit once this one is durable.
-    pub next_offset: u64,
-    /// The payload, or why the record could not be read.
-    pub payload: Result<Vec<u8>, String>,
-}
-
 /// Reads one partition forward from a position; never blocks on missing data.
 pub struct PartitionReader {
     pub topic: Topic,
@@ -385,8 +355,8 @@ mod tests {
     #[tokio::test]
     async fn appends_read_back_commit_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(dir.path()).unwrap();
-        let p = EventLog::partition_for(Topic::LiveChunks, "s1");
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        let p = EmbeddedLog::partition_for(Topic::LiveChunks, "s1");
         let a = log.append(Topic::LiveChunks, "s1", b"one".to_vec()).await.unwrap();
         let b = log.append(Topic::LiveChunks, "s1", b"two".to_vec()).await.unwrap();
         assert_eq!((a.partition, a.offset), (p, 0));
@@ -400,7 +370,7 @@ mod tests {
         let path = partition_path(dir.path(), Topic::LiveChunks, p);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
         let records = drain(&mut log.reader(Topic::LiveChunks, p).unwrap());
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].payload.as_deref().unwrap(), b"two");
@@ -411,7 +381,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_record_is_reported_and_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
         log.append_to(Topic::VodChunks, 1, b"good".to_vec()).await.unwrap();
         log.append_to(Topic::VodChunks, 1, b"flip".to_vec()).await.unwrap();
         log.append_to(Topic::VodChunks, 1, b"after".to_vec()).await.unwrap();
@@ -428,7 +398,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_record_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let log = EventLog::open(dir.path()).unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
         let err = log.append(Topic::LiveChunks, "k", vec![0; MAX_RECORD_BYTES + 1]).await.unwrap_err();
         assert!(matches!(err, LogError::TooLarge(_)));
     }

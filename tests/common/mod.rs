@@ -4,33 +4,136 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use segflow::config::Config;
+use segflow::config::{Config, Secret};
+use segflow::sinks::object_store::ObjectStore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+
+/// Which backends an engine runs on: the end-to-end tests run once on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backends {
+    /// Embedded log, local store, embedded metadata: nothing but the data dir.
+    Embedded,
+    /// Kafka, S3 (MinIO) and MongoDB (FerretDB): the servers `scripts/services.sh` starts.
+    Services,
+}
+
+/// Runs each named `async fn name(backends: Backends)` as two tests, `name::embedded` and
+/// `name::services`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name($crate::common::Backends::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn services() {
+                super::$name($crate::common::Backends::Services).await
+            }
+        }
+    )*};
+}
+
+impl Backends {
+    /// Points `config` at the test servers, under names of its own derived from the data dir:
+    /// tests never see each other's topics, buckets or documents, and an engine restarted on
+    /// the same data dir finds its own.
+    pub fn configure(self, config: &mut Config) {
+        if self == Backends::Embedded {
+            return;
+        }
+        let ns = namespace(&config.data_dir);
+        config.kafka = Some(service_env("SERVICES_TEST_KAFKA"));
+        config.kafka_topic_prefix = format!("{ns}-");
+        config.kafka_group_id = format!("{ns}-segflow");
+        config.s3_endpoint = Some(service_env("SERVICES_TEST_S3_ENDPOINT"));
+        config.s3_access_key = Some(service_env("SERVICES_TEST_S3_ACCESS_KEY"));
+        config.s3_secret_key = Some(Secret(service_env("SERVICES_TEST_S3_SECRET_KEY")));
+        config.s3_bucket_prefix = format!("{ns}-");
+        config.mongo_uri = Some(service_env("SERVICES_TEST_MONGO_URI"));
+        config.mongo_database = format!("segflow_{ns}");
+    }
+
+    /// The same settings as `SEGFLOW_*` variables, for a spawned `segflow` process.
+    pub fn env(self, data_dir: &Path) -> Vec<(String, String)> {
+        let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
+        self.configure(&mut config);
+        let settings = [
+            ("KAFKA", config.kafka),
+            ("KAFKA_TOPIC_PREFIX", Some(config.kafka_topic_prefix)),
+            ("KAFKA_GROUP_ID", Some(config.kafka_group_id)),
+            ("S3_ENDPOINT", config.s3_endpoint),
+            ("S3_ACCESS_KEY", config.s3_access_key),
+            ("S3_SECRET_KEY", config.s3_secret_key.map(|s| s.0)),
+            ("S3_BUCKET_PREFIX", Some(config.s3_bucket_prefix)),
+            ("MONGO_URI", config.mongo_uri),
+            ("MONGO_DATABASE", Some(config.mongo_database)),
+        ];
+        settings.into_iter().filter_map(|(k, v)| v.map(|v| (format!("SEGFLOW_{k}"), v))).collect()
+    }
+}
+
+/// A test server's address from the environment `scripts/services.sh env` prints.
+pub fn service_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the real-service tests need the test servers. Run the suite with \
+             scripts/test.sh, or `scripts/services.sh start && eval \"$(scripts/services.sh env)\"`"
+        )
+    })
+}
+
+/// A short name unique to a data dir.
+fn namespace(data_dir: &Path) -> String {
+    format!("t{}", &sha256_hex(data_dir.as_os_str().as_encoded_bytes())[..10])
+}
 
 pub struct TestEngine {
     pub base: String,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
+    /// The engine's object store, opened by the test with the engine's own settings.
+    pub store: std::sync::Arc<dyn ObjectStore>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), segflow::engine::EngineError>>>,
 }
 
 impl TestEngine {
     pub async fn start(data_dir: &Path, workers: usize) -> TestEngine {
-        Self::start_with(Config { data_dir: data_dir.to_path_buf(), workers, ..Config::default() }).await
+        Self::start_on(Backends::Embedded, data_dir, workers).await
+    }
+
+    pub async fn start_on(backends: Backends, data_dir: &Path, workers: usize) -> TestEngine {
+        let mut config = Config { data_dir: data_dir.to_path_buf(), workers, ..Config::default() };
+        backends.configure(&mut config);
+        Self::start_with(config).await
     }
 
     pub async fn start_with(config: Config) -> TestEngine {
         let data_dir = config.data_dir.clone();
+        let store = segflow::engine::open_store(&config).await.expect("the object store opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(segflow::engine::run(config, listener, async {
+        let mut task = tokio::spawn(segflow::engine::run(config, listener, async {
             let _ = stopped.await;
         }));
-        TestEngine { base, data_dir, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+        let client = reqwest::Client::new();
+        // Requests wait in the listen backlog while the engine starts; one that fails to start
+        // says why here rather than as a reset connection later.
+        let health = client.get(format!("{base}/health")).send();
+        let answered = tokio::select! {
+            answered = health => answered.is_ok(),
+            _ = &mut task => false,
+        };
+        if !answered {
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(30), &mut task).await;
+            panic!("the engine did not start: {ended:?}");
+        }
+        TestEngine { base, data_dir, client, store, stop: Some(stop), task: Some(task) }
     }
 
     /// Stops the engine the way SIGTERM does, and waits for the drain.
@@ -144,9 +247,14 @@ impl Drop for EngineProcess {
 
 /// Starts the real `segflow` binary on a free port; returns the process and its base URL.
 pub fn spawn_segflow(data_dir: &Path) -> (EngineProcess, String) {
+    spawn_segflow_on(Backends::Embedded, data_dir)
+}
+
+pub fn spawn_segflow_on(backends: Backends, data_dir: &Path) -> (EngineProcess, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_segflow"))
         .args(["run", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir"])
         .arg(data_dir)
+        .envs(backends.env(data_dir))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

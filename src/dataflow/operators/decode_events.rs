@@ -7,7 +7,7 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::dataflow::LiveInput;
 use crate::model::{DeadLetterDoc, LiveEvent, Topic, now_ms};
-use crate::sources::embedded_log::LogRecord;
+use crate::sources::LogRecord;
 
 /// Decodes one record; pure, so the oracle test and the bench share it with the engine.
 pub fn decode_record(topic: Topic, record: LogRecord) -> LiveInput {
@@ -53,7 +53,7 @@ pub fn dead_letter(topic: Topic, record: &LogRecord, reason: &str, error: String
 /// use segflow::dataflow::operators::decode_events::DecodeEvents;
 /// use segflow::dataflow::LiveInput;
 /// use segflow::model::Topic;
-/// use segflow::sources::embedded_log::LogRecord;
+/// use segflow::sources::LogRecord;
 /// use timely::dataflow::operators::{Inspect, ToStream};
 ///
 /// timely::example(|scope| {

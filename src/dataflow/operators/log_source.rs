@@ -15,7 +15,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-use crate::sources::embedded_log::{EventLog, LogRecord, PartitionReader};
+use crate::sources::{LogRecord, TopicReader};
 
 /// Offsets to commit per time: `time -> partition -> next offset`.
 pub type PendingCommits = Rc<RefCell<BTreeMap<u64, BTreeMap<u32, u64>>>>;
@@ -26,8 +26,7 @@ const MAX_RECORDS_PER_ACTIVATION: usize = 8192;
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
 pub struct LogSourceConfig {
-    pub log: EventLog,
-    pub readers: Vec<PartitionReader>,
+    pub reader: TopicReader,
     pub clock: Instant,
     /// Set at shutdown: read what is left, then finish.
     pub stop: Arc<AtomicBool>,
@@ -38,15 +37,13 @@ pub struct LogSourceConfig {
 }
 
 pub fn log_source<'s>(scope: Scope<'s, u64>, config: LogSourceConfig) -> StreamVec<'s, u64, LogRecord> {
-    let LogSourceConfig { log, mut readers, clock, stop, durable, pending, max_durable_lag_ms } = config;
+    let LogSourceConfig { mut reader, clock, stop, durable, pending, max_durable_lag_ms } = config;
     source::<u64, CapacityContainerBuilder<Vec<LogRecord>>, _, _>(scope, "LogSource", move |cap, info| {
         let activator = scope.activator_for(info.address.clone());
-        if let Some(topic) = readers.first().map(|r| r.topic) {
-            let wake = scope.worker().sync_activator_for(info.address.to_vec());
-            log.on_append(topic, move || {
-                let _ = wake.activate();
-            });
-        }
+        let wake = scope.worker().sync_activator_for(info.address.to_vec());
+        reader.on_data(move || {
+            let _ = wake.activate();
+        });
         let mut cap = Some(cap);
         let mut batch = Vec::new();
         move |output| {
@@ -60,16 +57,7 @@ pub fn log_source<'s>(scope: Scope<'s, u64>, config: LogSourceConfig) -> StreamV
                 return;
             }
             let stopping = stop.load(Ordering::SeqCst);
-            let mut read = 0;
-            for reader in readers.iter_mut() {
-                match reader.poll(MAX_RECORDS_PER_ACTIVATION - read, &mut batch) {
-                    Ok(n) => read += n,
-                    Err(error) => tracing::error!(partition = reader.partition, %error, "log read failed; retrying"),
-                }
-                if read >= MAX_RECORDS_PER_ACTIVATION {
-                    break;
-                }
-            }
+            let read = reader.poll(MAX_RECORDS_PER_ACTIVATION, &mut batch);
             if !batch.is_empty() {
                 let mut pending = pending.borrow_mut();
                 let offsets = pending.entry(*c.time()).or_default();

@@ -6,3 +6,4 @@ pub mod durable_sink;
 pub mod join_rungs;
 pub mod live_window;
 pub mod log_source;
+pub mod verify_checksums;

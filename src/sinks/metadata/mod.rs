@@ -1,7 +1,8 @@
-//! Where documents live: live stream and chunk metadata, VOD documents and dead letters, behind one trait so the
-//! embedded database and (later) MongoDB are interchangeable.
+//! Where documents live: live stream and chunk metadata, VOD documents and dead letters, behind
+//! one trait so the embedded database and MongoDB are interchangeable.
 
 pub mod embedded;
+pub mod mongodb;
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -51,4 +52,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError>;
     async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError>;
+    /// Whether the store answers (for `/health`).
+    async fn health(&self) -> Result<(), MetadataError> {
+        Ok(())
+    }
 }

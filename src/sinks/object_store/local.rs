@@ -1,6 +1,7 @@
 //! The default object store: a directory tree under the data dir, one folder per bucket.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -168,6 +169,50 @@ impl ObjectStore for LocalStore {
 
     fn local_path(&self, key: &str) -> Result<PathBuf, StoreError> {
         self.path(key)
+    }
+
+    async fn read_path(&self, key: &str, _scratch: &Path) -> Result<PathBuf, StoreError> {
+        self.path(key)
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match tokio::fs::read(self.path(key)?).await {
+            Ok(bytes) => Ok(Some(bytes.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(key)(e)),
+        }
+    }
+
+    async fn presign_get(&self, _key: &str, _ttl: Duration) -> Result<Option<String>, StoreError> {
+        Ok(None) // the API serves local objects behind its own signed URLs
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        tokio::fs::metadata(&self.root).await.map(|_| ()).map_err(io(""))
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let walked = tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir)? {
+                    let path = entry?.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if let Ok(relative) = path.strip_prefix(&root) {
+                        keys.push(relative.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            Ok::<_, std::io::Error>(keys)
+        })
+        .await
+        .map_err(|e| StoreError::Body(e.to_string()))?;
+        let mut keys: Vec<String> = walked.map_err(io(prefix))?.into_iter().filter(|k| k.starts_with(prefix)).collect();
+        keys.sort();
+        Ok(keys)
     }
 }
 

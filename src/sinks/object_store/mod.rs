@@ -1,9 +1,11 @@
 //! Where segment and playlist bytes live: a small trait, so the dataflow and the API work the
-//! same on a local directory or (later) S3.
+//! same on a local directory or on S3 / MinIO.
 
 pub mod local;
+pub mod s3;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,6 +24,10 @@ pub enum StoreError {
     Body(String),
     #[error("object store I/O on {key}: {source}")]
     Io { key: String, source: std::io::Error },
+    #[error("object store ({backend}) on {key}: {message}")]
+    Backend { backend: &'static str, key: String, message: String },
+    #[error("object {0} is not a local file")]
+    NotLocal(String),
 }
 
 /// Size and SHA-256 (hex) of stored bytes.
@@ -50,4 +56,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     /// A file path to serve the object from, for stores that have one.
     fn local_path(&self, key: &str) -> Result<PathBuf, StoreError>;
+    /// A file FFmpeg can read the object from: the object itself on a local store, else a
+    /// download into the directory `scratch`.
+    async fn read_path(&self, key: &str, scratch: &Path) -> Result<PathBuf, StoreError>;
+    /// The whole object (playlists and other small objects), `None` if absent.
+    async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+    /// A URL a player fetches the object from directly, valid for `ttl`; `None` on stores
+    /// whose objects the API serves itself.
+    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError>;
+    /// Whether the store answers (for `/health`).
+    async fn health(&self) -> Result<(), StoreError>;
+    /// Every key that starts with `prefix` (`""`: the whole store), sorted.
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }

@@ -1,0 +1,369 @@
+//! The MongoDB metadata store: the embedded store's collections and keys on a shared server, so
+//! every segflow process of a cluster (and the seed's tools) sees one set of documents.
+//!
+//! Works with MongoDB 7 and with FerretDB (the wire-compatible server the tests use), so it keeps
+//! to plain commands: upserts, finds, `createIndexes`, `ping` — no `bulkWrite`, no transactions.
+//! A batch is not atomic as in the embedded store, but every write is an idempotent upsert keyed
+//! like the embedded tables, so a batch that fails half-way is simply applied again.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{TryStreamExt, stream};
+use mongodb::bson::{self, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{MetaWrite, MetadataError, MetadataStore};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
+
+const STREAMS: &str = "live_streams";
+/// The seed's name for the per-chunk documents.
+const CHUNKS: &str = "live_metadata";
+const VODS: &str = "vod_metadata";
+const DEAD_LETTERS: &str = "dead_letters";
+
+/// Server selection and connect timeouts, unless the URI sets its own: a server that is down at
+/// start is reported within seconds, not after the driver's default 30 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Writes of one batch in flight at once (one per key).
+const CONCURRENCY: usize = 16;
+/// MongoDB's duplicate key error.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Documents in MongoDB; cheap to clone (the driver's client is shared).
+#[derive(Clone)]
+pub struct MongoMetadata {
+    db: Database,
+    /// `host:port` list for messages; never the credentials.
+    address: String,
+}
+
+/// One write after a batch is collapsed to a single write per key.
+struct Op {
+    collection: &'static str,
+    filter: Document,
+    doc: Document,
+    /// Replace the document, or only insert it when absent.
+    overwrite: bool,
+}
+
+/// What a write is keyed by, as in the embedded tables.
+#[derive(Hash, PartialEq, Eq)]
+enum Key {
+    Stream(String),
+    Chunk(String, u64),
+    DeadLetter(String, u32, u64),
+    Vod(String),
+}
+
+impl MongoMetadata {
+    /// Connects to `uri`, checks that the server answers and creates the unique indexes
+    /// (idempotent). Fails within seconds, naming MongoDB and the address, when it is down.
+    pub async fn connect(uri: &str, database: &str) -> Result<MongoMetadata, MetadataError> {
+        let scrub = Scrubber::new(uri);
+        let mut options = ClientOptions::parse(uri).await.map_err(|e| {
+            MetadataError::Backend(scrub.text(&format!("MongoDB URI {} is invalid: {}", scrub.uri(), e.kind)))
+        })?;
+        let address = options.hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        options.server_selection_timeout.get_or_insert(CONNECT_TIMEOUT);
+        options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        options.app_name.get_or_insert_with(|| "segflow".into());
+        // Acknowledged means journaled (and on a majority of a replica set), so `sync` has
+        // nothing left to do.
+        let concern = options.write_concern.get_or_insert_with(Default::default);
+        concern.journal = Some(true);
+        concern.w.get_or_insert(Acknowledgment::Majority);
+
+        let fail = |what: &str, e: mongodb::error::Error| {
+            MetadataError::Backend(scrub.text(&format!("MongoDB at {address} {what}: {}", e.kind)))
+        };
+        let client = Client::with_options(options).map_err(|e| fail("cannot be used", e))?;
+        let db = client.database(database);
+        db.run_command(doc! { "ping": 1 }).await.map_err(|e| fail("is unreachable", e))?;
+
+        let store = MongoMetadata { db, address: address.clone() };
+        let indexes = [
+            (STREAMS, doc! { "stream_id": 1 }),
+            (CHUNKS, doc! { "stream_id": 1, "chunk_index": 1 }),
+            (VODS, doc! { "stream_id": 1 }),
+            (DEAD_LETTERS, doc! { "topic": 1, "partition": 1, "offset": 1 }),
+        ];
+        for (collection, keys) in indexes {
+            // Default index names, so an identical index made by another tool is a no-op.
+            let model = IndexModel::builder().keys(keys).options(IndexOptions::builder().unique(true).build()).build();
+            store
+                .collection::<Document>(collection)
+                .create_index(model)
+                .await
+                .map_err(|e| fail(&format!("refused the unique index of {collection}"), e))?;
+        }
+        Ok(store)
+    }
+
+    fn collection<T: Send + Sync>(&self, name: &str) -> Collection<T> {
+        self.db.collection(name)
+    }
+
+    fn error(&self, what: &str, e: impl std::fmt::Display) -> MetadataError {
+        MetadataError::Backend(format!("MongoDB at {}: {what}: {e}", self.address))
+    }
+
+    /// Turns a batch into one write per key, in first-seen order. Later overwrites win; an
+    /// insert-if-absent after another write to its key changes nothing, as in the embedded store.
+    fn plan(&self, writes: &[MetaWrite]) -> Result<Vec<Op>, MetadataError> {
+        let mut ops: Vec<Op> = Vec::new();
+        let mut seen: HashMap<Key, usize> = HashMap::new();
+        for write in writes {
+            let (key, op) = self.op(write)?;
+            match seen.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(ops.len());
+                    ops.push(op);
+                }
+                Entry::Occupied(slot) if op.overwrite => ops[*slot.get()] = op,
+                Entry::Occupied(_) => {}
+            }
+        }
+        Ok(ops)
+    }
+
+    fn op(&self, write: &MetaWrite) -> Result<(Key, Op), MetadataError> {
+        Ok(match write {
+            MetaWrite::Stream(doc) => (
+                Key::Stream(doc.stream_id.clone()),
+                Op {
+                    collection: STREAMS,
+                    filter: doc! { "stream_id": &doc.stream_id },
+                    doc: self.encode(doc)?,
+                    overwrite: true,
+                },
+            ),
+            MetaWrite::Chunk { doc, overwrite } => {
+                let index = doc.chunk.chunk_index;
+                let filter = doc! { "stream_id": &doc.stream_id, "chunk_index": self.int(index)? };
+                let op = Op { collection: CHUNKS, filter, doc: self.encode(doc)?, overwrite: *overwrite };
+                (Key::Chunk(doc.stream_id.clone(), index), op)
+            }
+            MetaWrite::DeadLetter(doc) => {
+                let (partition, offset) = (i64::from(doc.partition), self.int(doc.offset)?);
+                let filter = doc! { "topic": &doc.topic, "partition": partition, "offset": offset };
+                let op = Op { collection: DEAD_LETTERS, filter, doc: self.encode(doc)?, overwrite: true };
+                (Key::DeadLetter(doc.topic.clone(), doc.partition, doc.offset), op)
+            }
+            MetaWrite::Vod(doc) => (
+                Key::Vod(doc.stream_id.clone()),
+                Op {
+                    collection: VODS,
+                    filter: doc! { "stream_id": &doc.stream_id },
+                    doc: self.encode(doc)?,
+                    overwrite: true,
+                },
+            ),
+        })
+    }
+
+    fn encode(&self, doc: &impl Serialize) -> Result<Document, MetadataError> {
+        bson::to_document(doc).map_err(|e| self.error("cannot encode a document", e))
+    }
+
+    /// BSON has no unsigned integers: u64 fields are stored as Int64.
+    fn int(&self, value: u64) -> Result<i64, MetadataError> {
+        i64::try_from(value).map_err(|_| self.error("cannot store", format!("{value} is above BSON's Int64 range")))
+    }
+
+    async fn run(&self, op: Op) -> Result<(), MetadataError> {
+        let collection = self.collection::<Document>(op.collection);
+        let result = if op.overwrite {
+            collection.replace_one(op.filter.clone(), op.doc.clone()).upsert(true).await.map(drop)
+        } else {
+            // The filter's fields are inserted from the filter itself.
+            let mut fields = op.doc.clone();
+            for key in op.filter.keys() {
+                fields.remove(key);
+            }
+            collection.update_one(op.filter.clone(), doc! { "$setOnInsert": fields }).upsert(true).await.map(drop)
+        };
+        match result {
+            // Two upserts of one new key raced (another process, or a server that does not
+            // retry it itself): the document now exists, so the insert is done and the replace
+            // goes through on a second try.
+            Err(e) if is_duplicate_key(&e) && !op.overwrite => Ok(()),
+            Err(e) if is_duplicate_key(&e) => {
+                collection.replace_one(op.filter, op.doc).upsert(true).await.map(drop).map_err(|e| self.write_error(e))
+            }
+            result => result.map_err(|e| self.write_error(e)),
+        }
+    }
+
+    fn write_error(&self, e: mongodb::error::Error) -> MetadataError {
+        self.error("write failed", e.kind)
+    }
+
+    async fn find_one<T: DeserializeOwned + Send + Sync>(
+        &self,
+        collection: &str,
+        filter: Document,
+    ) -> Result<Option<T>, MetadataError> {
+        self.collection::<T>(collection)
+            .find_one(filter)
+            .projection(doc! { "_id": 0 })
+            .await
+            .map_err(|e| self.error(&format!("reading {collection} failed"), e.kind))
+    }
+
+    /// Documents matching `filter` in `sort` order, at most `limit` (0 means none, not all).
+    async fn find<T: DeserializeOwned + Send + Sync>(
+        &self,
+        collection: &str,
+        filter: Document,
+        sort: Document,
+        limit: Option<usize>,
+    ) -> Result<Vec<T>, MetadataError> {
+        if limit == Some(0) {
+            return Ok(Vec::new());
+        }
+        let fail = |e: mongodb::error::Error| self.error(&format!("reading {collection} failed"), e.kind);
+        let handle = self.collection::<T>(collection);
+        let mut find = handle.find(filter).projection(doc! { "_id": 0 }).sort(sort);
+        if let Some(limit) = limit {
+            find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        find.await.map_err(fail)?.try_collect().await.map_err(fail)
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// Keeps the URI's password out of every message.
+struct Scrubber {
+    uri: String,
+    password: Option<String>,
+}
+
+impl Scrubber {
+    fn new(uri: &str) -> Scrubber {
+        let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let Some((userinfo, hosts)) = authority.rsplit_once('@') else {
+            return Scrubber { uri: uri.to_string(), password: None };
+        };
+        match userinfo.split_once(':') {
+            Some((user, password)) if !password.is_empty() => Scrubber {
+                uri: uri.replacen(authority, &format!("{user}:***@{hosts}"), 1),
+                password: Some(password.to_string()),
+            },
+            _ => Scrubber { uri: uri.to_string(), password: None },
+        }
+    }
+
+    /// The URI with its password masked.
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn text(&self, text: &str) -> String {
+        match &self.password {
+            Some(password) => text.replace(password.as_str(), "***"),
+            None => text.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl MetadataStore for MongoMetadata {
+    async fn apply(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
+        let (streams, others): (Vec<Op>, Vec<Op>) =
+            self.plan(&writes)?.into_iter().partition(|op| op.collection == STREAMS);
+        // Keys are independent, so their writes run concurrently; one key has one write. Stream
+        // documents go last: a reader that sees a stream's counts also finds its chunks.
+        for ops in [others, streams] {
+            stream::iter(ops.into_iter().map(Ok)).try_for_each_concurrent(CONCURRENCY, |op| self.run(op)).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {
+        self.find_one(STREAMS, doc! { "stream_id": stream_id }).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {
+        self.find(STREAMS, doc! {}, doc! { "stream_id": 1 }, None).await
+    }
+
+    async fn get_chunk(&self, stream_id: &str, chunk_index: u64) -> Result<Option<LiveChunkDoc>, MetadataError> {
+        let Ok(index) = i64::try_from(chunk_index) else { return Ok(None) };
+        self.find_one(CHUNKS, doc! { "stream_id": stream_id, "chunk_index": index }).await
+    }
+
+    async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError> {
+        let Ok(from) = i64::try_from(from) else { return Ok(Vec::new()) };
+        // Equality on stream_id, range and sort on chunk_index: the unique index serves it all.
+        let filter = doc! { "stream_id": stream_id, "chunk_index": { "$gte": from } };
+        self.find(CHUNKS, filter, doc! { "stream_id": 1, "chunk_index": 1 }, Some(limit)).await
+    }
+
+    async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError> {
+        self.find_one(VODS, doc! { "stream_id": stream_id }).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError> {
+        let sort = doc! { "topic": 1, "partition": 1, "offset": 1 };
+        self.find(DEAD_LETTERS, doc! {}, sort, Some(limit)).await
+    }
+
+    async fn health(&self) -> Result<(), MetadataError> {
+        match tokio::time::timeout(HEALTH_TIMEOUT, self.db.run_command(doc! { "ping": 1 })).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.error("ping failed", e.kind)),
+            Err(_) => Err(self.error("ping failed", format!("no answer within {HEALTH_TIMEOUT:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        let scrub = Scrubber::new("mongodb://app:s3cret@db1:27017,db2:27017/segflow?authSource=admin");
+        assert_eq!(scrub.uri(), "mongodb://app:***@db1:27017,db2:27017/segflow?authSource=admin");
+        assert_eq!(scrub.text("auth failed for s3cret"), "auth failed for ***");
+        for plain in ["mongodb://127.0.0.1:27017", "mongodb://app@db1/?authMechanism=MONGODB-X509"] {
+            assert_eq!(Scrubber::new(plain).uri(), plain);
+            assert_eq!(Scrubber::new(plain).text("x"), "x");
+        }
+    }
+
+    #[test]
+    fn u64_fields_round_trip_through_bson() {
+        let doc = DeadLetterDoc {
+            topic: "live-chunks".into(),
+            partition: u32::MAX,
+            offset: i64::MAX as u64,
+            reason: "r".into(),
+            error: "e".into(),
+            payload_preview: "p".into(),
+            at_ms: crate::model::now_us(),
+        };
+        let encoded = bson::to_document(&doc).unwrap();
+        let bytes = bson::to_vec(&encoded).unwrap();
+        assert_eq!(bson::from_slice::<DeadLetterDoc>(&bytes).unwrap(), doc);
+        // Above Int64 the document cannot be stored: an error, not a wrapped value.
+        assert!(bson::to_document(&DeadLetterDoc { offset: u64::MAX, ..doc }).is_err());
+    }
+}

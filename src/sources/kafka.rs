@@ -1,0 +1,267 @@
+//! The event log on Apache Kafka (`--kafka`): topics created when missing, each timely worker
+//! `assign`ed its own partitions (no group rebalancing), offsets committed to the consumer
+//! group only after the sinks are durable.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Appended, LogError, LogRecord, OffsetCommit};
+use crate::model::Topic;
+
+/// How long a start-up or health request to the brokers may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an append waits for the brokers (retrying) before the API answers 503.
+const APPEND_TIMEOUT_MS: &str = "30000";
+
+/// Where the brokers are and how this engine's topics and consumer group are named.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port…]` (`KAFKA_BOOTSTRAP_SERVERS`).
+    pub brokers: String,
+    /// Prepended to `live-chunks` / `vod-chunks` (empty by default).
+    pub topic_prefix: String,
+    /// Consumer group the committed offsets belong to.
+    pub group_id: String,
+}
+
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    /// Commits offsets for every worker; assigned nothing, so it never joins the group.
+    committer: Arc<Mutex<BaseConsumer>>,
+    partitions: BTreeMap<Topic, u32>,
+}
+
+impl KafkaLog {
+    /// Connects, creates the topics when missing and learns their partition counts; a broker
+    /// that does not answer is an error naming it.
+    pub async fn connect(settings: KafkaSettings) -> Result<KafkaLog, LogError> {
+        let brokers = settings.brokers.clone();
+        let err = kafka_error(&brokers);
+        let admin: AdminClient<DefaultClientContext> = client_config(&settings).create().map_err(&err)?;
+        let names: Vec<String> = Topic::ALL.iter().map(|t| topic_name(&settings, *t)).collect();
+        let new_topics: Vec<NewTopic> = Topic::ALL
+            .iter()
+            .zip(&names)
+            .map(|(topic, name)| NewTopic::new(name, topic.partitions() as i32, TopicReplication::Fixed(-1)))
+            .collect();
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let created = tokio::time::timeout(REQUEST_TIMEOUT, admin.create_topics(&new_topics, &options))
+            .await
+            .map_err(|_| unreachable(&settings.brokers))?
+            .map_err(&err)?;
+        for result in created {
+            match result {
+                Ok(name) => tracing::info!(topic = name, "created Kafka topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(err(KafkaError::AdminOp(code)).context(&format!("creating {name}"))),
+            }
+        }
+        let committer: BaseConsumer = consumer_config(&settings).create().map_err(&err)?;
+        let committer = Arc::new(Mutex::new(committer));
+        let mut partitions = BTreeMap::new();
+        for (topic, name) in Topic::ALL.iter().zip(names) {
+            let count = created_partition_count(&committer, name, &settings.brokers).await?;
+            if count != topic.partitions() {
+                tracing::info!(topic = topic.name(), count, "Kafka topic has its own partition count; using it");
+            }
+            partitions.insert(*topic, count);
+        }
+        let producer: FutureProducer = client_config(&settings)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", APPEND_TIMEOUT_MS)
+            // Java's partitioner, so outside producers keyed by stream id agree with ours.
+            .set("partitioner", "murmur2_random")
+            .create()
+            .map_err(&err)?;
+        Ok(KafkaLog { inner: Arc::new(Inner { settings, producer, committer, partitions }) })
+    }
+
+    pub fn partitions(&self, topic: Topic) -> u32 {
+        self.inner.partitions.get(&topic).copied().unwrap_or_else(|| topic.partitions())
+    }
+
+    /// Produces a record keyed by `key`; resolves once every in-sync replica has it.
+    pub async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<Appended, LogError> {
+        let name = topic_name(&self.inner.settings, topic);
+        let record = FutureRecord::to(&name).key(key).payload(&payload);
+        match self.inner.producer.send(record, Duration::from_secs(5)).await {
+            Ok(delivery) => Ok(Appended { partition: delivery.partition as u32, offset: delivery.offset as u64 }),
+            Err((error, _)) => Err(kafka_error(&self.inner.settings.brokers)(error)),
+        }
+    }
+
+    /// A consumer assigned `partitions` of `topic` from the group's committed offsets (the
+    /// beginning where none is committed yet).
+    pub fn reader(&self, topic: Topic, partitions: &[u32]) -> Result<KafkaReader, LogError> {
+        let settings = &self.inner.settings;
+        let err = kafka_error(&settings.brokers);
+        let consumer: BaseConsumer = consumer_config(settings).create().map_err(&err)?;
+        let name = topic_name(settings, topic);
+        let mut assignment = TopicPartitionList::new();
+        for partition in partitions {
+            assignment.add_partition_offset(&name, *partition as i32, Offset::Stored).map_err(&err)?;
+        }
+        consumer.assign(&assignment).map_err(&err)?;
+        Ok(KafkaReader { consumer, brokers: settings.brokers.clone(), last_error: None })
+    }
+
+    /// Commits the offsets to the consumer group, synchronously.
+    pub fn commit(&self, offsets: &[OffsetCommit]) -> Result<(), LogError> {
+        let err = kafka_error(&self.inner.settings.brokers);
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, offset) in offsets {
+            let name = topic_name(&self.inner.settings, *topic);
+            list.add_partition_offset(&name, *partition as i32, Offset::Offset(*offset as i64)).map_err(&err)?;
+        }
+        self.inner.committer.lock().expect("committer lock").commit(&list, CommitMode::Sync).map_err(&err)
+    }
+
+    /// The brokers answer a metadata request.
+    pub async fn health(&self) -> Result<(), LogError> {
+        let (inner, timeout) = (&self.inner, Duration::from_secs(3));
+        let name = topic_name(&inner.settings, Topic::LiveChunks);
+        partition_count(&inner.committer, name, &inner.settings.brokers, timeout).await.map(|_| ())
+    }
+
+    /// Waits for produced records to be delivered.
+    pub fn close(&self) {
+        if let Err(error) = self.inner.producer.flush(Duration::from_secs(10)) {
+            tracing::warn!(%error, "Kafka producer flush at shutdown failed");
+        }
+    }
+}
+
+/// One worker's Kafka consumer for one topic.
+pub struct KafkaReader {
+    consumer: BaseConsumer,
+    brokers: String,
+    /// When the last error was logged: a broker that is down is logged every few seconds.
+    last_error: Option<Instant>,
+}
+
+impl KafkaReader {
+    pub fn on_data(&mut self, wake: impl Fn() + Send + Sync + 'static) {
+        self.consumer.set_nonempty_callback(wake);
+    }
+
+    /// Takes up to `max` records that librdkafka has already fetched; never waits.
+    pub fn poll(&mut self, max: usize, out: &mut Vec<LogRecord>) -> usize {
+        let mut read = 0;
+        while read < max {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => {
+                    let offset = message.offset() as u64;
+                    out.push(LogRecord {
+                        partition: message.partition() as u32,
+                        offset,
+                        next_offset: offset + 1,
+                        payload: message.payload().map(<[u8]>::to_vec).ok_or_else(|| "record has no payload".into()),
+                    });
+                    read += 1;
+                }
+                Some(Err(error)) => {
+                    if self.last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+                        tracing::warn!(brokers = self.brokers, %error, "Kafka consumer error; retrying");
+                        self.last_error = Some(Instant::now());
+                    }
+                    break;
+                }
+            }
+        }
+        read
+    }
+}
+
+fn topic_name(settings: &KafkaSettings, topic: Topic) -> String {
+    format!("{}{}", settings.topic_prefix, topic.name())
+}
+
+fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers).set("log_level", "4");
+    config
+}
+
+fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = client_config(settings);
+    config
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100");
+    config
+}
+
+/// Partition count of `topic` from the brokers' metadata, asked off the async threads.
+async fn partition_count(
+    consumer: &Arc<Mutex<BaseConsumer>>,
+    topic: String,
+    brokers: &str,
+    timeout: Duration,
+) -> Result<u32, LogError> {
+    let consumer = consumer.clone();
+    let name = topic.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        consumer.lock().expect("committer lock").fetch_metadata(Some(&name), timeout)
+    })
+    .await
+    .map_err(|e| LogError::Kafka { brokers: brokers.into(), message: e.to_string() })?
+    .map_err(kafka_error(brokers))?;
+    match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as u32),
+        _ => Err(LogError::Kafka { brokers: brokers.into(), message: format!("topic {topic} has no partitions") }),
+    }
+}
+
+/// Like [`partition_count`], waiting for a topic just created to reach the brokers' metadata.
+async fn created_partition_count(
+    consumer: &Arc<Mutex<BaseConsumer>>,
+    topic: String,
+    brokers: &str,
+) -> Result<u32, LogError> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        match partition_count(consumer, topic.clone(), brokers, REQUEST_TIMEOUT).await {
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            result => return result,
+        }
+    }
+}
+
+fn kafka_error(brokers: &str) -> impl Fn(KafkaError) -> LogError + '_ {
+    move |error| LogError::Kafka { brokers: brokers.to_string(), message: error.to_string() }
+}
+
+fn unreachable(brokers: &str) -> LogError {
+    LogError::Kafka { brokers: brokers.to_string(), message: "no broker answered within 10 s".into() }
+}
+
+impl LogError {
+    fn context(self, what: &str) -> LogError {
+        match self {
+            LogError::Kafka { brokers, message } => LogError::Kafka { brokers, message: format!("{what}: {message}") },
+            other => other,
+        }
+    }
+}

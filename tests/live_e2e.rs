@@ -45,8 +45,7 @@ async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends:
         assert_eq!(body["checksum_matches"], !corrupt, "segment {seq}: {body}");
     }
     // Re-sending an accepted segment is refused and changes nothing.
-    let (status, _) = wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 6).await;
-    assert_eq!(status, 200);
+    engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 6).await;
     assert_eq!(put(1, false).await.unwrap().status(), 409);
 
     let (_, doc) = engine.get_json(&format!("/streams/{id}/metadata")).await;
@@ -112,24 +111,6 @@ async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends:
     engine.shutdown().await;
 }
 
-/// Polls the stream document until `done` holds (the dataflow is asynchronous to the PUTs).
-async fn wait_for(
-    engine: &TestEngine,
-    id: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> (u16, serde_json::Value) {
-    let mut last = serde_json::Value::Null;
-    for _ in 0..800 {
-        let (status, doc) = engine.get_json(&format!("/streams/{id}/metadata")).await;
-        if done(&doc) {
-            return (status, doc);
-        }
-        last = doc;
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("stream {id} never reached the expected state; last seen: {last}");
-}
-
 async fn ffmpeg_pushing_with_method_put_is_ingested_and_plays_back(backends: Backends) {
     ffmpeg_push_round_trip(backends, "mpegts").await;
 }
@@ -159,7 +140,7 @@ async fn ffmpeg_push_round_trip(backends: Backends, segment_type: &str) -> Strin
         .unwrap();
     assert!(status.success());
     // FFmpeg exits without waiting for answers: its last playlist may still be on the wire.
-    wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 3).await;
+    engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 3).await;
     let (status, ended) = engine.post_json("/streams/end", &format!(r#"{{"stream_id":"{id}"}}"#)).await;
     assert_eq!(status, 200, "{ended}");
     assert_eq!(ended["chunks_accepted"], 3, "{ended}");
@@ -196,7 +177,7 @@ async fn producers_that_store_bytes_themselves_post_chunk_events(backends: Backe
     let (status, _) =
         engine.post_json(&format!("/streams/{id}/chunks"), r#"{"sequence_number":2,"duration_ms":3000}"#).await;
     assert_eq!(status, 202);
-    let (_, doc) = wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 2).await;
+    let doc = engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 2).await;
     assert_eq!(doc["checksum_failures"], 1, "{doc}");
     let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
     let statuses: Vec<&str> =
@@ -223,7 +204,7 @@ async fn a_playlist_that_overtakes_its_segment_still_gets_it(backends: Backends)
     assert_eq!(segment_reply.unwrap().status(), 201);
     let reply: serde_json::Value = playlist_reply.unwrap().json().await.unwrap();
     assert_eq!(reply["chunks_emitted"], serde_json::json!([0]), "{reply}");
-    let (_, doc) = wait_for(&engine, &id, |doc| doc["chunks_accepted"] == 1).await;
+    let doc = engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 1).await;
     assert_eq!(doc["gaps_total"], 0, "{doc}");
     engine.shutdown().await;
 }

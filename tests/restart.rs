@@ -4,33 +4,25 @@
 mod common;
 
 use std::path::Path;
+
+use segflow::model::Topic;
 use std::time::Duration;
 
-use common::{EngineProcess, fetch_json, sha256_hex, spawn_segflow, start_stream_at};
+use common::{Backends, EngineProcess, fetch_json, put_segment, spawn_segflow_on, start_stream_at};
+
+on_both_backends!(
+    kill_9_loses_nothing_and_sigterm_drains,
+    a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing
+);
 
 struct Segflow {
     child: EngineProcess,
     base: String,
 }
 
-fn spawn(data_dir: &Path) -> Segflow {
-    let (child, base) = spawn_segflow(data_dir);
+fn spawn_on(backends: Backends, data_dir: &Path) -> Segflow {
+    let (child, base) = spawn_segflow_on(backends, data_dir);
     Segflow { child, base }
-}
-
-async fn put_chunk(client: &reqwest::Client, base: &str, id: &str, seq: u64) -> u16 {
-    let bytes = format!("segment {seq} of {id}").repeat(100).into_bytes();
-    client
-        .put(format!("{base}/ingest/{id}/{seq}.ts"))
-        .header("X-Sequence-Number", seq.to_string())
-        .header("X-Duration-Ms", "2000")
-        .header("X-Checksum-Sha256", sha256_hex(&bytes))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 async fn stream_doc(client: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
@@ -53,23 +45,28 @@ async fn playlist(client: &reqwest::Client, base: &str, id: &str) -> String {
     client.get(live["manifest_url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap()
 }
 
-fn uris(playlist: &str) -> Vec<String> {
-    playlist.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_string).collect()
+/// The playlist's segment URIs, as paths below the stream (presigned S3 URLs included).
+fn uris(playlist: &str, id: &str) -> Vec<String> {
+    let below_stream = |uri: &str| {
+        let path = uri.split('?').next().unwrap_or(uri);
+        path.split_once(&format!("{id}/")).map_or(path, |(_, rest)| rest).to_string()
+    };
+    playlist.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(below_stream).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loses_nothing_and_sigterm_drains() {
+async fn kill_9_loses_nothing_and_sigterm_drains(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
+    let spawn = |dir: &Path| spawn_on(backends, dir);
     let first = spawn(data.path());
     let id = start_stream_at(&client, &first.base, r#"{"target_duration":2,"dvr_window_size":20}"#).await;
     for seq in 0..5 {
-        assert_eq!(put_chunk(&client, &first.base, &id, seq).await, 201);
+        assert_eq!(put_segment(&client, &first.base, &id, seq).await, 201);
     }
     wait_accepted(&client, &first.base, &id, 5).await;
     // Acknowledged, then killed at once: maybe processed, maybe not, never lost.
     for seq in 5..12 {
-        assert_eq!(put_chunk(&client, &first.base, &id, seq).await, 201);
+        assert_eq!(put_segment(&client, &first.base, &id, seq).await, 201);
     }
     let mut first = first;
     first.child.kill(); // SIGKILL
@@ -79,36 +76,32 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     assert_eq!(doc["chunks_accepted"], 12, "{doc}");
     assert_eq!(doc["gaps_total"], 0, "{doc}");
     let expected: Vec<String> = (0..12).map(|s| format!("chunks/{s}.ts")).collect();
-    assert_eq!(uris(&playlist(&client, &second.base, &id).await), expected, "each entry exactly once");
-    assert_eq!(put_chunk(&client, &second.base, &id, 12).await, 201);
+    assert_eq!(uris(&playlist(&client, &second.base, &id).await, &id), expected, "each entry exactly once");
+    assert_eq!(put_segment(&client, &second.base, &id, 12).await, 201);
     wait_accepted(&client, &second.base, &id, 13).await;
 
     // SIGTERM: drains and exits 0, with every offset committed.
     let mut second = second;
     let exit = second.child.terminate();
     assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
-    for p in 0..6 {
-        let log = std::fs::metadata(data.path().join(format!("log/live-chunks/{p}.log"))).unwrap().len();
-        let committed = std::fs::read_to_string(data.path().join(format!("log/live-chunks/{p}.offset")))
-            .map(|t| t.trim().parse::<u64>().unwrap())
-            .unwrap_or(0);
-        assert_eq!(committed, log, "partition {p} fully committed after a drain");
+    for (p, committed, end) in common::topic_offsets(backends, data.path(), Topic::LiveChunks) {
+        assert_eq!(committed, end, "partition {p} fully committed after a drain");
     }
 
     let third = spawn(data.path());
     let doc = stream_doc(&client, &third.base, &id).await;
     assert_eq!(doc["chunks_accepted"], 13, "{doc}");
     let expected: Vec<String> = (0..13).map(|s| format!("chunks/{s}.ts")).collect();
-    assert_eq!(uris(&playlist(&client, &third.base, &id).await), expected);
+    assert_eq!(uris(&playlist(&client, &third.base, &id).await, &id), expected);
     let mut third = third;
     third.child.kill();
 }
 
 /// A transcode killed with `kill -9` is redone after the restart into the same files; a
 /// replayed upload event of a finished video changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing() {
+async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
+    let spawn = |dir: &Path| spawn_on(backends, dir);
     let media = tempfile::tempdir().unwrap();
     let source = common::clip(media.path(), "clip.mp4", "1280x720", 6, true);
     let client = reqwest::Client::new();
@@ -128,39 +121,31 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing() {
         doc["status_history"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
     assert_eq!(history, ["uploaded", "processing", "transcoding", "processing", "transcoding", "ready"]);
     // Exactly the files the playlists name: nothing left over from the killed attempt.
-    let variants = data.path().join("objects/vod-variants").join(&id);
+    let store = common::open_store(backends, data.path()).await;
     for rung in ["720p", "480p", "360p"] {
-        let text = std::fs::read(variants.join(rung).join("index.m3u8")).unwrap();
+        let dir = format!("vod-variants/{id}/{rung}/");
+        let text = store.get_bytes(&format!("{dir}index.m3u8")).await.unwrap().unwrap();
         let playlist = m3u8_rs::parse_media_playlist_res(&text).unwrap();
-        let mut named: Vec<String> = playlist.segments.iter().map(|s| s.uri.clone()).collect();
-        named.push("index.m3u8".into());
-        let mut present: Vec<String> = std::fs::read_dir(variants.join(rung))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut named: Vec<String> = playlist.segments.iter().map(|s| format!("{dir}{}", s.uri)).collect();
+        named.push(format!("{dir}index.m3u8"));
         named.sort();
-        present.sort();
-        assert_eq!(present, named, "{rung}");
+        assert_eq!(store.list_keys(&dir).await.unwrap(), named, "{rung}");
     }
-    assert!(!data.path().join("work").join(&id).exists(), "work files are cleaned up");
+    let work = data.path().join("work");
+    assert!(!work.join(&id).exists() && !work.join(format!("{id}.source")).exists(), "work files are cleaned up");
     let manifest = fetch_json(&client, &format!("{}/vod/{id}/manifest", second.base)).await;
     let (ok, frames, stderr) = common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
     assert!(ok && frames == 3 * 6 * 30, "{frames} frames; {stderr}");
     assert!(second.child.terminate().success());
 
     // Forget the committed offsets: the upload event is read again, and changes nothing.
-    for entry in std::fs::read_dir(data.path().join("log/vod-chunks")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "offset") {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
-    let mut third = spawn(data.path());
     let offsets_committed = || {
-        std::fs::read_dir(data.path().join("log/vod-chunks"))
-            .unwrap()
-            .any(|e| e.unwrap().path().extension().is_some_and(|e| e == "offset"))
+        let offsets = common::topic_offsets(backends, data.path(), Topic::VodChunks);
+        offsets.iter().any(|(_, _, end)| *end > 0) && offsets.iter().all(|(_, committed, end)| committed == end)
     };
+    common::forget_offsets(backends, data.path(), Topic::VodChunks);
+    assert!(!offsets_committed());
+    let mut third = spawn(data.path());
     for _ in 0..200 {
         if offsets_committed() {
             break; // the replayed event went through the whole VOD dataflow

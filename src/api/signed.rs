@@ -19,6 +19,7 @@ use tower_http::services::ServeFile;
 
 use super::{ApiError, AppState};
 use crate::model::{VOD_MANIFEST_FILE, bucket, validate_file_name, validate_stream_id};
+use crate::sinks::object_store::content_type;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -85,18 +86,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
-}
-
-fn content_type(file: &str) -> &'static str {
-    match file.rsplit('.').next().unwrap_or_default() {
-        "m3u8" => "application/vnd.apple.mpegurl",
-        "ts" => "video/mp2t",
-        "m4s" => "video/iso.segment",
-        "mp4" => "video/mp4",
-        "aac" => "audio/aac",
-        "jpg" | "jpeg" => "image/jpeg",
-        _ => "application/octet-stream",
-    }
 }
 
 /// `GET /play/{expires}/{sig}/{stream_id}/{*path}`: serves a playlist or segment, with

@@ -45,6 +45,8 @@ struct Inner {
     /// Commits offsets for every worker; assigned nothing, so it never joins the group.
     committer: Arc<Mutex<BaseConsumer>>,
     partitions: BTreeMap<Topic, u32>,
+    /// Where each partition's reading starts: the group's committed offset, read once at start.
+    start: BTreeMap<(Topic, u32), Offset>,
 }
 
 impl KafkaLog {
@@ -82,6 +84,7 @@ impl KafkaLog {
             }
             partitions.insert(*topic, count);
         }
+        let start = committed_offsets(&committer, &settings, &partitions).await?;
         let producer: FutureProducer = client_config(&settings)
             .set("acks", "all")
             .set("enable.idempotence", "true")
@@ -91,7 +94,7 @@ impl KafkaLog {
             .set("partitioner", "murmur2_random")
             .create()
             .map_err(&err)?;
-        Ok(KafkaLog { inner: Arc::new(Inner { settings, producer, committer, partitions }) })
+        Ok(KafkaLog { inner: Arc::new(Inner { settings, producer, committer, partitions, start }) })
     }
 
     pub fn partitions(&self, topic: Topic) -> u32 {
@@ -109,7 +112,8 @@ impl KafkaLog {
     }
 
     /// A consumer assigned `partitions` of `topic` from the group's committed offsets (the
-    /// beginning where none is committed yet).
+    /// beginning where none is committed yet). The offsets are explicit: librdkafka's own
+    /// lookup (`Offset::Stored`) gives up on a group coordinator that is still loading.
     pub fn reader(&self, topic: Topic, partitions: &[u32]) -> Result<KafkaReader, LogError> {
         let settings = &self.inner.settings;
         let err = kafka_error(&settings.brokers);
@@ -117,7 +121,8 @@ impl KafkaLog {
         let name = topic_name(settings, topic);
         let mut assignment = TopicPartitionList::new();
         for partition in partitions {
-            assignment.add_partition_offset(&name, *partition as i32, Offset::Stored).map_err(&err)?;
+            let offset = self.inner.start.get(&(topic, *partition)).copied().unwrap_or(Offset::Beginning);
+            assignment.add_partition_offset(&name, *partition as i32, offset).map_err(&err)?;
         }
         consumer.assign(&assignment).map_err(&err)?;
         Ok(KafkaReader { consumer, brokers: settings.brokers.clone(), last_error: None })
@@ -232,6 +237,47 @@ async fn partition_count(
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as u32),
         _ => Err(LogError::Kafka { brokers: brokers.into(), message: format!("topic {topic} has no partitions") }),
     }
+}
+
+/// The group's committed offset of every partition (`Beginning` where none is), retried while
+/// the group coordinator is still loading.
+async fn committed_offsets(
+    consumer: &Arc<Mutex<BaseConsumer>>,
+    settings: &KafkaSettings,
+    partitions: &BTreeMap<Topic, u32>,
+) -> Result<BTreeMap<(Topic, u32), Offset>, LogError> {
+    let mut list = TopicPartitionList::new();
+    for (topic, count) in partitions {
+        for p in 0..*count {
+            list.add_partition(&topic_name(settings, *topic), p as i32);
+        }
+    }
+    let deadline = Instant::now() + 3 * REQUEST_TIMEOUT;
+    let committed = loop {
+        let (consumer, list) = (consumer.clone(), list.clone());
+        let fetched = tokio::task::spawn_blocking(move || {
+            consumer.lock().expect("committer lock").committed_offsets(list, REQUEST_TIMEOUT)
+        })
+        .await
+        .map_err(|e| LogError::Kafka { brokers: settings.brokers.clone(), message: e.to_string() })?;
+        match fetched {
+            Ok(committed) => break committed,
+            Err(error) if Instant::now() < deadline => {
+                tracing::info!(%error, "waiting for the Kafka group coordinator");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(kafka_error(&settings.brokers)(error).context("reading committed offsets")),
+        }
+    };
+    let mut start = BTreeMap::new();
+    for (topic, count) in partitions {
+        for p in 0..*count {
+            let element = committed.find_partition(&topic_name(settings, *topic), p as i32);
+            let offset = element.map(|e| e.offset()).filter(|o| matches!(o, Offset::Offset(n) if *n >= 0));
+            start.insert((*topic, p), offset.unwrap_or(Offset::Beginning));
+        }
+    }
+    Ok(start)
 }
 
 /// Like [`partition_count`], waiting for a topic just created to reach the brokers' metadata.

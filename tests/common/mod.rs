@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use segflow::config::{Config, Secret};
+use segflow::model::Topic;
 use segflow::sinks::object_store::ObjectStore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -76,6 +78,73 @@ impl Backends {
     }
 }
 
+/// `(partition, committed offset, end of log)` of each partition of `topic` of the engine on
+/// `data_dir`: its offset files and log sizes, or its Kafka consumer group and high watermarks.
+pub fn topic_offsets(backends: Backends, data_dir: &Path, topic: Topic) -> Vec<(i32, i64, i64)> {
+    let partitions = 0..topic.partitions() as i32;
+    let Some((consumer, name)) = group_consumer(backends, data_dir, topic) else {
+        let dir = data_dir.join("log").join(topic.name());
+        return partitions
+            .map(|p| {
+                let log = std::fs::metadata(dir.join(format!("{p}.log"))).unwrap().len();
+                let committed = std::fs::read_to_string(dir.join(format!("{p}.offset")))
+                    .map(|t| t.trim().parse::<i64>().unwrap())
+                    .unwrap_or(0);
+                (p, committed, log as i64)
+            })
+            .collect();
+    };
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in partitions.clone() {
+        list.add_partition(&name, p);
+    }
+    let committed = consumer.committed_offsets(list, KAFKA_TIMEOUT).unwrap();
+    partitions
+        .map(|p| {
+            let (_, high) = consumer.fetch_watermarks(&name, p, KAFKA_TIMEOUT).unwrap();
+            let offset = committed.find_partition(&name, p).unwrap().offset().to_raw().unwrap_or(0).max(0);
+            (p, offset, high)
+        })
+        .collect()
+}
+
+/// Forgets the committed offsets of `topic` (engine stopped): the next start replays it all.
+pub fn forget_offsets(backends: Backends, data_dir: &Path, topic: Topic) {
+    let Some((consumer, name)) = group_consumer(backends, data_dir, topic) else {
+        for p in 0..topic.partitions() {
+            let _ = std::fs::remove_file(data_dir.join("log").join(topic.name()).join(format!("{p}.offset")));
+        }
+        return;
+    };
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..topic.partitions() as i32 {
+        list.add_partition_offset(&name, p, rdkafka::Offset::Offset(0)).unwrap();
+    }
+    consumer.commit(&list, rdkafka::consumer::CommitMode::Sync).unwrap();
+}
+
+const KAFKA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A consumer in the Kafka group of the engine on `data_dir` and its name for `topic`; `None`
+/// on the embedded log.
+fn group_consumer(backends: Backends, data_dir: &Path, topic: Topic) -> Option<(BaseConsumer, String)> {
+    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
+    backends.configure(&mut config);
+    let consumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", config.kafka?)
+        .set("group.id", &config.kafka_group_id)
+        .create()
+        .unwrap();
+    Some((consumer, format!("{}{}", config.kafka_topic_prefix, topic.name())))
+}
+
+/// The object store of the engine on `data_dir`, opened with its settings.
+pub async fn open_store(backends: Backends, data_dir: &Path) -> std::sync::Arc<dyn ObjectStore> {
+    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
+    backends.configure(&mut config);
+    segflow::engine::open_store(&config).await.expect("the object store opens")
+}
+
 /// A test server's address from the environment `scripts/services.sh env` prints.
 pub fn service_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -113,6 +182,9 @@ impl TestEngine {
     }
 
     pub async fn start_with(config: Config) -> TestEngine {
+        // The engine's log, shown with a failing test's output (`RUST_LOG` to change it).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let data_dir = config.data_dir.clone();
         let store = segflow::engine::open_store(&config).await.expect("the object store opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -162,6 +234,20 @@ impl TestEngine {
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["status"], "live");
         body["stream_id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the stream document until `done` holds (the dataflow is asynchronous to requests).
+    pub async fn wait_stream(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..1200 {
+            let (_, doc) = self.get_json(&format!("/streams/{id}/metadata")).await;
+            if done(&doc) {
+                return doc;
+            }
+            last = doc;
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("stream {id} never reached the expected state; last seen: {last}");
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
@@ -263,6 +349,23 @@ pub fn spawn_segflow_on(backends: Backends, data_dir: &Path) -> (EngineProcess, 
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_string();
     (EngineProcess(child), base)
+}
+
+/// PUTs a small made-up segment with its sequence number, 2 s duration and checksum; returns
+/// the HTTP status.
+pub async fn put_segment(client: &reqwest::Client, base: &str, id: &str, seq: u64) -> u16 {
+    let bytes = format!("segment {seq} of {id}").repeat(100).into_bytes();
+    client
+        .put(format!("{base}/ingest/{id}/{seq}.ts"))
+        .header("X-Sequence-Number", seq.to_string())
+        .header("X-Duration-Ms", "2000")
+        .header("X-Checksum-Sha256", sha256_hex(&bytes))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// GETs a URL and parses its JSON body.

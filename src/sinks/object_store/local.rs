@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, ObjectStore, StoreError, StoredObject};
+use super::{ByteStream, ObjectStore, StoreError, StoredObject, io};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -36,10 +36,6 @@ impl LocalStore {
         name.push(format!(".tmp-{:016x}", rand::random::<u64>()));
         path.with_file_name(name)
     }
-}
-
-fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { key: key.to_string(), source }
 }
 
 /// A refused or deleted object leaves no empty directory behind (a non-empty one stays).

@@ -30,6 +30,25 @@ pub enum StoreError {
     NotLocal(String),
 }
 
+/// The HTTP `Content-Type` of an object, from its key's extension.
+pub fn content_type(key: &str) -> &'static str {
+    match key.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("ts") => "video/mp2t",
+        Some("m4s") => "video/iso.segment",
+        Some("mp4") => "video/mp4",
+        Some("aac") => "audio/aac",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Maps an I/O error on `key`.
+fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { key: key.to_string(), source }
+}
+
 /// Size and SHA-256 (hex) of stored bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredObject {

@@ -29,7 +29,7 @@ use futures_util::stream::BoxStream;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ByteStream, ObjectStore, StoreError, StoredObject};
+use super::{ByteStream, ObjectStore, StoreError, StoredObject, content_type, io};
 use crate::model::{bucket, validate_file_name, validate_sha256_hex};
 
 const BACKEND: &str = "S3";
@@ -666,18 +666,6 @@ fn validate_bucket_prefix(prefix: &str) -> Result<(), StoreError> {
     }
 }
 
-fn content_type(key: &str) -> &'static str {
-    match key.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("m3u8") => "application/vnd.apple.mpegurl",
-        Some("ts") => "video/mp2t",
-        Some("m4s") => "video/iso.segment",
-        Some("mp4") => "video/mp4",
-        Some("jpg") => "image/jpeg",
-        Some("json") => "application/json",
-        _ => "application/octet-stream",
-    }
-}
-
 /// `CopySource` is `bucket/key`, URL-encoded except for the slashes.
 fn url_encode(source: &str) -> String {
     let mut encoded = String::with_capacity(source.len());
@@ -709,10 +697,6 @@ fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
         Some(code) => matches!(code, "NoSuchKey" | "NotFound"),
         None => e.raw_response().is_some_and(|r| r.status().as_u16() == 404),
     }
-}
-
-fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { key: key.to_string(), source }
 }
 
 /// A local file as upload chunks.

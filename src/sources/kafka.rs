@@ -55,6 +55,15 @@ impl KafkaLog {
     pub async fn connect(settings: KafkaSettings) -> Result<KafkaLog, LogError> {
         let brokers = settings.brokers.clone();
         let err = kafka_error(&brokers);
+        let committer: BaseConsumer = consumer_config(&settings).create().map_err(&err)?;
+        let committer = Arc::new(Mutex::new(committer));
+        let probe = committer.clone();
+        tokio::task::spawn_blocking(move || {
+            probe.lock().expect("committer lock").fetch_metadata(None, REQUEST_TIMEOUT)
+        })
+        .await
+        .map_err(|e| unreachable(&brokers, &e.to_string()))?
+        .map_err(|e| unreachable(&brokers, &e.to_string()))?;
         let admin: AdminClient<DefaultClientContext> = client_config(&settings).create().map_err(&err)?;
         let names: Vec<String> = Topic::ALL.iter().map(|t| topic_name(&settings, *t)).collect();
         let new_topics: Vec<NewTopic> = Topic::ALL
@@ -65,7 +74,7 @@ impl KafkaLog {
         let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
         let created = tokio::time::timeout(REQUEST_TIMEOUT, admin.create_topics(&new_topics, &options))
             .await
-            .map_err(|_| unreachable(&settings.brokers))?
+            .map_err(|_| unreachable(&brokers, "creating topics timed out"))?
             .map_err(&err)?;
         for result in created {
             match result {
@@ -74,8 +83,6 @@ impl KafkaLog {
                 Err((name, code)) => return Err(err(KafkaError::AdminOp(code)).context(&format!("creating {name}"))),
             }
         }
-        let committer: BaseConsumer = consumer_config(&settings).create().map_err(&err)?;
-        let committer = Arc::new(Mutex::new(committer));
         let mut partitions = BTreeMap::new();
         for (topic, name) in Topic::ALL.iter().zip(names) {
             let count = created_partition_count(&committer, name, &settings.brokers).await?;
@@ -299,8 +306,9 @@ fn kafka_error(brokers: &str) -> impl Fn(KafkaError) -> LogError + '_ {
     move |error| LogError::Kafka { brokers: brokers.to_string(), message: error.to_string() }
 }
 
-fn unreachable(brokers: &str) -> LogError {
-    LogError::Kafka { brokers: brokers.to_string(), message: "no broker answered within 10 s".into() }
+fn unreachable(brokers: &str, error: &str) -> LogError {
+    let message = format!("no broker answered within {}s ({error})", REQUEST_TIMEOUT.as_secs());
+    LogError::Kafka { brokers: brokers.to_string(), message }
 }
 
 impl LogError {

@@ -25,10 +25,11 @@ async fn snapshot(engine: &TestEngine) -> (Vec<String>, serde_json::Value) {
     let mut files = Vec::new();
     walk(&engine.data_dir.join("objects"), &mut files);
     files.sort();
-    let log_sizes: Vec<u64> = (0..6)
-        .map(|p| std::fs::metadata(engine.data_dir.join(format!("log/live-chunks/{p}.log"))).unwrap().len())
+    // The partitions' bytes, hashed (files are zero-filled ahead: their sizes say nothing).
+    let log_contents: Vec<String> = (0..6)
+        .map(|p| common::sha256_hex(&std::fs::read(engine.data_dir.join(format!("log/live-chunks/{p}.log"))).unwrap()))
         .collect();
-    (files, serde_json::json!(log_sizes))
+    (files, serde_json::json!(log_contents))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,14 +2,19 @@
 //! the data dir, so `segflow run` needs no broker.
 //!
 //! A record is `[len: u32 LE][crc32: u32 LE][payload]`; its offset is its byte position.
-//! Appends are group-committed by one writer thread (one `fsync` per partition per batch)
-//! and acknowledged only after that `fsync`. Committed offsets live in
+//! Appends are group-committed by one writer thread (one `fdatasync` per partition per batch)
+//! and acknowledged only after it. Files grow in zero-filled steps of [`PREALLOCATE`] bytes and
+//! records overwrite zeros in place, so a batch's `fdatasync` carries no metadata change and
+//! does not wait for a file-system journal commit (which would flush other files' data too).
+//! Readers stop at the durable end the writer publishes. Committed offsets live in
 //! `{partition}.offset` files, replaced atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
@@ -18,6 +23,44 @@ use super::{Appended, LogError, LogRecord, MAX_RECORD_BYTES};
 use crate::model::Topic;
 
 const HEADER: usize = 8;
+/// How far a partition file is zero-filled ahead of its records.
+pub const PREALLOCATE: u64 = 8 << 20;
+
+/// One partition file as the writer sees it.
+struct PartitionFile {
+    path: PathBuf,
+    file: File,
+    /// End of the last durable record: where the next batch goes.
+    end: u64,
+    /// File length: zeros from `end` up to here.
+    allocated: u64,
+    /// `end`, published to readers.
+    durable: Arc<AtomicU64>,
+}
+
+impl PartitionFile {
+    /// Writes `bytes` at the end and makes them durable.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let needed = self.end + bytes.len() as u64;
+        if needed > self.allocated {
+            // Zeros written (not fallocated): overwriting them later changes no metadata.
+            let target = needed.div_ceil(PREALLOCATE) * PREALLOCATE;
+            let zeros = vec![0u8; 1 << 20];
+            let mut at = self.allocated;
+            while at < target {
+                let n = (target - at).min(zeros.len() as u64) as usize;
+                self.file.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            self.allocated = target;
+        }
+        self.file.write_all_at(bytes, self.end)?;
+        self.file.sync_data()?;
+        self.end = needed;
+        self.durable.store(needed, Ordering::Release);
+        Ok(())
+    }
+}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io { path: path.to_path_buf(), source }
@@ -40,6 +83,8 @@ pub struct EmbeddedLog {
 
 struct Inner {
     dir: PathBuf,
+    /// Each partition's durable end.
+    ends: BTreeMap<(Topic, u32), Arc<AtomicU64>>,
     requests: Mutex<Option<mpsc::Sender<AppendRequest>>>,
     wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -50,20 +95,32 @@ impl EmbeddedLog {
     /// record torn by a crash mid-write.
     pub fn open(dir: &Path) -> Result<EmbeddedLog, LogError> {
         let mut files = BTreeMap::new();
+        let mut ends = BTreeMap::new();
         for topic in Topic::ALL {
             let topic_dir = dir.join(topic.name());
             fs::create_dir_all(&topic_dir).map_err(io_err(&topic_dir))?;
             for p in 0..topic.partitions() {
                 let path = partition_path(dir, topic, p);
-                let mut file =
-                    OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io_err(&path))?;
+                let mut file = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
                 let committed = read_offset(&offset_path(dir, topic, p))?;
-                let valid_end = scan_valid_end(&mut file, committed).map_err(io_err(&path))?;
-                if valid_end < file.metadata().map_err(io_err(&path))?.len() {
-                    tracing::warn!(topic = topic.name(), partition = p, valid_end, "cutting off a torn record");
-                    file.set_len(valid_end).map_err(io_err(&path))?;
+                let (end, dirty_end) = scan_valid_end(&mut file, committed).map_err(io_err(&path))?;
+                if dirty_end > end {
+                    // Zeros over what follows the last whole record (not a truncation, which
+                    // would give the space back and make the next appends change metadata).
+                    tracing::warn!(topic = topic.name(), partition = p, end, "cutting off a torn record");
+                    let zeros = vec![0u8; (dirty_end - end) as usize];
+                    file.write_all_at(&zeros, end).and_then(|_| file.sync_data()).map_err(io_err(&path))?;
                 }
-                files.insert((topic, p), (path, file, valid_end));
+                let allocated = file.metadata().map_err(io_err(&path))?.len();
+                let durable = Arc::new(AtomicU64::new(end));
+                ends.insert((topic, p), durable.clone());
+                files.insert((topic, p), PartitionFile { path, file, end, allocated, durable });
             }
         }
         let (tx, rx) = mpsc::channel();
@@ -76,6 +133,7 @@ impl EmbeddedLog {
         Ok(EmbeddedLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
+                ends,
                 requests: Mutex::new(Some(tx)),
                 wakers,
                 writer: Mutex::new(Some(writer)),
@@ -97,6 +155,11 @@ impl EmbeddedLog {
         if payload.len() > MAX_RECORD_BYTES {
             return Err(LogError::TooLarge(payload.len()));
         }
+        if payload.is_empty() {
+            // A zero length marks the unwritten (zero-filled) part of a file.
+            let source = io::Error::new(io::ErrorKind::InvalidInput, "an empty record");
+            return Err(LogError::Io { path: partition_path(&self.inner.dir, topic, partition), source });
+        }
         let (reply, done) = oneshot::channel();
         {
             let guard = self.inner.requests.lock().expect("log sender lock");
@@ -117,7 +180,13 @@ impl EmbeddedLog {
         let mut file = File::open(&path).map_err(io_err(&path))?;
         let position = self.committed(topic, partition)?;
         file.seek(SeekFrom::Start(position)).map_err(io_err(&path))?;
-        Ok(PartitionReader { topic, partition, file, path, position, buffer: Vec::new(), stuck: false })
+        let durable = self.inner.ends[&(topic, partition)].clone();
+        Ok(PartitionReader { topic, partition, file, path, position, durable, buffer: Vec::new(), stuck: false })
+    }
+
+    /// End of the partition's last durable record.
+    pub fn end(&self, topic: Topic, partition: u32) -> u64 {
+        self.inner.ends[&(topic, partition)].load(Ordering::Acquire)
     }
 
     pub fn committed(&self, topic: Topic, partition: u32) -> Result<u64, LogError> {
@@ -160,8 +229,9 @@ fn read_offset(path: &Path) -> Result<u64, LogError> {
     }
 }
 
-/// The end of the last whole record at or after `from`.
-fn scan_valid_end(file: &mut File, from: u64) -> io::Result<u64> {
+/// The end of the last whole record at or after `from`, and the end of the non-zero bytes
+/// after it (beyond the first if a crash tore a record).
+fn scan_valid_end(file: &mut File, from: u64) -> io::Result<(u64, u64)> {
     let len = file.metadata()?.len();
     let from = from.min(len);
     file.seek(SeekFrom::Start(from))?;
@@ -171,7 +241,8 @@ fn scan_valid_end(file: &mut File, from: u64) -> io::Result<u64> {
     while let Some(Parsed::Record { next, .. }) = parse_record(&bytes[pos..]) {
         pos += next;
     }
-    Ok(from + pos as u64)
+    let dirty = bytes[pos..].iter().rposition(|b| *b != 0).map_or(pos, |last| pos + last + 1);
+    Ok((from + pos as u64, from + dirty as u64))
 }
 
 fn encode(payload: &[u8], out: &mut Vec<u8>) {
@@ -185,10 +256,14 @@ enum Parsed<'a> {
     Corrupt { next: Option<usize> },
 }
 
-/// Parses the record at the start of `bytes`; `None` if it is not all there yet.
+/// Parses the record at the start of `bytes`; `None` if it is not all there yet, or if it is
+/// the zero-filled space after the last record.
 fn parse_record(bytes: &[u8]) -> Option<Parsed<'_>> {
     let header = bytes.get(..HEADER)?;
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    if len == 0 {
+        return None;
+    }
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     if len > MAX_RECORD_BYTES {
         return Some(Parsed::Corrupt { next: None });
@@ -202,7 +277,7 @@ fn parse_record(bytes: &[u8]) -> Option<Parsed<'_>> {
 
 fn write_loop(
     requests: mpsc::Receiver<AppendRequest>,
-    mut files: BTreeMap<(Topic, u32), (PathBuf, File, u64)>,
+    mut files: BTreeMap<(Topic, u32), PartitionFile>,
     wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
 ) {
     let mut encoded: BTreeMap<(Topic, u32), Vec<u8>> = BTreeMap::new();
@@ -218,25 +293,21 @@ fn write_loop(
         let mut offsets = Vec::with_capacity(batch.len());
         for request in &batch {
             let key = (request.topic, request.partition);
-            let Some((_, _, end)) = files.get(&key) else {
+            let Some(file) = files.get(&key) else {
                 offsets.push(None);
                 continue;
             };
             let buffer = encoded.entry(key).or_default();
-            offsets.push(Some(end + buffer.len() as u64));
+            offsets.push(Some(file.end + buffer.len() as u64));
             encode(&request.payload, buffer);
         }
         let mut failed: BTreeMap<(Topic, u32), String> = BTreeMap::new();
         for (key, buffer) in encoded.iter_mut().filter(|(_, b)| !b.is_empty()) {
-            let (path, file, end) = files.get_mut(key).expect("encoded only for known partitions");
-            match file.write_all(buffer).and_then(|_| file.sync_data()) {
-                Ok(()) => *end += buffer.len() as u64,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "event log append failed");
-                    // Drop whatever part was written so offsets stay consistent.
-                    let _ = file.set_len(*end);
-                    failed.insert(*key, e.to_string());
-                }
+            let file = files.get_mut(key).expect("encoded only for known partitions");
+            // On failure the end stays: the next batch overwrites whatever part was written.
+            if let Err(e) = file.append(buffer) {
+                tracing::error!(path = %file.path.display(), error = %e, "event log append failed");
+                failed.insert(*key, e.to_string());
             }
             buffer.clear();
         }
@@ -249,7 +320,7 @@ fn write_loop(
                     source: io::Error::new(io::ErrorKind::NotFound, format!("no partition {}", request.partition)),
                 }),
                 (Some(_), Some(error)) => {
-                    Err(LogError::Io { path: files[&key].0.clone(), source: io::Error::other(error.clone()) })
+                    Err(LogError::Io { path: files[&key].path.clone(), source: io::Error::other(error.clone()) })
                 }
                 (Some(offset), None) => {
                     topics.insert(request.topic);
@@ -275,6 +346,8 @@ pub struct PartitionReader {
     path: PathBuf,
     /// Offset of the first byte of `buffer`.
     position: u64,
+    /// The writer's durable end: nothing past it is read.
+    durable: Arc<AtomicU64>,
     buffer: Vec<u8>,
     /// Set on a record whose length cannot be trusted: reading stops there.
     stuck: bool,
@@ -287,8 +360,14 @@ impl PartitionReader {
             return Ok(0);
         }
         let mut chunk = [0u8; 64 * 1024];
+        let durable = self.durable.load(Ordering::Acquire);
         loop {
-            let n = self.file.read(&mut chunk)?;
+            let read_to = self.position + self.buffer.len() as u64;
+            let want = (durable.saturating_sub(read_to)).min(chunk.len() as u64) as usize;
+            if want == 0 {
+                break;
+            }
+            let n = self.file.read(&mut chunk[..want])?;
             if n == 0 {
                 break;
             }
@@ -344,6 +423,8 @@ impl PartitionReader {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn drain(reader: &mut PartitionReader) -> Vec<LogRecord> {
@@ -374,8 +455,17 @@ mod tests {
         let records = drain(&mut log.reader(Topic::LiveChunks, p).unwrap());
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].payload.as_deref().unwrap(), b"two");
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len > PREALLOCATE, "zero-filled ahead of the records");
         let c = log.append(Topic::LiveChunks, "s1", b"three".to_vec()).await.unwrap();
         assert_eq!(c.offset, 22);
+        assert_eq!(log.end(Topic::LiveChunks, p), 35);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "records overwrite zeros in place");
+        let records = drain(&mut log.reader(Topic::LiveChunks, p).unwrap());
+        assert_eq!(
+            records.iter().map(|r| r.payload.clone().unwrap()).collect::<Vec<_>>(),
+            [b"two".to_vec(), b"three".to_vec()]
+        );
     }
 
     #[tokio::test]

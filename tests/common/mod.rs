@@ -78,21 +78,17 @@ impl Backends {
     }
 }
 
-/// `(partition, committed offset, end of log)` of each partition of `topic` of the engine on
-/// `data_dir`: its offset files and log sizes, or its Kafka consumer group and high watermarks.
+/// `(partition, committed offset, end of log)` of each partition of `topic` of the stopped
+/// engine on `data_dir`: from its embedded log, or its Kafka consumer group and watermarks.
 pub fn topic_offsets(backends: Backends, data_dir: &Path, topic: Topic) -> Vec<(i32, i64, i64)> {
     let partitions = 0..topic.partitions() as i32;
     let Some((consumer, name)) = group_consumer(backends, data_dir, topic) else {
-        let dir = data_dir.join("log").join(topic.name());
-        return partitions
-            .map(|p| {
-                let log = std::fs::metadata(dir.join(format!("{p}.log"))).unwrap().len();
-                let committed = std::fs::read_to_string(dir.join(format!("{p}.offset")))
-                    .map(|t| t.trim().parse::<i64>().unwrap())
-                    .unwrap_or(0);
-                (p, committed, log as i64)
-            })
+        let log = segflow::sources::embedded_log::EmbeddedLog::open(&data_dir.join("log")).unwrap();
+        let offsets = partitions
+            .map(|p| (p, log.committed(topic, p as u32).unwrap() as i64, log.end(topic, p as u32) as i64))
             .collect();
+        log.close();
+        return offsets;
     };
     let mut list = rdkafka::TopicPartitionList::new();
     for p in partitions.clone() {

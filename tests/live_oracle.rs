@@ -137,11 +137,9 @@ impl Naive {
                 out += &format!("#EXT-X-MEDIA-SEQUENCE:{start}\n");
             }
             let find = |seq: u64| self.accepted.iter().find(|a| a.0 == seq);
-            let mut previous = None;
             for seq in start..=head {
                 match find(seq) {
                     Some(&(_, ms, pdt)) => {
-                        previous = Some(ms);
                         let time = chrono::DateTime::from_timestamp_millis(pdt as i64).unwrap();
                         out += &format!(
                             "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{},\nchunks/{seq}.ts\n",
@@ -150,8 +148,8 @@ impl Naive {
                         );
                     }
                     None => {
-                        let next = (seq..=head).find_map(find).map(|a| a.1);
-                        let ms = previous.or(next).unwrap_or(self.target_s * 1000);
+                        // The duration of the next segment: it stays listed as long as the gap.
+                        let ms = (seq..=head).find_map(find).map_or(self.target_s * 1000, |a| a.1);
                         out += &format!("#EXT-X-GAP\n#EXTINF:{},\ngap/{seq}.ts\n", secs(ms));
                     }
                 }

@@ -42,8 +42,10 @@ fn pdt(ms: u64) -> Option<DateTime<FixedOffset>> {
     DateTime::from_timestamp_millis(ms as i64).map(|t| t.fixed_offset())
 }
 
-/// Renders the window. A missing slot takes the duration of the segment before it (or after
-/// it, at the window's start), the best estimate of the time it covers.
+/// Renders the window. A missing slot takes the duration of the first segment after it (the
+/// window's head always is one): unlike the one before it, that segment does not slide out of
+/// the window first, so the slot's `EXTINF` does not change while it is listed (RFC 8216
+/// 6.2.1).
 pub fn render(window: &LiveWindow) -> String {
     set_float_precision();
     let mut playlist = MediaPlaylist {
@@ -54,22 +56,20 @@ pub fn render(window: &LiveWindow) -> String {
     };
     if let Some((start, head)) = window.slots {
         playlist.media_sequence = start;
-        let mut previous_ms = None;
         for seq in start..=head {
             let mut segment = match window.segments.get(&seq) {
-                Some(s) => {
-                    previous_ms = Some(s.duration_ms);
-                    MediaSegment {
-                        uri: s.uri.clone(),
-                        duration: s.duration_ms as f32 / 1000.0,
-                        program_date_time: pdt(s.program_date_time_ms),
-                        ..Default::default()
-                    }
-                }
+                Some(s) => MediaSegment {
+                    uri: s.uri.clone(),
+                    duration: s.duration_ms as f32 / 1000.0,
+                    program_date_time: pdt(s.program_date_time_ms),
+                    ..Default::default()
+                },
                 None => {
-                    let estimate = previous_ms
-                        .or_else(|| window.segments.range(seq..).next().map(|(_, s)| s.duration_ms))
-                        .unwrap_or(window.target_duration_s * 1000);
+                    let estimate = window
+                        .segments
+                        .range(seq..)
+                        .next()
+                        .map_or(window.target_duration_s * 1000, |(_, s)| s.duration_ms);
                     MediaSegment {
                         uri: format!("gap/{seq}.ts"),
                         duration: estimate as f32 / 1000.0,
@@ -112,13 +112,32 @@ mod tests {
         });
         let expected = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n\
             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:2.000,\nchunks/5.ts\n\
-            #EXT-X-GAP\n#EXTINF:2.000,\ngap/6.ts\n\
+            #EXT-X-GAP\n#EXTINF:1.960,\ngap/6.ts\n\
             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXTINF:1.960,\nchunks/7.ts\n#EXT-X-ENDLIST\n";
         assert_eq!(text, expected);
         // The crate's own parser reads it back.
         let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
         assert_eq!(parsed.segments.len(), 3);
         assert!(parsed.end_list);
+    }
+
+    #[test]
+    fn a_gap_keeps_its_duration_when_the_segment_before_it_slides_out() {
+        let gap_extinf = |segments: &[(u64, WindowSegment)], slots| {
+            let segments: BTreeMap<u64, WindowSegment> = segments.iter().cloned().collect();
+            let window = LiveWindow {
+                target_duration_s: 2,
+                slots: Some(slots),
+                segments: &segments,
+                init_uri: None,
+                ended: false,
+            };
+            let parsed = m3u8_rs::parse_media_playlist_res(render(&window).as_bytes()).expect("parses");
+            parsed.segments.iter().find(|s| s.uri == "gap/6.ts").expect("the gap slot").duration
+        };
+        let before = gap_extinf(&[seg(5, 1500), seg(7, 1960)], (5, 7));
+        let after = gap_extinf(&[seg(7, 1960), seg(8, 2000)], (6, 8));
+        assert_eq!((before, after), (1.96, 1.96));
     }
 
     #[test]

@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use segflow::config::Config;
 use segflow::model::live_chunk_key;
 use serde_json::json;
 
 /// A producer of the test engine's own `live-chunks` topic, and that topic's name.
 fn producer(engine: &TestEngine) -> (FutureProducer, String) {
-    let mut config = Config { data_dir: engine.data_dir.clone(), ..Config::default() };
-    Backends::Services.configure(&mut config);
+    let config = Backends::Services.config(&engine.data_dir);
     let producer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", config.kafka.as_deref().unwrap())
         .set("message.timeout.ms", "60000")

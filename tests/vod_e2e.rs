@@ -126,13 +126,7 @@ async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio(backends: Back
 async fn a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();
-    let mut config = segflow::config::Config {
-        data_dir: data.path().to_path_buf(),
-        workers: 1,
-        max_upload_bytes: 100_000,
-        ..Default::default()
-    };
-    backends.configure(&mut config);
+    let config = segflow::config::Config { workers: 1, max_upload_bytes: 100_000, ..backends.config(data.path()) };
     let engine = TestEngine::start_with(config).await;
 
     let garbage = media.path().join("broken.mp4");

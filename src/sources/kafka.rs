@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -57,13 +57,9 @@ impl KafkaLog {
         let err = kafka_error(&brokers);
         let committer: BaseConsumer = consumer_config(&settings).create().map_err(&err)?;
         let committer = Arc::new(Mutex::new(committer));
-        let probe = committer.clone();
-        tokio::task::spawn_blocking(move || {
-            probe.lock().expect("committer lock").fetch_metadata(None, REQUEST_TIMEOUT)
-        })
-        .await
-        .map_err(|e| unreachable(&brokers, &e.to_string()))?
-        .map_err(|e| unreachable(&brokers, &e.to_string()))?;
+        on_committer(&committer, &brokers, |c| c.fetch_metadata(None, REQUEST_TIMEOUT))
+            .await?
+            .map_err(|e| unreachable(&brokers, &e.to_string()))?;
         let admin: AdminClient<DefaultClientContext> = client_config(&settings).create().map_err(&err)?;
         let names: Vec<String> = Topic::ALL.iter().map(|t| topic_name(&settings, *t)).collect();
         let new_topics: Vec<NewTopic> = Topic::ALL
@@ -225,6 +221,19 @@ fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// Runs a blocking request of the committer consumer off the async threads; the outer error
+/// is the blocking task's, the inner one Kafka's.
+async fn on_committer<T: Send + 'static>(
+    consumer: &Arc<Mutex<BaseConsumer>>,
+    brokers: &str,
+    request: impl FnOnce(&BaseConsumer) -> KafkaResult<T> + Send + 'static,
+) -> Result<KafkaResult<T>, LogError> {
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || request(&consumer.lock().expect("committer lock")))
+        .await
+        .map_err(|e| LogError::Kafka { brokers: brokers.into(), message: e.to_string() })
+}
+
 /// Partition count of `topic` from the brokers' metadata, asked off the async threads.
 async fn partition_count(
     consumer: &Arc<Mutex<BaseConsumer>>,
@@ -232,14 +241,10 @@ async fn partition_count(
     brokers: &str,
     timeout: Duration,
 ) -> Result<u32, LogError> {
-    let consumer = consumer.clone();
     let name = topic.clone();
-    let metadata = tokio::task::spawn_blocking(move || {
-        consumer.lock().expect("committer lock").fetch_metadata(Some(&name), timeout)
-    })
-    .await
-    .map_err(|e| LogError::Kafka { brokers: brokers.into(), message: e.to_string() })?
-    .map_err(kafka_error(brokers))?;
+    let metadata = on_committer(consumer, brokers, move |c| c.fetch_metadata(Some(&name), timeout))
+        .await?
+        .map_err(kafka_error(brokers))?;
     match metadata.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as u32),
         _ => Err(LogError::Kafka { brokers: brokers.into(), message: format!("topic {topic} has no partitions") }),
@@ -261,13 +266,9 @@ async fn committed_offsets(
     }
     let deadline = Instant::now() + 3 * REQUEST_TIMEOUT;
     let committed = loop {
-        let (consumer, list) = (consumer.clone(), list.clone());
-        let fetched = tokio::task::spawn_blocking(move || {
-            consumer.lock().expect("committer lock").committed_offsets(list, REQUEST_TIMEOUT)
-        })
-        .await
-        .map_err(|e| LogError::Kafka { brokers: settings.brokers.clone(), message: e.to_string() })?;
-        match fetched {
+        let list = list.clone();
+        let fetched = on_committer(consumer, &settings.brokers, move |c| c.committed_offsets(list, REQUEST_TIMEOUT));
+        match fetched.await? {
             Ok(committed) => break committed,
             Err(error) if Instant::now() < deadline => {
                 tracing::info!(%error, "waiting for the Kafka group coordinator");

@@ -43,7 +43,7 @@ impl Backends {
     /// Points `config` at the test servers, under names of its own derived from the data dir:
     /// tests never see each other's topics, buckets or documents, and an engine restarted on
     /// the same data dir finds its own.
-    pub fn configure(self, config: &mut Config) {
+    fn configure(self, config: &mut Config) {
         if self == Backends::Embedded {
             return;
         }
@@ -59,10 +59,16 @@ impl Backends {
         config.mongo_database = format!("segflow_{ns}");
     }
 
-    /// The same settings as `SEGFLOW_*` variables, for a spawned `segflow` process.
-    pub fn env(self, data_dir: &Path) -> Vec<(String, String)> {
+    /// The default config of an engine on `data_dir`, on these backends.
+    pub fn config(self, data_dir: &Path) -> Config {
         let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
         self.configure(&mut config);
+        config
+    }
+
+    /// The same settings as `SEGFLOW_*` variables, for a spawned `segflow` process.
+    pub fn env(self, data_dir: &Path) -> Vec<(String, String)> {
+        let config = self.config(data_dir);
         let settings = [
             ("KAFKA", config.kafka),
             ("KAFKA_TOPIC_PREFIX", Some(config.kafka_topic_prefix)),
@@ -124,8 +130,7 @@ const KAFKA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A consumer in the Kafka group of the engine on `data_dir` and its name for `topic`; `None`
 /// on the embedded log.
 fn group_consumer(backends: Backends, data_dir: &Path, topic: Topic) -> Option<(BaseConsumer, String)> {
-    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
-    backends.configure(&mut config);
+    let config = backends.config(data_dir);
     let consumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", config.kafka?)
         .set("group.id", &config.kafka_group_id)
@@ -136,8 +141,7 @@ fn group_consumer(backends: Backends, data_dir: &Path, topic: Topic) -> Option<(
 
 /// The object store of the engine on `data_dir`, opened with its settings.
 pub async fn open_store(backends: Backends, data_dir: &Path) -> std::sync::Arc<dyn ObjectStore> {
-    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
-    backends.configure(&mut config);
+    let config = backends.config(data_dir);
     segflow::engine::open_store(&config).await.expect("the object store opens")
 }
 
@@ -172,9 +176,7 @@ impl TestEngine {
     }
 
     pub async fn start_on(backends: Backends, data_dir: &Path, workers: usize) -> TestEngine {
-        let mut config = Config { data_dir: data_dir.to_path_buf(), workers, ..Config::default() };
-        backends.configure(&mut config);
-        Self::start_with(config).await
+        Self::start_with(Config { workers, ..backends.config(data_dir) }).await
     }
 
     pub async fn start_with(config: Config) -> TestEngine {

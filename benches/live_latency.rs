@@ -1,8 +1,10 @@
 //! End-to-end live latency on the embedded backends: chunk events at a steady 1,000/s over
 //! HTTP (`POST /streams/{id}/chunks`, objects stored beforehand), measured from ingest to the
-//! stream's playlist being written (each chunk document's `processing_latency_ms`). The
-//! baseline in the same run is the acknowledgement time of the same requests (HTTP + hashing
-//! + the fsync'd log append), the floor any pipeline behind it adds to.
+//! stream's playlist being written (each chunk document's `processing_latency_ms`).
+//!
+//! Two baselines in the same run: the acknowledgement time of the same requests (HTTP, hashing,
+//! the fsync'd log append), the floor any pipeline behind it adds to; and the disk's own floor
+//! just before and after, the same appends written and synced with nothing else running.
 //!
 //! `cargo bench --bench live_latency` (env `RATE`, `SECONDS`, `STREAMS` override the defaults)
 
@@ -28,6 +30,54 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The disk's floor at this moment: `rate` appends/s of 500 bytes over 6 preallocated files
+/// (the live topic's partitions), one writer that writes every append due so far and syncs
+/// each file it touched, as the embedded log does. Latency runs from an append's due time to
+/// its sync: no HTTP, no hashing, no dataflow.
+fn disk_floor(dir: &std::path::Path, rate: u64, seconds: u64) -> Vec<f64> {
+    use std::os::unix::fs::FileExt;
+    const PARTITIONS: usize = 6;
+    let files: Vec<std::fs::File> = (0..PARTITIONS)
+        .map(|p| {
+            let path = dir.join(format!("floor-{p}.log"));
+            let file = std::fs::File::options().create(true).truncate(true).read(true).write(true).open(path).unwrap();
+            file.write_all_at(&vec![0; 8 << 20], 0).unwrap();
+            file.sync_all().unwrap();
+            file
+        })
+        .collect();
+    let (total, record) = (rate * seconds, [b'x'; 500]);
+    let mut ends = [0u64; PARTITIONS];
+    let mut latencies = Vec::with_capacity(total as usize);
+    let due_at = |i: u64| Duration::from_secs_f64(i as f64 / rate as f64);
+    let started = Instant::now();
+    let mut next = 0;
+    while next < total {
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+        if due <= next {
+            std::thread::sleep(due_at(next).saturating_sub(started.elapsed()));
+            continue;
+        }
+        let mut touched = [false; PARTITIONS];
+        for i in next..due {
+            let p = i as usize % PARTITIONS;
+            files[p].write_all_at(&record, ends[p]).unwrap();
+            ends[p] += record.len() as u64;
+            touched[p] = true;
+        }
+        for (file, _) in files.iter().zip(touched).filter(|(_, t)| *t) {
+            file.sync_data().unwrap();
+        }
+        let synced = started.elapsed();
+        latencies.extend((next..due).map(|i| (synced - due_at(i)).as_secs_f64() * 1e3));
+        next = due;
+    }
+    for p in 0..PARTITIONS {
+        std::fs::remove_file(dir.join(format!("floor-{p}.log"))).unwrap();
+    }
+    latencies
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -35,6 +85,8 @@ async fn main() {
     }
     let (rate, seconds, streams) = (env("RATE", 1000), env("SECONDS", 10), env("STREAMS", 100));
     let data = tempfile::tempdir().unwrap();
+    let floor_seconds = seconds.div_ceil(2);
+    let mut floor = disk_floor(data.path(), rate, floor_seconds);
     // The engine runs as its own process, as deployed; this process is only the client.
     let (mut engine, base) = common::spawn_segflow(data.path());
     let client = reqwest::Client::new();
@@ -97,12 +149,15 @@ async fn main() {
         }
     }
     assert!(engine.terminate().success(), "segflow drained and exited 0");
+    floor.extend(disk_floor(data.path(), rate, floor_seconds));
 
     let mut acks = acks.lock().unwrap().clone();
     acks.sort_by(f64::total_cmp);
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
     let (a50, a99) = (percentile(&acks, 0.50), percentile(&acks, 0.99));
+    floor.sort_by(f64::total_cmp);
+    let (f50, f99) = (percentile(&floor, 0.50), percentile(&floor, 0.99));
     println!("live_latency: {} events over {streams} streams at {achieved:.0} events/s", latencies.len());
     println!(
         "  ingest -> playlist written   p50 {p50:.2} ms   p99 {p99:.2} ms   max {:.2} ms",
@@ -110,4 +165,6 @@ async fn main() {
     );
     println!("  baseline: request ack        p50 {a50:.2} ms   p99 {a99:.2} ms");
     println!("  ratio to baseline            p50 {:.2}x    p99 {:.2}x", p50 / a50, p99 / a99);
+    println!("  disk floor (before + after)  p50 {f50:.2} ms   p99 {f99:.2} ms   max {:.2} ms", floor.last().unwrap());
+    println!("  ratio to the disk floor      p50 {:.2}x    p99 {:.2}x", p50 / f50, p99 / f99);
 }

@@ -69,6 +69,7 @@ fn chunk(stream_id: &str, index: u64) -> LiveChunkDoc {
             video_track_id: None,
             // A microsecond timestamp: far above 32 bits, stored as Int64.
             ingested_at_us: now_us(),
+            encoder_program_date_time_ms: Some(now_ms() + index * 2000),
         },
         status: ChunkStatus::Live,
         dvr_window_start: index.saturating_sub(5),

@@ -44,6 +44,18 @@ async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends:
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["checksum_matches"], !corrupt, "segment {seq}: {body}");
     }
+    // A date that is not RFC 3339 is refused before anything is stored.
+    let bad_date = engine
+        .client
+        .put(engine.url(&format!("/ingest/{id}/seg6.ts")))
+        .header("X-Sequence-Number", "6")
+        .header("X-Duration-Ms", "2000")
+        .header("X-Program-Date-Time", "yesterday")
+        .body(segments[6].bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_date.status(), 400);
     // Re-sending an accepted segment is refused and changes nothing.
     engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 6).await;
     assert_eq!(put(1, false).await.unwrap().status(), 409);
@@ -101,6 +113,7 @@ async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends:
     assert_eq!(ended["status"], "vod");
     let text = engine.client.get(&manifest_url).send().await.unwrap().text().await.unwrap();
     assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    assert_dates_add_up(&text);
     assert_eq!(put(6, false).await.unwrap().status(), 409);
 
     // A real player reads the signed URL alone and decodes every segment in the playlist:
@@ -135,6 +148,8 @@ async fn ffmpeg_push_round_trip(backends: Backends, segment_type: &str) -> Strin
         .args(["-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50"])
         .args(["-sc_threshold", "0", "-c:a", "aac", "-f", "hls", "-hls_time", "2", "-hls_list_size", "4"])
         .args(["-hls_segment_type", segment_type, "-method", "PUT"])
+        // FFmpeg dates the fMP4 run's segments itself; segflow dates the other run's.
+        .args(if segment_type == "fmp4" { &["-hls_flags", "program_date_time"][..] } else { &[] })
         .arg(engine.url(&format!("/ingest/{id}/live.m3u8")))
         .status()
         .unwrap();
@@ -150,8 +165,26 @@ async fn ffmpeg_push_round_trip(backends: Backends, segment_type: &str) -> Strin
     assert!(ok, "{stderr}");
     assert_eq!(frames, 150, "{stderr}");
     let playlist = engine.client.get(manifest_url).send().await.unwrap().text().await.unwrap();
+    assert_dates_add_up(&playlist);
     engine.shutdown().await;
     playlist
+}
+
+/// Each segment's `EXT-X-PROGRAM-DATE-TIME` is the first one plus the `EXTINF`s listed before
+/// it, gap slots included (to the millisecond FFmpeg rounds its own dates to).
+fn assert_dates_add_up(text: &str) {
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+    let mut elapsed_ms = 0.0;
+    let mut first = None;
+    for segment in &playlist.segments {
+        if let Some(date) = segment.program_date_time {
+            let first = *first.get_or_insert(date.timestamp_millis() as f64 - elapsed_ms);
+            let expected = first + elapsed_ms;
+            assert!((date.timestamp_millis() as f64 - expected).abs() <= 1.0, "{}: {text}", segment.uri);
+        }
+        elapsed_ms += (segment.duration as f64 * 1000.0).round();
+    }
+    assert!(first.is_some(), "no dates in {text}");
 }
 
 async fn producers_that_store_bytes_themselves_post_chunk_events(backends: Backends) {

@@ -71,6 +71,11 @@ fn random_events(rng: &mut StdRng) -> Vec<LiveEvent> {
                 checksum: Some(claimed),
                 stored_sha256: Some(stored),
                 ingested_at_us: Some(1_700_000_000_000_000 + seq * 2_000_000 + rng.random_range(0..1000u64)),
+                // Some encoders send their own clock; most leave it to segflow.
+                program_date_time: rng.random_bool(0.1).then(|| {
+                    let ms = 1_700_000_000_000 + seq as i64 * 2_000 - 1_500;
+                    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339()
+                }),
                 ..Default::default()
             });
         }
@@ -112,7 +117,7 @@ impl Naive {
         if self.ended || in_window || too_long || e.checksum != e.stored_sha256 {
             return;
         }
-        let pdt = e.ingested_at_us.unwrap() / 1000 - duration_ms;
+        let pdt = self.program_date_time(e, seq, duration_ms);
         match (self.start, self.head) {
             (Some(start), _) if seq < start => return, // late
             (Some(_), Some(head)) if seq < head => {}
@@ -127,6 +132,31 @@ impl Naive {
             }
         }
         self.accepted.push((seq, duration_ms, pdt));
+    }
+
+    /// The engine's rule, restated over the accepted segments still in the window.
+    fn program_date_time(&self, e: &LiveEvent, seq: u64, duration_ms: u64) -> u64 {
+        if let Some(text) = &e.program_date_time {
+            return segflow::model::parse_program_date_time(text).unwrap();
+        }
+        let received = e.ingested_at_us.unwrap() / 1000 - duration_ms;
+        let in_window = |a: &&(u64, u64, u64)| self.start.is_some_and(|s| a.0 >= s);
+        let before = self.accepted.iter().filter(in_window).filter(|a| a.0 < seq).max_by_key(|a| a.0);
+        let after = self.accepted.iter().filter(in_window).filter(|a| a.0 > seq).min_by_key(|a| a.0);
+        let follows = before.map(|&(p, ms, pdt)| pdt + ms + (seq - p - 1) * duration_ms);
+        let precedes = after.map(|&(n, ms, pdt)| pdt.saturating_sub((n - seq - 1) * ms + duration_ms));
+        match (follows, precedes) {
+            (Some(f), Some(p)) => f.min(p),
+            (None, Some(p)) => p,
+            (Some(f), None)
+                if received > f + self.target_s * 1000 || f > received + self.window * self.target_s * 1000 =>
+            {
+                let (_, ms, pdt) = before.unwrap();
+                received.max(pdt + ms)
+            }
+            (Some(f), None) => f,
+            (None, None) => received,
+        }
     }
 
     fn render(&self) -> String {

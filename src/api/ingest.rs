@@ -1,7 +1,8 @@
 //! Live data plane over HTTP: `PUT /ingest/{stream_id}/{file}` as an encoder uses it.
 //!
 //! Two ways a segment gets its sequence number and duration:
-//! - headers `X-Sequence-Number` and `X-Duration-Ms` (and `X-Checksum-Sha256`) on the PUT;
+//! - headers `X-Sequence-Number` and `X-Duration-Ms` (and `X-Checksum-Sha256`,
+//!   `X-Program-Date-Time`) on the PUT;
 //! - FFmpeg's HLS muxer with `-method PUT`: segments arrive bare, then the playlist it PUTs
 //!   after each one names them (`EXT-X-MEDIA-SEQUENCE`, `EXTINF`).
 
@@ -18,8 +19,8 @@ use serde_json::{Value, json};
 use super::live::{append_live, check_duration};
 use super::{ApiError, AppState, find_live_stream};
 use crate::model::{
-    ChunkStatus, LiveEvent, LiveEventType, LiveStreamDoc, bucket, live_chunk_key, now_us, validate_file_name,
-    validate_sha256_hex,
+    ChunkStatus, LiveEvent, LiveEventType, LiveStreamDoc, bucket, live_chunk_key, now_us, parse_program_date_time,
+    validate_file_name, validate_sha256_hex,
 };
 use crate::sinks::object_store::{ByteStream, ObjectStore, StoredObject};
 
@@ -174,9 +175,14 @@ async fn segment_with_headers(
     if existing.is_some_and(|chunk| chunk.status == ChunkStatus::Live) {
         return Err(ApiError::Conflict(format!("chunk {seq} of {} is already accepted", stream.stream_id)));
     }
+    let program_date_time = header::<String>(headers, "x-program-date-time")?;
+    if let Some(text) = &program_date_time {
+        parse_program_date_time(text).map_err(ApiError::BadRequest)?;
+    }
     let key = live_chunk_key(&stream.stream_id, seq, ext);
     let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
-    let event = chunk_event(&stream.stream_id, seq, duration_ms, &key, &stored, claimed);
+    let mut event = chunk_event(&stream.stream_id, seq, duration_ms, &key, &stored, claimed);
+    event.program_date_time = program_date_time;
     append_live(state, &event).await?;
     Ok((StatusCode::CREATED, Json(chunk_reply(&event, &stored))))
 }
@@ -274,12 +280,23 @@ async fn pushed_playlist(
         let key = live_chunk_key(&stream.stream_id, seq, &extension(name));
         state.store.rename(&incoming, &key).await?;
         let duration_ms = (segment.duration as f64 * 1000.0).round() as u64;
-        let event = chunk_event(&stream.stream_id, seq, duration_ms.max(1), &key, &stored, None);
+        let mut event = chunk_event(&stream.stream_id, seq, duration_ms.max(1), &key, &stored, None);
+        event.program_date_time = encoder_date(segment);
         append_live(state, &event).await?;
         *next_seq = seq + 1;
         emitted.push(seq);
     }
     Ok((StatusCode::OK, Json(json!({ "stream_id": stream.stream_id, "chunks_emitted": emitted }))))
+}
+
+/// The segment's `EXT-X-PROGRAM-DATE-TIME` (FFmpeg writes one with `-hls_flags
+/// program_date_time`). FFmpeg's `+0000` offsets are not RFC 3339, so m3u8-rs leaves those
+/// among the unknown tags.
+fn encoder_date(segment: &m3u8_rs::MediaSegment) -> Option<String> {
+    segment.program_date_time.map(|t| t.to_rfc3339()).or_else(|| {
+        let tag = segment.unknown_tags.iter().find(|t| t.tag == "X-PROGRAM-DATE-TIME")?;
+        tag.rest.clone().filter(|text| parse_program_date_time(text).is_ok())
+    })
 }
 
 /// Segments FFmpeg pushed without a sequence number, until its playlist names them.
@@ -363,5 +380,25 @@ async fn poll_until<T>(wait: std::time::Duration, mut ready: impl FnMut() -> Opt
             return None;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_segment(date_line: &str) -> m3u8_rs::MediaSegment {
+        let text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000000,\n{date_line}\nout0.ts\n");
+        m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap().segments.remove(0)
+    }
+
+    #[test]
+    fn encoder_dates_are_read_in_ffmpegs_format_and_rfc_3339() {
+        let ms = |segment| encoder_date(&segment).map(|d| parse_program_date_time(&d).unwrap());
+        // FFmpeg 5.1 writes `+0000`.
+        assert_eq!(ms(first_segment("#EXT-X-PROGRAM-DATE-TIME:2026-11-22T11:48:07.945+0000")), Some(1795348087945));
+        assert_eq!(ms(first_segment("#EXT-X-PROGRAM-DATE-TIME:2026-11-22T12:48:07.945+01:00")), Some(1795348087945));
+        assert_eq!(ms(first_segment("#EXT-X-PROGRAM-DATE-TIME:yesterday")), None);
+        assert_eq!(ms(first_segment("#EXT-X-DISCONTINUITY")), None);
     }
 }

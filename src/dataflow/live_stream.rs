@@ -103,6 +103,7 @@ impl LiveStream {
         self.events_applied += 1;
         let seq = chunk.sequence_number;
         let window_size = self.doc.dvr_window_size.max(1);
+        let program_date_time_ms = self.program_date_time(&chunk);
         let outcome = if self.ended() {
             ChunkOutcome::AfterEnd
         } else if self.window.contains_key(&seq) {
@@ -134,8 +135,6 @@ impl LiveStream {
                 }
             }
         };
-        // The segment started one duration before segflow received it.
-        let program_date_time_ms = (chunk.ingested_at_us / 1000).saturating_sub(chunk.duration_ms);
         match outcome {
             ChunkOutcome::Accepted { new_gaps, .. } => {
                 let segment = self.window_segment(&chunk, program_date_time_ms);
@@ -158,6 +157,46 @@ impl LiveStream {
             manifest_updated_at_ms: None,
         });
         (outcome, doc)
+    }
+
+    /// Where the chunk starts on the wall clock (`EXT-X-PROGRAM-DATE-TIME`), from the window as
+    /// it is before the chunk enters it:
+    /// - the encoder's own time, when it sent one;
+    /// - else right after the nearest earlier segment in the window, counting any missing slots
+    ///   in between as long as this chunk (the duration their gap slots are listed with), so the
+    ///   dates add up like the `EXTINF`s; a chunk filling a gap is also kept before the nearest
+    ///   later segment;
+    /// - a new head is dated by its arrival instead when that is more than a target duration
+    ///   later (the encoder paused), or more than the window's length earlier (its numbering
+    ///   jumped past the window), but never before the segment before it ends;
+    /// - with no segment in the window: one duration before segflow received it.
+    fn program_date_time(&self, chunk: &Chunk) -> u64 {
+        if let Some(ms) = chunk.encoder_program_date_time_ms {
+            return ms;
+        }
+        let (seq, duration_ms) = (chunk.sequence_number, chunk.duration_ms);
+        let received = (chunk.ingested_at_us / 1000).saturating_sub(duration_ms);
+        let before = self.window.range(..seq).next_back().map(|(&p, prev)| {
+            let end = prev.program_date_time_ms + prev.duration_ms;
+            (end, end + (seq - p - 1) * duration_ms)
+        });
+        let after =
+            self.window.range(seq + 1..).next().map(|(&n, next)| {
+                next.program_date_time_ms.saturating_sub((n - seq - 1) * next.duration_ms + duration_ms)
+            });
+        match (before, after) {
+            (Some((_, follows)), Some(precedes)) => follows.min(precedes),
+            (None, Some(precedes)) => precedes,
+            (Some((prev_end, follows)), None) if self.off_the_clock(follows, received) => received.max(prev_end),
+            (Some((_, follows)), None) => follows,
+            (None, None) => received,
+        }
+    }
+
+    /// True when a date computed from the durations is too far from the arrival clock.
+    fn off_the_clock(&self, follows: u64, received: u64) -> bool {
+        let target_ms = self.doc.target_duration_s * 1000;
+        received > follows + target_ms || follows > received + self.doc.dvr_window_size * target_ms
     }
 
     /// Records the stream's fMP4 initialization segment; true if the playlist changes.
@@ -190,5 +229,81 @@ impl LiveStream {
             init_uri: init_uri.as_deref(),
             ended: self.ended(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::live_chunk_key;
+
+    const T0_MS: u64 = 1_700_000_000_000;
+
+    /// A 2 s target, 10-slot stream.
+    fn stream() -> LiveStream {
+        LiveStream::new(LiveStreamDoc::new("s", "", 2, 10, T0_MS))
+    }
+
+    fn chunk(seq: u64, duration_ms: u64, received_ms: u64) -> Chunk {
+        Chunk {
+            chunk_index: seq,
+            sequence_number: seq,
+            duration_ms,
+            size_bytes: 1,
+            checksum: None,
+            stored_sha256: Some("ab".repeat(32)),
+            object_key: live_chunk_key("s", seq, "ts"),
+            keyframe_aligned: true,
+            audio_track_id: None,
+            video_track_id: None,
+            ingested_at_us: received_ms * 1000,
+            encoder_program_date_time_ms: None,
+        }
+    }
+
+    fn dated(stream: &mut LiveStream, chunk: Chunk) -> u64 {
+        let (outcome, doc) = stream.apply_chunk(chunk);
+        assert!(matches!(outcome, ChunkOutcome::Accepted { .. }), "{outcome:?}");
+        doc.unwrap().program_date_time_ms
+    }
+
+    #[test]
+    fn dates_add_up_like_the_durations_despite_upload_jitter() {
+        let mut s = stream();
+        assert_eq!(dated(&mut s, chunk(0, 2000, T0_MS + 2000)), T0_MS);
+        // Arrivals 300 ms late and 200 ms early: the dates follow the durations.
+        assert_eq!(dated(&mut s, chunk(1, 1900, T0_MS + 4300)), T0_MS + 2000);
+        assert_eq!(dated(&mut s, chunk(2, 2000, T0_MS + 5700)), T0_MS + 3900);
+    }
+
+    #[test]
+    fn gaps_count_with_their_listed_duration_and_a_fill_takes_its_slot() {
+        let mut s = stream();
+        dated(&mut s, chunk(0, 2000, T0_MS + 2000));
+        // Slot 1 is missing: it is listed with chunk 2's duration, 1.5 s.
+        assert_eq!(dated(&mut s, chunk(2, 1500, T0_MS + 5500)), T0_MS + 3500);
+        // The late chunk 1 is dated right after chunk 0, not by its late arrival.
+        assert_eq!(dated(&mut s, chunk(1, 1500, T0_MS + 9000)), T0_MS + 2000);
+    }
+
+    #[test]
+    fn a_paused_encoder_or_a_jump_in_numbering_is_dated_by_arrival() {
+        let mut s = stream();
+        dated(&mut s, chunk(0, 2000, T0_MS + 2000));
+        // Paused for a minute: more than a target duration after chunk 0 ended.
+        assert_eq!(dated(&mut s, chunk(1, 2000, T0_MS + 64_000)), T0_MS + 62_000);
+        // Numbering jumps 1,000 ahead with no time passing: not dated 2,000 s into the future,
+        // and not before chunk 1 ends.
+        assert_eq!(dated(&mut s, chunk(1001, 2000, T0_MS + 65_000)), T0_MS + 64_000);
+    }
+
+    #[test]
+    fn the_encoders_own_date_wins() {
+        let mut s = stream();
+        dated(&mut s, chunk(0, 2000, T0_MS + 2000));
+        let mut own = chunk(1, 2000, T0_MS + 4000);
+        own.encoder_program_date_time_ms = Some(T0_MS + 2345);
+        assert_eq!(dated(&mut s, own), T0_MS + 2345);
+        assert_eq!(dated(&mut s, chunk(2, 2000, T0_MS + 6000)), T0_MS + 4345);
     }
 }

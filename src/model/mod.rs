@@ -99,6 +99,9 @@ pub struct LiveEvent {
     /// When segflow accepted the event (µs since epoch); latency is measured from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingested_at_us: Option<u64>,
+    /// The encoder's wall-clock start of the segment (RFC 3339), for `EXT-X-PROGRAM-DATE-TIME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_date_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +143,9 @@ pub struct Chunk {
     pub audio_track_id: Option<String>,
     pub video_track_id: Option<String>,
     pub ingested_at_us: u64,
+    /// The encoder's own wall-clock start of the segment, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_program_date_time_ms: Option<u64>,
 }
 
 impl Chunk {
@@ -201,6 +207,8 @@ impl LiveEvent {
                 for sum in [&self.checksum, &self.stored_sha256].into_iter().flatten() {
                     validate_sha256_hex(sum)?;
                 }
+                let encoder_program_date_time_ms =
+                    self.program_date_time.as_deref().map(parse_program_date_time).transpose()?;
                 Ok(LiveCommand::Chunk(Box::new(Chunk {
                     chunk_index: index,
                     sequence_number: seq,
@@ -213,10 +221,22 @@ impl LiveEvent {
                     audio_track_id: self.audio_track_id,
                     video_track_id: self.video_track_id,
                     ingested_at_us: at_us,
+                    encoder_program_date_time_ms,
                 })))
             }
         }
     }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 date-time, as HLS writes them; FFmpeg's
+/// offsets without a colon (`+0000`) are accepted too.
+pub fn parse_program_date_time(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+        .ok_or_else(|| format!("program_date_time {text:?} is not an RFC 3339 date-time after 1970"))
 }
 
 /// Canonical object key of a live chunk: keyed by `(stream_id, sequence_number)`.
@@ -421,6 +441,7 @@ mod tests {
             audio_track_id: None,
             video_track_id: None,
             ingested_at_us: 0,
+            encoder_program_date_time_ms: None,
         };
         assert!(chunk.checksum_ok());
         chunk.stored_sha256 = Some("cd".repeat(32));

@@ -35,6 +35,10 @@ impl OffsetCommitter {
     }
 }
 
+/// At most one sync and offset commit per interval. A crash replays at most this much more,
+/// and the replay changes nothing.
+const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn commit_loop(
     log: EventLog,
     metadata: Arc<dyn MetadataStore>,
@@ -42,7 +46,8 @@ async fn commit_loop(
     mut queue: mpsc::UnboundedReceiver<Vec<OffsetCommit>>,
 ) {
     let mut batches = Vec::new();
-    while queue.recv_many(&mut batches, 64).await > 0 {
+    while queue.recv_many(&mut batches, 1024).await > 0 {
+        let began = tokio::time::Instant::now();
         retry(&metrics, || metadata.sync()).await;
         let offsets: Vec<OffsetCommit> = batches.drain(..).flatten().collect();
         let log = log.clone();
@@ -52,6 +57,7 @@ async fn commit_loop(
             }
         });
         let _ = written.await;
+        tokio::time::sleep_until(began + COMMIT_INTERVAL).await;
     }
 }
 

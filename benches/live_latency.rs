@@ -37,9 +37,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn disk_floor(dir: &std::path::Path, rate: u64, seconds: u64) -> Vec<f64> {
     use std::os::unix::fs::FileExt;
     const PARTITIONS: usize = 6;
-    let files: Vec<std::fs::File> = (0..PARTITIONS)
-        .map(|p| {
-            let path = dir.join(format!("floor-{p}.log"));
+    let paths: Vec<_> = (0..PARTITIONS).map(|p| dir.join(format!("floor-{p}.log"))).collect();
+    let files: Vec<std::fs::File> = paths
+        .iter()
+        .map(|path| {
             let file = std::fs::File::options().create(true).truncate(true).read(true).write(true).open(path).unwrap();
             file.write_all_at(&vec![0; 8 << 20], 0).unwrap();
             file.sync_all().unwrap();
@@ -72,8 +73,8 @@ fn disk_floor(dir: &std::path::Path, rate: u64, seconds: u64) -> Vec<f64> {
         latencies.extend((next..due).map(|i| (synced - due_at(i)).as_secs_f64() * 1e3));
         next = due;
     }
-    for p in 0..PARTITIONS {
-        std::fs::remove_file(dir.join(format!("floor-{p}.log"))).unwrap();
+    for path in paths {
+        std::fs::remove_file(path).unwrap();
     }
     latencies
 }

@@ -37,7 +37,7 @@ impl OffsetCommitter {
 
 /// At most one sync and offset commit per interval. A crash replays at most this much more,
 /// and the replay changes nothing.
-const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn commit_loop(
     log: EventLog,
@@ -57,7 +57,7 @@ async fn commit_loop(
             }
         });
         let _ = written.await;
-        tokio::time::sleep_until(began + COMMIT_INTERVAL).await;
+        tokio::time::sleep_until(began + SYNC_INTERVAL).await;
     }
 }
 

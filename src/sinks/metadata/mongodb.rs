@@ -137,15 +137,9 @@ impl MongoMetadata {
 
     fn op(&self, write: &MetaWrite) -> Result<(Key, Op), MetadataError> {
         Ok(match write {
-            MetaWrite::Stream(doc) => (
-                Key::Stream(doc.stream_id.clone()),
-                Op {
-                    collection: STREAMS,
-                    filter: doc! { "stream_id": &doc.stream_id },
-                    doc: self.encode(doc)?,
-                    overwrite: true,
-                },
-            ),
+            MetaWrite::Stream(doc) => {
+                (Key::Stream(doc.stream_id.clone()), self.by_stream_id(STREAMS, &doc.stream_id, doc)?)
+            }
             MetaWrite::Chunk { doc, overwrite } => {
                 let index = doc.chunk.chunk_index;
                 let filter = doc! { "stream_id": &doc.stream_id, "chunk_index": self.int(index)? };
@@ -158,16 +152,18 @@ impl MongoMetadata {
                 let op = Op { collection: DEAD_LETTERS, filter, doc: self.encode(doc)?, overwrite: true };
                 (Key::DeadLetter(doc.topic.clone(), doc.partition, doc.offset), op)
             }
-            MetaWrite::Vod(doc) => (
-                Key::Vod(doc.stream_id.clone()),
-                Op {
-                    collection: VODS,
-                    filter: doc! { "stream_id": &doc.stream_id },
-                    doc: self.encode(doc)?,
-                    overwrite: true,
-                },
-            ),
+            MetaWrite::Vod(doc) => (Key::Vod(doc.stream_id.clone()), self.by_stream_id(VODS, &doc.stream_id, doc)?),
         })
+    }
+
+    /// An upsert of the one document a stream has in `collection`.
+    fn by_stream_id(
+        &self,
+        collection: &'static str,
+        stream_id: &str,
+        doc: &impl Serialize,
+    ) -> Result<Op, MetadataError> {
+        Ok(Op { collection, filter: doc! { "stream_id": stream_id }, doc: self.encode(doc)?, overwrite: true })
     }
 
     fn encode(&self, doc: &impl Serialize) -> Result<Document, MetadataError> {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 
@@ -41,10 +42,15 @@ pub struct LiveSink {
     commits: mpsc::Sender<Commit>,
 }
 
-/// A batch's playlists, written: when, and which streams (with their `ended` flag).
+/// A batch's playlists, written: per stream, whether it ended and when its playlist was written.
 pub struct PlaylistsWritten {
+    pub streams: HashMap<String, PlaylistWritten>,
+}
+
+#[derive(Clone, Copy)]
+pub struct PlaylistWritten {
+    pub ended: bool,
     pub at_us: u64,
-    pub streams: HashMap<String, bool>,
 }
 
 /// Documents waiting for the committer, and whom to tell once they are durable.
@@ -63,6 +69,9 @@ const MAX_COMMIT_GROUP: usize = 4096;
 /// this point, so chunk latency does not include it.
 const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
 
+/// Playlists written at once by one batch.
+const PLAYLIST_WRITES_AT_ONCE: usize = 4;
+
 impl LiveSink {
     /// Creates the sink and its committer task, shared by every worker: documents of batches
     /// that queue up while a transaction is written go out together in the next one.
@@ -78,7 +87,8 @@ impl LiveSink {
         sink
     }
 
-    /// Writes the newest playlist of each stream in the batch. Idempotent.
+    /// Writes the newest playlist of each stream in the batch, several streams at once (a write
+    /// the disk holds up delays only its own stream's chunks). Idempotent.
     pub async fn write_playlists(&self, ops: &[SinkOp]) -> Result<PlaylistsWritten, SinkError> {
         let mut playlists: HashMap<&str, (&str, bool)> = HashMap::new();
         for op in ops {
@@ -86,34 +96,46 @@ impl LiveSink {
                 playlists.insert(stream_id, (body, *ended));
             }
         }
-        for (stream_id, (body, _)) in &playlists {
-            self.store.put_bytes(&live_manifest_key(stream_id), Bytes::copy_from_slice(body.as_bytes())).await?;
-            self.metrics.playlists_written_total.inc();
-        }
-        let streams = playlists.into_iter().map(|(id, (_, ended))| (id.to_string(), ended)).collect();
-        Ok(PlaylistsWritten { at_us: now_us(), streams })
+        let writes: Vec<_> = playlists
+            .into_iter()
+            .map(|(stream_id, (body, ended))| self.write_playlist(stream_id, body, ended))
+            .collect();
+        let streams =
+            futures_util::stream::iter(writes).buffer_unordered(PLAYLIST_WRITES_AT_ONCE).try_collect().await?;
+        Ok(PlaylistsWritten { streams })
+    }
+
+    async fn write_playlist(
+        &self,
+        stream_id: &str,
+        body: &str,
+        ended: bool,
+    ) -> Result<(String, PlaylistWritten), SinkError> {
+        self.store.put_bytes(&live_manifest_key(stream_id), Bytes::copy_from_slice(body.as_bytes())).await?;
+        self.metrics.playlists_written_total.inc();
+        Ok((stream_id.to_string(), PlaylistWritten { ended, at_us: now_us() }))
     }
 
     /// The batch's documents, stamped with when their playlists were written; latencies are
     /// observed here.
     pub fn documents(&self, ops: Vec<SinkOp>, written: &PlaylistsWritten) -> Vec<MetaWrite> {
-        let written_ms = written.at_us / 1000;
         let mut writes = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
                 SinkOp::Playlist { .. } => {}
                 SinkOp::Stream(mut doc) => {
-                    if written.streams.contains_key(&doc.stream_id) {
-                        doc.manifest_updated_at_ms = Some(written_ms);
+                    if let Some(playlist) = written.streams.get(&doc.stream_id) {
+                        doc.manifest_updated_at_ms = Some(playlist.at_us / 1000);
                     }
                     writes.push(MetaWrite::Stream(*doc));
                 }
                 SinkOp::Chunk { mut doc, overwrite } => {
-                    if doc.status == ChunkStatus::Live && written.streams.contains_key(&doc.stream_id) {
-                        let latency_us = written.at_us.saturating_sub(doc.chunk.ingested_at_us);
+                    let playlist = written.streams.get(&doc.stream_id);
+                    if let (ChunkStatus::Live, Some(playlist)) = (doc.status, playlist) {
+                        let latency_us = playlist.at_us.saturating_sub(doc.chunk.ingested_at_us);
                         self.metrics.chunk_processing_latency_seconds.observe(latency_us as f64 / 1e6);
                         doc.processing_latency_ms = Some(latency_us as f64 / 1e3);
-                        doc.manifest_updated_at_ms = Some(written_ms);
+                        doc.manifest_updated_at_ms = Some(playlist.at_us / 1000);
                     }
                     writes.push(MetaWrite::Chunk { doc: *doc, overwrite });
                 }
@@ -146,7 +168,7 @@ async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<
         let writes = Arc::new(writes);
         retry(&sink.metrics, || sink.metadata.apply_buffered(Arc::clone(&writes))).await;
         for commit in group.drain(..) {
-            for (stream_id, ended) in commit.written.streams {
+            for (stream_id, PlaylistWritten { ended, .. }) in commit.written.streams {
                 let _ = sink.notices.send(PlaylistNotice { stream_id, ended });
             }
             (commit.done)();

@@ -2,11 +2,17 @@
 //! the data dir, so `segflow run` needs no broker.
 //!
 //! A record is `[len: u32 LE][crc32: u32 LE][payload]`; its offset is its byte position.
-//! Appends are group-committed by one writer thread (one `fdatasync` per partition per batch)
-//! and acknowledged only after it. Files grow in zero-filled steps of [`PREALLOCATE`] bytes and
-//! records overwrite zeros in place, so a batch's `fdatasync` carries no metadata change and
-//! does not wait for a file-system journal commit (which would flush other files' data too).
-//! Readers stop at the durable end the writer publishes. Committed offsets live in
+//! One thread writes each batch of appends and shows it to readers at once; a second makes it
+//! durable (one `fdatasync` per partition for every batch written meanwhile) and only then
+//! acknowledges it. Readers thus run ahead of the sync, as a Kafka consumer reads what its
+//! broker has not flushed: a playlist never waits for the disk. A process crash (even
+//! `kill -9`) keeps everything written; only an OS crash or power loss can drop records, and
+//! only ones never acknowledged. Committed offsets never pass the durable end.
+//!
+//! Files grow in zero-filled steps of [`PREALLOCATE`] bytes and records overwrite zeros in
+//! place, so a sync carries no metadata change and waits for no file-system journal commit
+//! (which would flush other files' data too). Writes cover whole [`BLOCK`]s, so the kernel never
+//! reads a block back from disk to change part of it. Committed offsets live in
 //! `{partition}.offset` files, replaced atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,22 +31,43 @@ use crate::model::Topic;
 const HEADER: usize = 8;
 /// How far a partition file is zero-filled ahead of its records.
 pub const PREALLOCATE: u64 = 8 << 20;
+/// Writes cover whole blocks of this size: a tail block not touched for a while may have left
+/// the page cache, and changing part of it would read it back from disk first.
+const BLOCK: u64 = 4096;
 
 /// One partition file as the writer sees it.
 struct PartitionFile {
     path: PathBuf,
     file: File,
-    /// End of the last durable record: where the next batch goes.
+    /// End of the last written record: where the next batch goes.
     end: u64,
     /// File length: zeros from `end` up to here.
     allocated: u64,
-    /// `end`, published to readers.
-    durable: Arc<AtomicU64>,
+    /// The records' bytes in the block `end` falls in, rewritten with each write.
+    tail: Vec<u8>,
+    /// `end`, as published.
+    ends: Arc<Ends>,
+}
+
+/// A partition's ends as the writer publishes them.
+#[derive(Default)]
+struct Ends {
+    /// Readers read up to here.
+    written: AtomicU64,
+    /// Acknowledgements and committed offsets go up to here.
+    durable: AtomicU64,
+}
+
+impl Ends {
+    fn at(end: u64) -> Arc<Ends> {
+        Arc::new(Ends { written: AtomicU64::new(end), durable: AtomicU64::new(end) })
+    }
 }
 
 impl PartitionFile {
-    /// Writes `bytes` at the end and makes them durable.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `bytes` at the end and shows them to readers. On failure nothing is shown and
+    /// the next batch overwrites whatever part was written.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let needed = self.end + bytes.len() as u64;
         if needed > self.allocated {
             // Zeros written (not fallocated): overwriting them later changes no metadata.
@@ -54,10 +81,21 @@ impl PartitionFile {
             }
             self.allocated = target;
         }
-        self.file.write_all_at(bytes, self.end)?;
-        self.file.sync_data()?;
+        // The tail block's records, the new ones, zeros up to a block boundary.
+        let block_start = self.end - self.tail.len() as u64;
+        let mut blocks = std::mem::take(&mut self.tail);
+        blocks.extend_from_slice(bytes);
+        let records = blocks.len();
+        blocks.resize((records as u64).next_multiple_of(BLOCK) as usize, 0);
+        if let Err(e) = self.file.write_all_at(&blocks, block_start) {
+            blocks.truncate(records - bytes.len());
+            self.tail = blocks;
+            return Err(e);
+        }
+        blocks.truncate(records);
+        self.tail = blocks.split_off(records - records % BLOCK as usize);
         self.end = needed;
-        self.durable.store(needed, Ordering::Release);
+        self.ends.written.store(needed, Ordering::Release);
         Ok(())
     }
 }
@@ -72,7 +110,7 @@ struct AppendRequest {
     topic: Topic,
     partition: u32,
     payload: Vec<u8>,
-    reply: oneshot::Sender<Result<Appended, LogError>>,
+    reply: Reply,
 }
 
 /// Handle to the log; cheap to clone.
@@ -83,8 +121,7 @@ pub struct EmbeddedLog {
 
 struct Inner {
     dir: PathBuf,
-    /// Each partition's durable end.
-    ends: BTreeMap<(Topic, u32), Arc<AtomicU64>>,
+    ends: BTreeMap<(Topic, u32), Arc<Ends>>,
     requests: Mutex<Option<mpsc::Sender<AppendRequest>>>,
     wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -118,9 +155,11 @@ impl EmbeddedLog {
                     file.write_all_at(&zeros, end).and_then(|_| file.sync_data()).map_err(io_err(&path))?;
                 }
                 let allocated = file.metadata().map_err(io_err(&path))?.len();
-                let durable = Arc::new(AtomicU64::new(end));
-                ends.insert((topic, p), durable.clone());
-                files.insert((topic, p), PartitionFile { path, file, end, allocated, durable });
+                let mut tail = vec![0; (end % BLOCK) as usize];
+                file.read_exact_at(&mut tail, end - end % BLOCK).map_err(io_err(&path))?;
+                let published = Ends::at(end);
+                ends.insert((topic, p), published.clone());
+                files.insert((topic, p), PartitionFile { path, file, end, allocated, tail, ends: published });
             }
         }
         let (tx, rx) = mpsc::channel();
@@ -145,12 +184,12 @@ impl EmbeddedLog {
         (crate::model::stream_hash(key) % topic.partitions() as u64) as u32
     }
 
-    /// Appends a record keyed by `key`; resolves once it is on disk.
+    /// Appends a record keyed by `key`; resolves once it is durable.
     pub async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<Appended, LogError> {
         self.append_to(topic, Self::partition_for(topic, key), payload).await
     }
 
-    /// Appends a record to a given partition; resolves once it is on disk.
+    /// Appends a record to a given partition; resolves once it is durable.
     pub async fn append_to(&self, topic: Topic, partition: u32, payload: Vec<u8>) -> Result<Appended, LogError> {
         if payload.len() > MAX_RECORD_BYTES {
             return Err(LogError::TooLarge(payload.len()));
@@ -169,7 +208,7 @@ impl EmbeddedLog {
         done.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Calls `waker` after every batch of appends to `topic`.
+    /// Calls `waker` after every batch of appends to `topic` is written (before its sync).
     pub fn on_append(&self, topic: Topic, waker: impl Fn() + Send + Sync + 'static) {
         self.inner.wakers.lock().expect("wakers lock").entry(topic).or_default().push(Box::new(waker));
     }
@@ -180,21 +219,23 @@ impl EmbeddedLog {
         let mut file = File::open(&path).map_err(io_err(&path))?;
         let position = self.committed(topic, partition)?;
         file.seek(SeekFrom::Start(position)).map_err(io_err(&path))?;
-        let durable = self.inner.ends[&(topic, partition)].clone();
-        Ok(PartitionReader { topic, partition, file, path, position, durable, buffer: Vec::new(), stuck: false })
+        let ends = self.inner.ends[&(topic, partition)].clone();
+        Ok(PartitionReader { topic, partition, file, path, position, ends, buffer: Vec::new(), stuck: false })
     }
 
     /// End of the partition's last durable record.
     pub fn end(&self, topic: Topic, partition: u32) -> u64 {
-        self.inner.ends[&(topic, partition)].load(Ordering::Acquire)
+        self.inner.ends[&(topic, partition)].durable.load(Ordering::Acquire)
     }
 
     pub fn committed(&self, topic: Topic, partition: u32) -> Result<u64, LogError> {
         read_offset(&offset_path(&self.inner.dir, topic, partition))
     }
 
-    /// Records that everything before `offset` has been durably processed.
+    /// Records that everything before `offset` has been durably processed; a commit never
+    /// passes the durable end (it catches up with the next one).
     pub fn commit(&self, topic: Topic, partition: u32, offset: u64) -> Result<(), LogError> {
+        let offset = offset.min(self.end(topic, partition));
         let path = offset_path(&self.inner.dir, topic, partition);
         let tmp = path.with_extension("offset.tmp");
         fs::write(&tmp, offset.to_string()).map_err(io_err(&tmp))?;
@@ -275,11 +316,25 @@ fn parse_record(bytes: &[u8]) -> Option<Parsed<'_>> {
     Some(Parsed::Record { payload, next: HEADER + len })
 }
 
+/// Writes batches of appends and shows them to readers, then hands them to a second thread
+/// that makes them durable and acknowledges them: new records never wait for the disk's sync.
 fn write_loop(
     requests: mpsc::Receiver<AppendRequest>,
     mut files: BTreeMap<(Topic, u32), PartitionFile>,
     wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
 ) {
+    let (to_sync, written_batches) = mpsc::channel();
+    let mut targets = BTreeMap::new();
+    for (key, file) in &files {
+        match file.file.try_clone() {
+            Ok(clone) => {
+                targets.insert(*key, SyncTarget { path: file.path.clone(), file: clone, ends: file.ends.clone() });
+            }
+            Err(e) => tracing::error!(path = %file.path.display(), error = %e, "event log cannot sync this partition"),
+        }
+    }
+    let syncer =
+        std::thread::Builder::new().name("segflow-log-sync".into()).spawn(move || sync_loop(written_batches, targets));
     let mut encoded: BTreeMap<(Topic, u32), Vec<u8>> = BTreeMap::new();
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
@@ -302,38 +357,104 @@ fn write_loop(
             encode(&request.payload, buffer);
         }
         let mut failed: BTreeMap<(Topic, u32), String> = BTreeMap::new();
+        let mut ends = BTreeMap::new();
         for (key, buffer) in encoded.iter_mut().filter(|(_, b)| !b.is_empty()) {
             let file = files.get_mut(key).expect("encoded only for known partitions");
-            // On failure the end stays: the next batch overwrites whatever part was written.
-            if let Err(e) = file.append(buffer) {
-                tracing::error!(path = %file.path.display(), error = %e, "event log append failed");
-                failed.insert(*key, e.to_string());
+            match file.write(buffer) {
+                Ok(()) => {
+                    ends.insert(*key, file.end);
+                }
+                Err(e) => {
+                    tracing::error!(path = %file.path.display(), error = %e, "event log write failed");
+                    failed.insert(*key, e.to_string());
+                }
             }
             buffer.clear();
         }
-        let mut topics = BTreeSet::new();
+        wake(&wakers, ends.keys().map(|(topic, _)| *topic).collect());
+        let mut waiting = Vec::new();
         for (request, offset) in batch.into_iter().zip(offsets) {
             let key = (request.topic, request.partition);
-            let result = match (offset, failed.get(&key)) {
-                (None, _) => Err(LogError::Io {
-                    path: PathBuf::from(request.topic.name()),
-                    source: io::Error::new(io::ErrorKind::NotFound, format!("no partition {}", request.partition)),
-                }),
+            match (offset, failed.get(&key)) {
+                (None, _) => {
+                    let source = io::Error::new(io::ErrorKind::NotFound, format!("no partition {}", request.partition));
+                    let _ = request.reply.send(Err(LogError::Io { path: PathBuf::from(request.topic.name()), source }));
+                }
                 (Some(_), Some(error)) => {
-                    Err(LogError::Io { path: files[&key].path.clone(), source: io::Error::other(error.clone()) })
+                    let path = files[&key].path.clone();
+                    let _ = request.reply.send(Err(LogError::Io { path, source: io::Error::other(error.clone()) }));
                 }
                 (Some(offset), None) => {
-                    topics.insert(request.topic);
-                    Ok(Appended { partition: request.partition, offset })
+                    waiting.push((key, request.reply, Appended { partition: request.partition, offset }))
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            let _ = to_sync.send(WrittenBatch { ends, waiting });
+        }
+    }
+    drop(to_sync);
+    if let Ok(syncer) = syncer {
+        let _ = syncer.join();
+    }
+}
+
+type Reply = oneshot::Sender<Result<Appended, LogError>>;
+
+/// A written batch: each partition's end after it, and the appends waiting for their sync.
+struct WrittenBatch {
+    ends: BTreeMap<(Topic, u32), u64>,
+    waiting: Vec<((Topic, u32), Reply, Appended)>,
+}
+
+/// A partition file as the syncer sees it (its own handle on the same file).
+struct SyncTarget {
+    path: PathBuf,
+    file: File,
+    ends: Arc<Ends>,
+}
+
+/// Makes written batches durable, every batch written meanwhile with one `fdatasync` per
+/// partition, and acknowledges them. A failed sync keeps the records (readers may have seen
+/// them) but acknowledges none: their producers retry, and the dataflow ignores duplicates.
+fn sync_loop(batches: mpsc::Receiver<WrittenBatch>, targets: BTreeMap<(Topic, u32), SyncTarget>) {
+    while let Ok(first) = batches.recv() {
+        let mut group = vec![first];
+        group.extend(batches.try_iter());
+        let mut ends: BTreeMap<(Topic, u32), u64> = BTreeMap::new();
+        for (key, end) in group.iter().flat_map(|batch| &batch.ends) {
+            let at = ends.entry(*key).or_default();
+            *at = (*at).max(*end);
+        }
+        let mut failed = BTreeMap::new();
+        for (key, end) in ends {
+            let result = match targets.get(&key) {
+                Some(target) => target.file.sync_data().map(|()| target.ends.durable.fetch_max(end, Ordering::Release)),
+                None => Err(io::Error::other("no handle to sync")),
+            };
+            if let Err(e) = result {
+                tracing::error!(topic = key.0.name(), partition = key.1, error = %e, "event log sync failed");
+                failed.insert(key, e);
+            }
+        }
+        for (key, reply, appended) in group.into_iter().flat_map(|batch| batch.waiting) {
+            let result = match failed.get(&key) {
+                None => Ok(appended),
+                Some(e) => {
+                    let path = targets.get(&key).map_or_else(|| PathBuf::from(key.0.name()), |t| t.path.clone());
+                    Err(LogError::Io { path, source: io::Error::new(e.kind(), e.to_string()) })
                 }
             };
-            let _ = request.reply.send(result);
+            let _ = reply.send(result);
         }
-        let wakers = wakers.lock().expect("wakers lock");
-        for topic in topics {
-            for wake in wakers.get(&topic).into_iter().flatten() {
-                wake();
-            }
+    }
+}
+
+fn wake(wakers: &Mutex<BTreeMap<Topic, Vec<Waker>>>, topics: BTreeSet<Topic>) {
+    let wakers = wakers.lock().expect("wakers lock");
+    for topic in topics {
+        for wake in wakers.get(&topic).into_iter().flatten() {
+            wake();
         }
     }
 }
@@ -346,8 +467,8 @@ pub struct PartitionReader {
     path: PathBuf,
     /// Offset of the first byte of `buffer`.
     position: u64,
-    /// The writer's durable end: nothing past it is read.
-    durable: Arc<AtomicU64>,
+    /// The writer's ends: nothing past the written end is read.
+    ends: Arc<Ends>,
     buffer: Vec<u8>,
     /// Set on a record whose length cannot be trusted: reading stops there.
     stuck: bool,
@@ -360,10 +481,10 @@ impl PartitionReader {
             return Ok(0);
         }
         let mut chunk = [0u8; 64 * 1024];
-        let durable = self.durable.load(Ordering::Acquire);
+        let written = self.ends.written.load(Ordering::Acquire);
         loop {
             let read_to = self.position + self.buffer.len() as u64;
-            let want = (durable.saturating_sub(read_to)).min(chunk.len() as u64) as usize;
+            let want = (written.saturating_sub(read_to)).min(chunk.len() as u64) as usize;
             if want == 0 {
                 break;
             }
@@ -466,6 +587,24 @@ mod tests {
             records.iter().map(|r| r.payload.clone().unwrap()).collect::<Vec<_>>(),
             [b"two".to_vec(), b"three".to_vec()]
         );
+    }
+
+    #[tokio::test]
+    async fn whole_block_writes_keep_earlier_records_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |i: usize| format!("{i:03}").repeat(100).into_bytes();
+        for round in 0..2 {
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            for i in round * 20..round * 20 + 20 {
+                log.append_to(Topic::LiveChunks, 0, record(i)).await.unwrap();
+            }
+            log.close();
+        }
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        let records = drain(&mut log.reader(Topic::LiveChunks, 0).unwrap());
+        let expected: Vec<Vec<u8>> = (0..40).map(record).collect();
+        assert_eq!(records.into_iter().map(|r| r.payload.unwrap()).collect::<Vec<_>>(), expected);
+        assert_eq!(log.end(Topic::LiveChunks, 0), 40 * (HEADER as u64 + 300), "the records cross several blocks");
     }
 
     #[tokio::test]

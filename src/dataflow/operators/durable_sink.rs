@@ -29,15 +29,19 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
             let activator = scope.worker().sync_activator_for(info.address.to_vec());
             let (batches, mut to_write) = tokio::sync::mpsc::channel::<(u64, Vec<SinkOp>)>(MAX_IN_FLIGHT);
             let (acks, acked) = std::sync::mpsc::channel::<u64>();
-            // Playlists are written here, batch by batch; documents go to the shared committer,
-            // so this batch's playlists are written while earlier documents are being synced.
+            // Playlists are written here, every batch queued meanwhile together (each stream's
+            // newest playlist once); documents go to the shared committer, so these playlists
+            // are written while earlier documents are being synced.
             runtime.spawn(async move {
-                while let Some((id, ops)) = to_write.recv().await {
+                let mut queued = Vec::new();
+                while to_write.recv_many(&mut queued, MAX_IN_FLIGHT).await > 0 {
+                    let ids: Vec<u64> = queued.iter().map(|(id, _)| *id).collect();
+                    let ops: Vec<SinkOp> = queued.drain(..).flat_map(|(_, ops)| ops).collect();
                     let written = retry(&sink.metrics, || sink.write_playlists(&ops)).await;
                     let writes = sink.documents(ops, &written);
                     let (acks, activator) = (acks.clone(), activator.clone());
                     sink.commit(writes, written, move || {
-                        if acks.send(id).is_ok() {
+                        if ids.into_iter().all(|id| acks.send(id).is_ok()) {
                             let _ = activator.activate();
                         }
                     })

@@ -50,7 +50,6 @@ struct PartitionFile {
 }
 
 /// A partition's ends as the writer publishes them.
-#[derive(Default)]
 struct Ends {
     /// Readers read up to here.
     written: AtomicU64,
@@ -132,6 +131,7 @@ impl EmbeddedLog {
     /// record torn by a crash mid-write.
     pub fn open(dir: &Path) -> Result<EmbeddedLog, LogError> {
         let mut files = BTreeMap::new();
+        let mut targets = BTreeMap::new();
         let mut ends = BTreeMap::new();
         for topic in Topic::ALL {
             let topic_dir = dir.join(topic.name());
@@ -159,15 +159,25 @@ impl EmbeddedLog {
                 file.read_exact_at(&mut tail, end - end % BLOCK).map_err(io_err(&path))?;
                 let published = Ends::at(end);
                 ends.insert((topic, p), published.clone());
+                let sync_file = file.try_clone().map_err(io_err(&path))?;
+                targets.insert((topic, p), SyncTarget { path: path.clone(), file: sync_file, ends: published.clone() });
                 files.insert((topic, p), PartitionFile { path, file, end, allocated, tail, ends: published });
             }
         }
+        let (to_sync, written) = mpsc::channel();
+        let syncer = std::thread::Builder::new()
+            .name("segflow-log-sync".into())
+            .spawn(move || sync_loop(written, targets))
+            .map_err(io_err(dir))?;
         let (tx, rx) = mpsc::channel();
         let wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>> = Arc::default();
         let writer_wakers = wakers.clone();
         let writer = std::thread::Builder::new()
             .name("segflow-log-writer".into())
-            .spawn(move || write_loop(rx, files, writer_wakers))
+            .spawn(move || {
+                write_loop(rx, files, writer_wakers, to_sync);
+                let _ = syncer.join();
+            })
             .map_err(io_err(dir))?;
         Ok(EmbeddedLog {
             inner: Arc::new(Inner {
@@ -322,19 +332,8 @@ fn write_loop(
     requests: mpsc::Receiver<AppendRequest>,
     mut files: BTreeMap<(Topic, u32), PartitionFile>,
     wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
+    to_sync: mpsc::Sender<WrittenBatch>,
 ) {
-    let (to_sync, written_batches) = mpsc::channel();
-    let mut targets = BTreeMap::new();
-    for (key, file) in &files {
-        match file.file.try_clone() {
-            Ok(clone) => {
-                targets.insert(*key, SyncTarget { path: file.path.clone(), file: clone, ends: file.ends.clone() });
-            }
-            Err(e) => tracing::error!(path = %file.path.display(), error = %e, "event log cannot sync this partition"),
-        }
-    }
-    let syncer =
-        std::thread::Builder::new().name("segflow-log-sync".into()).spawn(move || sync_loop(written_batches, targets));
     let mut encoded: BTreeMap<(Topic, u32), Vec<u8>> = BTreeMap::new();
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
@@ -393,10 +392,6 @@ fn write_loop(
             let _ = to_sync.send(WrittenBatch { ends, waiting });
         }
     }
-    drop(to_sync);
-    if let Ok(syncer) = syncer {
-        let _ = syncer.join();
-    }
 }
 
 type Reply = oneshot::Sender<Result<Appended, LogError>>;
@@ -428,22 +423,21 @@ fn sync_loop(batches: mpsc::Receiver<WrittenBatch>, targets: BTreeMap<(Topic, u3
         }
         let mut failed = BTreeMap::new();
         for (key, end) in ends {
-            let result = match targets.get(&key) {
-                Some(target) => target.file.sync_data().map(|()| target.ends.durable.fetch_max(end, Ordering::Release)),
-                None => Err(io::Error::other("no handle to sync")),
-            };
-            if let Err(e) = result {
+            let target = &targets[&key];
+            if let Err(e) = target.file.sync_data() {
                 tracing::error!(topic = key.0.name(), partition = key.1, error = %e, "event log sync failed");
                 failed.insert(key, e);
+            } else {
+                target.ends.durable.fetch_max(end, Ordering::Release);
             }
         }
         for (key, reply, appended) in group.into_iter().flat_map(|batch| batch.waiting) {
             let result = match failed.get(&key) {
                 None => Ok(appended),
-                Some(e) => {
-                    let path = targets.get(&key).map_or_else(|| PathBuf::from(key.0.name()), |t| t.path.clone());
-                    Err(LogError::Io { path, source: io::Error::new(e.kind(), e.to_string()) })
-                }
+                Some(e) => Err(LogError::Io {
+                    path: targets[&key].path.clone(),
+                    source: io::Error::new(e.kind(), e.to_string()),
+                }),
             };
             let _ = reply.send(result);
         }

@@ -7,6 +7,8 @@
 //! the fsync'd log append), the floor any pipeline behind it adds to; and the disk's own floor
 //! just before and after, the same appends written and synced with nothing else running.
 //!
+//! Also printed: the engine's CPU time per event over the measured window.
+//!
 //! `cargo bench --bench live_latency` (env `RATE`, `SECONDS`, `STREAMS` override the defaults)
 
 #[path = "../tests/common/mod.rs"]
@@ -130,7 +132,7 @@ async fn main() {
     let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), engine.cpu_seconds());
     let mut sent = Vec::new();
     for seq in 0..per_stream {
         stored_rx.wait_for(|stored| *stored > seq).await.unwrap();
@@ -168,6 +170,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let cpu_ms_per_event = (engine.cpu_seconds() - cpu_before) * 1e3 / (per_stream * streams) as f64;
     assert!(engine.terminate().success(), "segflow drained and exited 0");
     floor.extend(disk_floor(data.path(), rate, floor_seconds));
 
@@ -190,4 +193,5 @@ async fn main() {
     println!("  ratio to baseline            p50 {:.2}x    p99 {:.2}x", p50 / a50, p99 / a99);
     println!("  disk floor (before + after)  p50 {f50:.2} ms   p99 {f99:.2} ms   max {:.2} ms", floor.last().unwrap());
     println!("  ratio to the disk floor      p50 {:.2}x    p99 {:.2}x", p50 / f50, p99 / f99);
+    println!("  engine CPU (user + kernel)   {:.0} µs per event", cpu_ms_per_event * 1e3);
 }

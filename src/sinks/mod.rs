@@ -111,7 +111,7 @@ impl LiveSink {
         body: &str,
         ended: bool,
     ) -> Result<(String, PlaylistWritten), SinkError> {
-        self.store.put_bytes(&live_manifest_key(stream_id), Bytes::copy_from_slice(body.as_bytes())).await?;
+        self.store.rewrite(&live_manifest_key(stream_id), Bytes::copy_from_slice(body.as_bytes()), ended).await?;
         self.metrics.playlists_written_total.inc();
         Ok((stream_id.to_string(), PlaylistWritten { ended, at_us: now_us() }))
     }

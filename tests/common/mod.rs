@@ -314,6 +314,16 @@ impl EngineProcess {
         let _ = self.0.wait();
     }
 
+    /// CPU time the process has used so far, all threads, user and kernel (`/proc/{pid}/stat`).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
+        // Fields after the parenthesised name: utime and stime are the 12th and 13th, in
+        // USER_HZ ticks (100 per second on Linux).
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
     /// Sends SIGTERM and returns how the process exited.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();

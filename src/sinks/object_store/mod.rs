@@ -62,6 +62,13 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 pub trait ObjectStore: Send + Sync + 'static {
     /// Writes `bytes` at `key`, replacing it atomically.
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+    /// Replaces a small object that is rewritten often (a live playlist), atomically like
+    /// [`put_bytes`](Self::put_bytes); a store may keep spare copies to make rewrites cheap,
+    /// and drops them once `last` says no rewrite follows.
+    async fn rewrite(&self, key: &str, bytes: Bytes, last: bool) -> Result<(), StoreError> {
+        let _ = last;
+        self.put_bytes(key, bytes).await
+    }
     /// Streams `body` to `key`, hashing it on the way; refuses more than `max_bytes` or none,
     /// leaving nothing behind. The object appears atomically and durably.
     async fn put_stream(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError>;

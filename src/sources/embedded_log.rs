@@ -103,7 +103,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io { path: path.to_path_buf(), source }
 }
 
-type Waker = Box<dyn Fn() + Send + Sync>;
+/// A reader's wake-up call and the partitions it reads.
+struct Waker {
+    partitions: BTreeSet<(Topic, u32)>,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+type Wakers = Arc<Mutex<Vec<Waker>>>;
 
 struct AppendRequest {
     topic: Topic,
@@ -122,7 +128,7 @@ struct Inner {
     dir: PathBuf,
     ends: BTreeMap<(Topic, u32), Arc<Ends>>,
     requests: Mutex<Option<mpsc::Sender<AppendRequest>>>,
-    wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
+    wakers: Wakers,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -170,7 +176,7 @@ impl EmbeddedLog {
             .spawn(move || sync_loop(written, targets))
             .map_err(io_err(dir))?;
         let (tx, rx) = mpsc::channel();
-        let wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>> = Arc::default();
+        let wakers: Wakers = Arc::default();
         let writer_wakers = wakers.clone();
         let writer = std::thread::Builder::new()
             .name("segflow-log-writer".into())
@@ -218,9 +224,11 @@ impl EmbeddedLog {
         done.await.map_err(|_| LogError::Closed)?
     }
 
-    /// Calls `waker` after every batch of appends to `topic` is written (before its sync).
-    pub fn on_append(&self, topic: Topic, waker: impl Fn() + Send + Sync + 'static) {
-        self.inner.wakers.lock().expect("wakers lock").entry(topic).or_default().push(Box::new(waker));
+    /// Calls `wake` after every batch of appends to one of `partitions` of `topic` is written
+    /// (before its sync); a worker is not woken for the partitions of others.
+    pub fn on_append(&self, topic: Topic, partitions: &[u32], wake: impl Fn() + Send + Sync + 'static) {
+        let partitions = partitions.iter().map(|p| (topic, *p)).collect();
+        self.inner.wakers.lock().expect("wakers lock").push(Waker { partitions, wake: Box::new(wake) });
     }
 
     /// A reader positioned at the partition's committed offset.
@@ -331,7 +339,7 @@ fn parse_record(bytes: &[u8]) -> Option<Parsed<'_>> {
 fn write_loop(
     requests: mpsc::Receiver<AppendRequest>,
     mut files: BTreeMap<(Topic, u32), PartitionFile>,
-    wakers: Arc<Mutex<BTreeMap<Topic, Vec<Waker>>>>,
+    wakers: Wakers,
     to_sync: mpsc::Sender<WrittenBatch>,
 ) {
     let mut encoded: BTreeMap<(Topic, u32), Vec<u8>> = BTreeMap::new();
@@ -370,7 +378,7 @@ fn write_loop(
             }
             buffer.clear();
         }
-        wake(&wakers, ends.keys().map(|(topic, _)| *topic).collect());
+        wake(&wakers, &ends);
         let mut waiting = Vec::new();
         for (request, offset) in batch.into_iter().zip(offsets) {
             let key = (request.topic, request.partition);
@@ -444,11 +452,10 @@ fn sync_loop(batches: mpsc::Receiver<WrittenBatch>, targets: BTreeMap<(Topic, u3
     }
 }
 
-fn wake(wakers: &Mutex<BTreeMap<Topic, Vec<Waker>>>, topics: BTreeSet<Topic>) {
-    let wakers = wakers.lock().expect("wakers lock");
-    for topic in topics {
-        for wake in wakers.get(&topic).into_iter().flatten() {
-            wake();
+fn wake(wakers: &Mutex<Vec<Waker>>, written: &BTreeMap<(Topic, u32), u64>) {
+    for waker in wakers.lock().expect("wakers lock").iter() {
+        if written.keys().any(|key| waker.partitions.contains(key)) {
+            (waker.wake)();
         }
     }
 }

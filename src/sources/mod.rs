@@ -132,7 +132,10 @@ impl TopicReader {
     /// Calls `wake` whenever new records may be there to read.
     pub fn on_data(&mut self, wake: impl Fn() + Send + Sync + 'static) {
         match self {
-            TopicReader::Embedded { log, topic, .. } => log.on_append(*topic, wake),
+            TopicReader::Embedded { log, topic, readers } => {
+                let partitions: Vec<u32> = readers.iter().map(|r| r.partition).collect();
+                log.on_append(*topic, &partitions, wake)
+            }
             TopicReader::Kafka(reader) => reader.on_data(wake),
         }
     }

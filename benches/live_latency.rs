@@ -9,7 +9,9 @@
 //!
 //! Also printed: the engine's CPU time per event over the measured window.
 //!
-//! `cargo bench --bench live_latency` (env `RATE`, `SECONDS`, `STREAMS` override the defaults)
+//! `cargo bench --bench live_latency` (env `RATE`, `SECONDS`, `STREAMS` override the defaults;
+//! `DISK_STRESS_MBPS=N` adds a competing writer of N MiB/s, each 8 MiB `fsync`ed, for the
+//! whole run, floors included)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -82,6 +84,31 @@ fn disk_floor(dir: &std::path::Path, rate: u64, seconds: u64) -> Vec<f64> {
     latencies
 }
 
+/// A competing writer for the run's length: `mb_per_s` of 8 MiB writes, each `fsync`ed, over a
+/// 128 MiB file in `dir`, to measure the engine while the disk is busy (`DISK_STRESS_MBPS`).
+fn stress_disk(
+    dir: &std::path::Path,
+    mb_per_s: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("stress.bin");
+    std::thread::spawn(move || {
+        let file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x5a; 8 << 20];
+        let (started, mut written) = (Instant::now(), 0u64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            file.write_all_at(&chunk, written % (128 << 20)).unwrap();
+            file.sync_data().unwrap();
+            written += chunk.len() as u64;
+            let due = Duration::from_secs_f64(written as f64 / (mb_per_s << 20) as f64);
+            std::thread::sleep(due.saturating_sub(started.elapsed()));
+        }
+        std::fs::remove_file(path).unwrap();
+        written >> 20
+    })
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -89,6 +116,11 @@ async fn main() {
     }
     let (rate, seconds, streams) = (env("RATE", 1000), env("SECONDS", 10), env("STREAMS", 100));
     let data = tempfile::tempdir().unwrap();
+    let stop_stress = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stress = match env("DISK_STRESS_MBPS", 0) {
+        0 => None,
+        mb_per_s => Some(stress_disk(data.path(), mb_per_s, stop_stress.clone())),
+    };
     let floor_seconds = seconds.div_ceil(2);
     let mut floor = disk_floor(data.path(), rate, floor_seconds);
     // The engine runs as its own process, as deployed; this process is only the client.
@@ -173,6 +205,8 @@ async fn main() {
     let cpu_ms_per_event = (engine.cpu_seconds() - cpu_before) * 1e3 / (per_stream * streams) as f64;
     assert!(engine.terminate().success(), "segflow drained and exited 0");
     floor.extend(disk_floor(data.path(), rate, floor_seconds));
+    stop_stress.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stressed_mb = stress.map(|s| s.join().unwrap());
 
     let mut acks = acks.lock().unwrap().clone();
     acks.sort_by(f64::total_cmp);
@@ -182,6 +216,9 @@ async fn main() {
     floor.sort_by(f64::total_cmp);
     let (f50, f99) = (percentile(&floor, 0.50), percentile(&floor, 0.99));
     println!("live_latency: {} events over {streams} streams at {achieved:.0} events/s", per_stream * streams);
+    if let Some(mb) = stressed_mb {
+        println!("  disk stress: {mb} MiB written and fsynced alongside");
+    }
     if late > 0 {
         println!("  late (held back past their window, not in a playlist): {late}");
     }

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 
@@ -17,7 +16,7 @@ use crate::dataflow::SinkOp;
 use crate::metrics::Metrics;
 use crate::model::{ChunkStatus, live_manifest_key, now_us};
 use metadata::{MetaWrite, MetadataError, MetadataStore};
-use object_store::{ObjectStore, StoreError};
+use object_store::{ObjectStore, Rewrite, StoreError};
 
 #[derive(Debug, Error)]
 pub enum SinkError {
@@ -69,9 +68,6 @@ const MAX_COMMIT_GROUP: usize = 4096;
 /// this point, so chunk latency does not include it.
 const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Playlists written at once by one batch.
-const PLAYLIST_WRITES_AT_ONCE: usize = 4;
-
 impl LiveSink {
     /// Creates the sink and its committer task, shared by every worker: documents of batches
     /// that queue up while a transaction is written go out together in the next one.
@@ -87,8 +83,8 @@ impl LiveSink {
         sink
     }
 
-    /// Writes the newest playlist of each stream in the batch, several streams at once (a write
-    /// the disk holds up delays only its own stream's chunks). Idempotent.
+    /// Writes the newest playlist of each stream in the batch, all in one store call, and
+    /// stamps them with when that call finished. Idempotent.
     pub async fn write_playlists(&self, ops: &[SinkOp]) -> Result<PlaylistsWritten, SinkError> {
         let mut playlists: HashMap<&str, (&str, bool)> = HashMap::new();
         for op in ops {
@@ -96,24 +92,22 @@ impl LiveSink {
                 playlists.insert(stream_id, (body, *ended));
             }
         }
-        let writes: Vec<_> = playlists
-            .into_iter()
-            .map(|(stream_id, (body, ended))| self.write_playlist(stream_id, body, ended))
+        let rewrites = playlists
+            .iter()
+            .map(|(stream_id, (body, ended))| Rewrite {
+                key: live_manifest_key(stream_id),
+                bytes: Bytes::copy_from_slice(body.as_bytes()),
+                last: *ended,
+            })
             .collect();
-        let streams =
-            futures_util::stream::iter(writes).buffer_unordered(PLAYLIST_WRITES_AT_ONCE).try_collect().await?;
+        self.store.rewrite_all(rewrites).await?;
+        self.metrics.playlists_written_total.inc_by(playlists.len() as u64);
+        let at_us = now_us();
+        let streams = playlists
+            .into_iter()
+            .map(|(stream_id, (_, ended))| (stream_id.to_string(), PlaylistWritten { ended, at_us }))
+            .collect();
         Ok(PlaylistsWritten { streams })
-    }
-
-    async fn write_playlist(
-        &self,
-        stream_id: &str,
-        body: &str,
-        ended: bool,
-    ) -> Result<(String, PlaylistWritten), SinkError> {
-        self.store.rewrite(&live_manifest_key(stream_id), Bytes::copy_from_slice(body.as_bytes()), ended).await?;
-        self.metrics.playlists_written_total.inc();
-        Ok((stream_id.to_string(), PlaylistWritten { ended, at_us: now_us() }))
     }
 
     /// The batch's documents, stamped with when their playlists were written; latencies are

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, ObjectStore, StoreError, StoredObject, io};
+use super::{ByteStream, ObjectStore, Rewrite, StoreError, StoredObject, io};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -57,7 +57,7 @@ fn spare_path(path: &Path, n: usize) -> PathBuf {
 /// inode and frees the old one per write; on ext4 without a journal that search for a free
 /// inode and that release (a synchronous discard) were most of the engine's CPU at 1,000
 /// playlist writes/s, and stalled with the disk.
-fn swap_in(path: &Path, spare: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn swap_in(path: &Path, spare: &Path, bytes: &[u8], last: bool) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let open = || std::fs::File::options().write(true).create(true).truncate(false).open(spare);
     let file = match open() {
@@ -72,17 +72,26 @@ fn swap_in(path: &Path, spare: &Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(file);
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, spare, CWD, path, RenameFlags::EXCHANGE) {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         // The first version: nothing to swap with yet.
-        Err(rustix::io::Errno::NOENT) => std::fs::rename(spare, path),
+        Err(rustix::io::Errno::NOENT) => std::fs::rename(spare, path)?,
         // A file system that cannot swap names: write a new file and rename it over.
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => {
             let tmp = LocalStore::temp_path(path);
             std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, path)
+            std::fs::rename(&tmp, path)?
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
     }
+    if last {
+        for n in 0..SPARES {
+            match std::fs::remove_file(spare_path(path, n)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A refused or deleted object leaves no empty directory behind (a non-empty one stays).
@@ -117,31 +126,28 @@ impl ObjectStore for LocalStore {
         written.map_err(io(key))
     }
 
-    async fn rewrite(&self, key: &str, bytes: Bytes, last: bool) -> Result<(), StoreError> {
-        let path = self.path(key)?;
-        let spare = {
+    /// All in one trip to the blocking pool: each is a few system calls on cached pages.
+    async fn rewrite_all(&self, rewrites: Vec<Rewrite>) -> Result<(), StoreError> {
+        let mut planned = Vec::with_capacity(rewrites.len());
+        {
             let mut next = self.next_spare.lock().unwrap_or_else(|e| e.into_inner());
-            let n = if last { next.remove(&path) } else { next.get(&path).copied() }.unwrap_or(0);
-            if !last {
-                next.insert(path.clone(), (n + 1) % SPARES);
-            }
-            n
-        };
-        let written = tokio::task::spawn_blocking(move || {
-            swap_in(&path, &spare_path(&path, spare), &bytes)?;
-            if last {
-                for n in 0..SPARES {
-                    match std::fs::remove_file(spare_path(&path, n)) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                        _ => {}
-                    }
+            for rewrite in rewrites {
+                let path = self.path(&rewrite.key)?;
+                let spare = if rewrite.last { next.remove(&path) } else { next.get(&path).copied() }.unwrap_or(0);
+                if !rewrite.last {
+                    next.insert(path.clone(), (spare + 1) % SPARES);
                 }
+                planned.push((path, spare, rewrite));
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            for (path, spare, rewrite) in planned {
+                swap_in(&path, &spare_path(&path, spare), &rewrite.bytes, rewrite.last).map_err(io(&rewrite.key))?;
             }
             Ok(())
         })
         .await
-        .map_err(|e| StoreError::Body(e.to_string()))?;
-        written.map_err(io(key))
+        .map_err(|e| StoreError::Body(e.to_string()))?
     }
 
     async fn put_stream(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError> {
@@ -327,7 +333,10 @@ mod tests {
         let mut held = Vec::new();
         for version in 0..20 {
             let body = format!("version {version}\n").repeat(version + 1);
-            store.rewrite(key, body.clone().into(), false).await.unwrap();
+            store
+                .rewrite_all(vec![Rewrite { key: key.into(), bytes: body.clone().into(), last: false }])
+                .await
+                .unwrap();
             assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
             inodes.insert(std::fs::metadata(&path).unwrap().ino());
             held.push((std::fs::File::open(&path).unwrap(), body));
@@ -340,7 +349,20 @@ mod tests {
         assert_eq!(&read, body);
         assert_eq!(store.list_keys("").await.unwrap(), vec![key.to_string()], "spares are not objects");
 
-        store.rewrite(key, Bytes::from_static(b"ended\n"), true).await.unwrap();
+        // Several objects in one call, each in its own place.
+        let other = "manifests/t/live.m3u8";
+        let both = vec![
+            Rewrite { key: key.into(), bytes: Bytes::from_static(b"s\n"), last: false },
+            Rewrite { key: other.into(), bytes: Bytes::from_static(b"t\n"), last: false },
+        ];
+        store.rewrite_all(both).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"s\n");
+        assert_eq!(std::fs::read(dir.path().join(other)).unwrap(), b"t\n");
+
+        store
+            .rewrite_all(vec![Rewrite { key: key.into(), bytes: Bytes::from_static(b"ended\n"), last: true }])
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"ended\n");
         let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("live.m3u8")], "the last rewrite drops the spares");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -58,16 +59,29 @@ pub struct StoredObject {
 
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
+/// A new version of a small object that is rewritten often.
+pub struct Rewrite {
+    pub key: String,
+    pub bytes: Bytes,
+    /// No further version follows (the stream ended).
+    pub last: bool,
+}
+
+/// Rewrites in flight at once on stores that write each over the network.
+const REWRITES_AT_ONCE: usize = 4;
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Writes `bytes` at `key`, replacing it atomically.
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
-    /// Replaces a small object that is rewritten often (a live playlist), atomically like
-    /// [`put_bytes`](Self::put_bytes); a store may keep spare copies to make rewrites cheap,
-    /// and drops them once `last` says no rewrite follows.
-    async fn rewrite(&self, key: &str, bytes: Bytes, last: bool) -> Result<(), StoreError> {
-        let _ = last;
-        self.put_bytes(key, bytes).await
+    /// Replaces small objects that are rewritten often (live playlists), each atomically like
+    /// [`put_bytes`](Self::put_bytes), several at once. A store may keep spare copies to make
+    /// rewrites cheap, and drops an object's once its [`Rewrite::last`] says none follows.
+    async fn rewrite_all(&self, rewrites: Vec<Rewrite>) -> Result<(), StoreError> {
+        futures_util::stream::iter(rewrites.into_iter().map(|r| async move { self.put_bytes(&r.key, r.bytes).await }))
+            .buffer_unordered(REWRITES_AT_ONCE)
+            .try_collect()
+            .await
     }
     /// Streams `body` to `key`, hashing it on the way; refuses more than `max_bytes` or none,
     /// leaving nothing behind. The object appears atomically and durably.

@@ -52,6 +52,13 @@ fn spare_path(path: &Path, n: usize) -> PathBuf {
     path.with_file_name(format!(".{name}.{n}"))
 }
 
+/// Replaces `path` atomically by a new file holding `bytes` (written beside it, renamed over).
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = LocalStore::temp_path(path);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Rewrites `path` without a new file: the bytes go into a spare in place, then the spare and
 /// `path` swap names in one atomic step. Replacing `path` by a new file instead costs a new
 /// inode and frees the old one per write; on ext4 without a journal that search for a free
@@ -76,11 +83,7 @@ fn swap_in(path: &Path, spare: &Path, bytes: &[u8], last: bool) -> std::io::Resu
         // The first version: nothing to swap with yet.
         Err(rustix::io::Errno::NOENT) => std::fs::rename(spare, path)?,
         // A file system that cannot swap names: write a new file and rename it over.
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => {
-            let tmp = LocalStore::temp_path(path);
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, path)?
-        }
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => replace_file(path, bytes)?,
         Err(e) => return Err(e.into()),
     }
     if last {
@@ -112,14 +115,12 @@ async fn create_parent(path: &Path, key: &str) -> Result<(), StoreError> {
 impl ObjectStore for LocalStore {
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        let tmp = Self::temp_path(&path);
-        // One trip to the blocking pool for the whole write (playlists are rewritten often).
+        // One trip to the blocking pool for the whole write.
         let written = tokio::task::spawn_blocking(move || {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &path)
+            replace_file(&path, &bytes)
         })
         .await
         .map_err(|e| StoreError::Body(e.to_string()))?;

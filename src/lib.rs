@@ -13,11 +13,13 @@
 //! - [`api`]: the axum router, handlers, errors and signed URLs.
 //! - [`engine`]: wires it all together; `engine::run` is what `segflow run` calls.
 //! - [`metrics`]: every Prometheus metric, defined once.
+//! - [`files`]: files replaced atomically, small ones without creating a file per version.
 
 pub mod api;
 pub mod config;
 pub mod dataflow;
 pub mod engine;
+pub mod files;
 pub mod media;
 pub mod metrics;
 pub mod model;

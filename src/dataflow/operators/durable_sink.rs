@@ -1,4 +1,4 @@
-//! Hands sink operations to an async writer on tokio and holds a capability for each batch
+//! Hands sink operations to a writer thread and holds a capability for each batch
 //! until the writer reports it durable. Probing the (empty) output therefore gives a
 //! "durable up to" frontier, which decides when log offsets may be committed.
 
@@ -31,8 +31,10 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
             let (acks, acked) = std::sync::mpsc::channel::<u64>();
             // Playlists are written here, every batch queued meanwhile together (each stream's
             // newest playlist once); documents go to the shared committer, so these playlists
-            // are written while earlier documents are being synced.
-            runtime.spawn(async move {
+            // are written while earlier documents are being synced. The writer has a thread of
+            // its own: as a task it waited behind HTTP handlers for a runtime thread, then for a
+            // blocking-pool thread, and those waits were most of the live path's tail.
+            let writer = async move {
                 let mut queued = Vec::new();
                 while to_write.recv_many(&mut queued, MAX_IN_FLIGHT).await > 0 {
                     let ids: Vec<u64> = queued.iter().map(|(id, _)| *id).collect();
@@ -47,7 +49,11 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
                     })
                     .await;
                 }
-            });
+            };
+            std::thread::Builder::new()
+                .name(format!("playlist-writer-{}", scope.index()))
+                .spawn(move || runtime.block_on(writer))
+                .expect("spawning the playlist writer thread");
             let mut next_id = 0u64;
             let mut in_flight: HashMap<u64, Capability<u64>> = HashMap::new();
             // What arrived and is not yet sent, under the earliest capability among it: one

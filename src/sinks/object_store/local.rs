@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{ByteStream, ObjectStore, Rewrite, StoreError, StoredObject, io};
+use crate::files::{self, temp_path};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -38,63 +39,6 @@ impl LocalStore {
         }
         Ok(path)
     }
-
-    fn temp_path(path: &Path) -> PathBuf {
-        let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(format!(".tmp-{:016x}", rand::random::<u64>()));
-        path.with_file_name(name)
-    }
-}
-
-/// The hidden file (not a valid key) that holds spare version `n` of `path`.
-fn spare_path(path: &Path, n: usize) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{n}"))
-}
-
-/// Replaces `path` atomically by a new file holding `bytes` (written beside it, renamed over).
-fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = LocalStore::temp_path(path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Rewrites `path` without a new file: the bytes go into a spare in place, then the spare and
-/// `path` swap names in one atomic step. Replacing `path` by a new file instead costs a new
-/// inode and frees the old one per write; on ext4 without a journal that search for a free
-/// inode and that release (a synchronous discard) were most of the engine's CPU at 1,000
-/// playlist writes/s, and stalled with the disk.
-fn swap_in(path: &Path, spare: &Path, bytes: &[u8], last: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let open = || std::fs::File::options().write(true).create(true).truncate(false).open(spare);
-    let file = match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(spare.parent().unwrap_or(Path::new(".")))?;
-            open()?
-        }
-        opened => opened?,
-    };
-    file.write_all_at(bytes, 0)?;
-    file.set_len(bytes.len() as u64)?;
-    drop(file);
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
-    match renameat_with(CWD, spare, CWD, path, RenameFlags::EXCHANGE) {
-        Ok(()) => {}
-        // The first version: nothing to swap with yet.
-        Err(rustix::io::Errno::NOENT) => std::fs::rename(spare, path)?,
-        // A file system that cannot swap names: write a new file and rename it over.
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => replace_file(path, bytes)?,
-        Err(e) => return Err(e.into()),
-    }
-    if last {
-        for n in 0..SPARES {
-            match std::fs::remove_file(spare_path(path, n)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A refused or deleted object leaves no empty directory behind (a non-empty one stays).
@@ -102,6 +46,17 @@ async fn remove_empty_parent(path: &Path) {
     if let Some(parent) = path.parent() {
         let _ = tokio::fs::remove_dir(parent).await;
     }
+}
+
+/// Runs file work that blocks on this thread where the runtime allows it (the playlist writer's
+/// own thread; a runtime thread first hands its other tasks to another), else on the blocking
+/// pool. Waiting for a pool thread was much of the live path's tail on two busy cores.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        return Ok(tokio::task::block_in_place(work));
+    }
+    tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Body(e.to_string()))
 }
 
 async fn create_parent(path: &Path, key: &str) -> Result<(), StoreError> {
@@ -120,14 +75,14 @@ impl ObjectStore for LocalStore {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            replace_file(&path, &bytes)
+            files::replace(&path, &bytes)
         })
         .await
         .map_err(|e| StoreError::Body(e.to_string()))?;
         written.map_err(io(key))
     }
 
-    /// All in one trip to the blocking pool: each is a few system calls on cached pages.
+    /// All in one blocking call: each is a few system calls on cached pages.
     async fn rewrite_all(&self, rewrites: Vec<Rewrite>) -> Result<(), StoreError> {
         let mut planned = Vec::with_capacity(rewrites.len());
         {
@@ -141,20 +96,22 @@ impl ObjectStore for LocalStore {
                 planned.push((path, spare, rewrite));
             }
         }
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             for (path, spare, rewrite) in planned {
-                swap_in(&path, &spare_path(&path, spare), &rewrite.bytes, rewrite.last).map_err(io(&rewrite.key))?;
+                files::swap_in(&path, SPARES, spare, &rewrite.bytes).map_err(io(&rewrite.key))?;
+                if rewrite.last {
+                    files::drop_spares(&path, SPARES).map_err(io(&rewrite.key))?;
+                }
             }
             Ok(())
         })
-        .await
-        .map_err(|e| StoreError::Body(e.to_string()))?
+        .await?
     }
 
     async fn put_stream(&self, key: &str, mut body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError> {
         let path = self.path(key)?;
         create_parent(&path, key).await?;
-        let tmp = Self::temp_path(&path);
+        let tmp = temp_path(&path);
         let mut file = tokio::fs::File::create(&tmp).await.map_err(io(key))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -217,7 +174,7 @@ impl ObjectStore for LocalStore {
             std::fs::File::open(&from)?.sync_all()?;
             // Same file system for the data dir's work area; copy when it is not.
             if std::fs::rename(&from, &to).is_err() {
-                let tmp = Self::temp_path(&to);
+                let tmp = temp_path(&to);
                 std::fs::copy(&from, &tmp)?;
                 std::fs::File::open(&tmp)?.sync_all()?;
                 std::fs::rename(&tmp, &to)?;
@@ -330,7 +287,12 @@ mod tests {
         let store = LocalStore::new(dir.path()).unwrap();
         let key = "manifests/s/live.m3u8";
         let path = dir.path().join(key);
-        let mut inodes = std::collections::BTreeSet::new();
+        // Every file behind the object, hidden spares included, by inode.
+        let files = || -> std::collections::BTreeSet<u64> {
+            let dir = std::fs::read_dir(path.parent().unwrap()).unwrap();
+            dir.map(|e| e.unwrap().metadata().unwrap().ino()).collect()
+        };
+        let mut first_files = None;
         let mut held = Vec::new();
         for version in 0..20 {
             let body = format!("version {version}\n").repeat(version + 1);
@@ -339,10 +301,11 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
-            inodes.insert(std::fs::metadata(&path).unwrap().ino());
+            // The first version makes every file; later ones create none.
+            assert_eq!(*first_files.get_or_insert_with(files), files(), "version {version}");
             held.push((std::fs::File::open(&path).unwrap(), body));
         }
-        assert_eq!(inodes.len(), SPARES + 1, "versions reuse the same files: {inodes:?}");
+        assert_eq!(first_files.unwrap().len(), SPARES + 1);
         // A reader that opened a version keeps it whole for the next SPARES rewrites.
         let (file, body) = &held[held.len() - 1 - SPARES];
         let mut read = String::new();

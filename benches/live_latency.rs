@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use segflow::model::live_chunk_key;
-use segflow::sinks::object_store::ObjectStore;
-use segflow::sinks::object_store::local::LocalStore;
 
 /// The same allocator as the `segflow` binary.
 #[global_allocator]
@@ -130,32 +128,46 @@ async fn main() {
     for _ in 0..streams {
         ids.push(common::start_stream_at(&client, &base, r#"{"target_duration":2,"dvr_window_size":10}"#).await);
     }
-    // Producers that store bytes themselves: each object is stored a second before its event,
+    // Producers that store bytes themselves: each object is written a second before its event,
     // as a producer uploads a segment then announces it (not all up front: on a host that
     // pages out cold page cache, objects stored long before would be read back from disk).
+    // Their files are created empty during setup and filled in place then: creating 1,000
+    // files/s on this host's file system (ext4 without a journal, which skips inodes freed in
+    // the last minutes, such as a previous run's) took the client a whole core, from the two
+    // the engine it measures runs on.
     let per_stream = rate * seconds / streams;
-    let store = Arc::new(LocalStore::new(&data.path().join("objects")).unwrap());
-    let store_objects = |store: Arc<LocalStore>, ids: Vec<String>, seq: u64| async move {
-        for id in &ids {
-            let bytes = format!("{id}:{seq}").repeat(64);
-            store.put_bytes(&live_chunk_key(id, seq, "ts"), bytes.into()).await.unwrap();
+    let objects = data.path().join("objects");
+    let object_path = move |id: &str, seq: u64| objects.join(live_chunk_key(id, seq, "ts"));
+    for id in &ids {
+        for seq in 0..per_stream {
+            let path = object_path(id, seq);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::File::create(path).unwrap();
+        }
+    }
+    let store_objects = move |ids: &[String], seq: u64| {
+        use std::io::Write;
+        for id in ids {
+            let mut file = std::fs::File::options().write(true).open(object_path(id, seq)).unwrap();
+            file.write_all(format!("{id}:{seq}").repeat(64).as_bytes()).unwrap();
         }
     };
     let lead = (rate / streams).max(1); // sequence numbers per second
     for seq in 0..lead.min(per_stream) {
-        store_objects(store.clone(), ids.clone(), seq).await;
+        store_objects(&ids, seq);
     }
     // Setup writes must not land in the measured window: flush them to disk now.
     std::process::Command::new("sync").status().unwrap();
     // The sequence numbers stored so far: a late store (the disk stalled) holds its events back.
     let (stored, mut stored_rx) = tokio::sync::watch::channel(lead.min(per_stream));
-    let ahead = tokio::spawn({
-        let (store, ids) = (store.clone(), ids.clone());
-        async move {
-            let started = tokio::time::Instant::now();
+    let ahead = std::thread::spawn({
+        let ids = ids.clone();
+        move || {
+            let started = Instant::now();
             for seq in lead..per_stream {
-                tokio::time::sleep_until(started + Duration::from_secs_f64((seq - lead) as f64 / lead as f64)).await;
-                store_objects(store.clone(), ids.clone(), seq).await;
+                let due = Duration::from_secs_f64((seq - lead) as f64 / lead as f64);
+                std::thread::sleep(due.saturating_sub(started.elapsed()));
+                store_objects(&ids, seq);
                 stored.send_replace(seq + 1);
             }
         }
@@ -184,7 +196,7 @@ async fn main() {
     for task in sent {
         task.await.unwrap();
     }
-    ahead.await.unwrap();
+    ahead.join().unwrap();
     let achieved = (per_stream * streams) as f64 / started.elapsed().as_secs_f64();
 
     // Wait for every chunk's document, then read the measured latencies. A chunk that a stall

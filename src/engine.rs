@@ -64,6 +64,7 @@ pub async fn run(
     let sink = LiveSink::start(store.clone(), metadata.clone(), metrics.clone(), notices.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_exit = StopWorkersOnDrop(stop.clone());
     let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();
     let (offsets, offsets_committed) = OffsetCommitter::start(log.clone(), metadata.clone(), metrics.clone());
     let context = WorkerContext {
@@ -142,6 +143,16 @@ pub async fn run(
     }
     tracing::info!("drained; bye");
     Ok(())
+}
+
+/// Tells the workers to drain and stop however `run` ends, by an error or a panic included,
+/// so their threads never outlive it (and a runtime shutting down never waits for them forever).
+struct StopWorkersOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopWorkersOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The embedded log under the data dir, or Kafka with `--kafka`.

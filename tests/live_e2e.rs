@@ -104,6 +104,17 @@ async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends:
     let past = segflow::model::now_ms() / 1000 - 10;
     let expired = format!("{}/play/{past}/{}/{id}/live.m3u8", engine.base, signer.sign(&id, past));
     assert_eq!(engine.client.get(&expired).send().await.unwrap().status(), 403);
+    for missing in [
+        format!("/play/{id}/live.m3u8"),
+        format!("/play/{past}/{id}/live.m3u8"),
+        format!("/play/{past}//{id}/live.m3u8"),
+    ] {
+        assert_eq!(
+            engine.client.get(format!("{}{missing}", engine.base)).send().await.unwrap().status(),
+            403,
+            "{missing}"
+        );
+    }
     let unsigned = format!("{}/play/{past}/{}/{id}/../../signing.key", engine.base, signer.sign(&id, past));
     assert_ne!(engine.client.get(&unsigned).send().await.unwrap().status(), 200);
 

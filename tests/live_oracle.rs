@@ -146,7 +146,10 @@ impl Naive {
         let follows = before.map(|&(p, ms, pdt)| pdt + ms + (seq - p - 1) * duration_ms);
         let precedes = after.map(|&(n, ms, pdt)| pdt.saturating_sub((n - seq - 1) * ms + duration_ms));
         match (follows, precedes) {
-            (Some(f), Some(p)) => f.min(p),
+            (Some(f), Some(p)) => {
+                let (_, ms, pdt) = before.unwrap();
+                f.min(p).max(pdt + ms)
+            }
             (None, Some(p)) => p,
             (Some(f), None)
                 if received > f + self.target_s * 1000 || f > received + self.window * self.target_s * 1000 =>

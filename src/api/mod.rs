@@ -82,7 +82,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(json_limit))
         .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))
         .route("/vod/upload", post(vod::upload).layer(DefaultBodyLimit::disable()))
-        .route("/play/{expires}/{sig}/{stream_id}/{*path}", get(signed::play))
+        .route("/play/{*signed_path}", get(signed::play))
         .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

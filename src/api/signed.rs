@@ -88,19 +88,28 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
+fn forbidden() -> ApiError {
+    ApiError::Forbidden("missing, invalid or expired signature".into())
+}
+
 /// `GET /play/{expires}/{sig}/{stream_id}/{*path}`: serves a playlist or segment, with
-/// `Range` support, once the signature checks out.
+/// `Range` support, once the signature checks out. One catch-all route, so that a URL
+/// missing its expiry or signature gets 403 like a wrong one, not 404.
 pub async fn play(
     State(state): State<AppState>,
-    UrlPath((expires, signature, stream_id, path)): UrlPath<(String, String, String, String)>,
+    UrlPath(signed_path): UrlPath<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let forbidden = || ApiError::Forbidden("missing, invalid or expired signature".into());
+    let mut parts = signed_path.splitn(4, '/');
+    let (Some(expires), Some(signature), Some(stream_id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(forbidden());
+    };
     let expires: u64 = expires.parse().map_err(|_| forbidden())?;
-    if expires < crate::model::now_ms() / 1000 || !state.signer.verify(&stream_id, expires, &signature) {
+    if expires < crate::model::now_ms() / 1000 || !state.signer.verify(stream_id, expires, signature) {
         return Err(forbidden());
     }
-    validate_stream_id(&stream_id).map_err(ApiError::NotFound)?;
+    let path = parts.next().unwrap_or_default();
+    validate_stream_id(stream_id).map_err(ApiError::NotFound)?;
     let parts: Vec<&str> = path.split('/').collect();
     if parts.len() > 3 {
         return Err(ApiError::NotFound(format!("no object {path:?}")));
@@ -108,7 +117,7 @@ pub async fn play(
     for part in &parts {
         validate_file_name(part).map_err(ApiError::NotFound)?;
     }
-    let key = object_key(&stream_id, &path);
+    let key = object_key(stream_id, path);
     let ttl = Duration::from_secs(state.signer.ttl_secs);
     if let Some(direct) = state.store.presign_get(&key, ttl).await? {
         if !path.ends_with(".m3u8") {
@@ -116,16 +125,16 @@ pub async fn play(
         }
         let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
         let playlist = state.store.get_bytes(&key).await?.ok_or_else(not_found)?;
-        let body = presign_media_uris(&state, &stream_id, &path, &playlist, ttl).await?;
+        let body = presign_media_uris(&state, stream_id, path, &playlist, ttl).await?;
         let headers = [
-            (header::CONTENT_TYPE, content_type(&path)),
+            (header::CONTENT_TYPE, content_type(path)),
             (header::CACHE_CONTROL, "no-cache"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ];
         return Ok((headers, body).into_response());
     }
     let file = state.store.local_path(&key)?;
-    let mime: mime::Mime = content_type(&path).parse().expect("static MIME types parse");
+    let mime: mime::Mime = content_type(path).parse().expect("static MIME types parse");
     let mut response = ServeFile::new_with_mime(file, &mime)
         .oneshot(request)
         .await

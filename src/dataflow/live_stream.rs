@@ -165,7 +165,8 @@ impl LiveStream {
     /// - else right after the nearest earlier segment in the window, counting any missing slots
     ///   in between as long as this chunk (the duration their gap slots are listed with), so the
     ///   dates add up like the `EXTINF`s; a chunk filling a gap is also kept before the nearest
-    ///   later segment;
+    ///   later segment, unless that was dated too early to leave room (below), as dates never
+    ///   go back;
     /// - a new head is dated by its arrival instead when that is more than a target duration
     ///   later (the encoder paused), or more than the window's length earlier (its numbering
     ///   jumped past the window), but never before the segment before it ends;
@@ -185,7 +186,7 @@ impl LiveStream {
                 next.program_date_time_ms.saturating_sub((n - seq - 1) * next.duration_ms + duration_ms)
             });
         match (before, after) {
-            (Some((_, follows)), Some(precedes)) => follows.min(precedes),
+            (Some((prev_end, follows)), Some(precedes)) => follows.min(precedes).max(prev_end),
             (None, Some(precedes)) => precedes,
             (Some((prev_end, follows)), None) if self.off_the_clock(follows, received) => received.max(prev_end),
             (Some((_, follows)), None) => follows,
@@ -295,6 +296,19 @@ mod tests {
         // Numbering jumps 1,000 ahead with no time passing: not dated 2,000 s into the future,
         // and not before chunk 1 ends.
         assert_eq!(dated(&mut s, chunk(1001, 2000, T0_MS + 65_000)), T0_MS + 64_000);
+    }
+
+    #[test]
+    fn a_fill_is_never_dated_before_the_segment_before_it_ends() {
+        let mut s = LiveStream::new(LiveStreamDoc::new("s", "", 2, 5, T0_MS));
+        // A push far faster than real time, with gaps: by the durations chunk 6 would start
+        // more than the 10 s window after its arrival, so it follows chunk 3 at once.
+        dated(&mut s, chunk(0, 2000, T0_MS + 2000));
+        assert_eq!(dated(&mut s, chunk(1, 2000, T0_MS + 2100)), T0_MS + 2000);
+        assert_eq!(dated(&mut s, chunk(3, 2000, T0_MS + 2200)), T0_MS + 6000);
+        assert_eq!(dated(&mut s, chunk(6, 2000, T0_MS + 2300)), T0_MS + 8000);
+        // Chunk 5 cannot fit between them; it starts where chunk 3 ends, not with it.
+        assert_eq!(dated(&mut s, chunk(5, 2000, T0_MS + 2400)), T0_MS + 8000);
     }
 
     #[test]

@@ -143,21 +143,18 @@ impl Naive {
         let in_window = |a: &&(u64, u64, u64)| self.start.is_some_and(|s| a.0 >= s);
         let before = self.accepted.iter().filter(in_window).filter(|a| a.0 < seq).max_by_key(|a| a.0);
         let after = self.accepted.iter().filter(in_window).filter(|a| a.0 > seq).min_by_key(|a| a.0);
-        let follows = before.map(|&(p, ms, pdt)| pdt + ms + (seq - p - 1) * duration_ms);
+        // Where the segment before ends, and where this one follows it counting missing slots.
+        let before = before.map(|&(p, ms, pdt)| (pdt + ms, pdt + ms + (seq - p - 1) * duration_ms));
         let precedes = after.map(|&(n, ms, pdt)| pdt.saturating_sub((n - seq - 1) * ms + duration_ms));
-        match (follows, precedes) {
-            (Some(f), Some(p)) => {
-                let (_, ms, pdt) = before.unwrap();
-                f.min(p).max(pdt + ms)
-            }
+        match (before, precedes) {
+            (Some((end, f)), Some(p)) => f.min(p).max(end),
             (None, Some(p)) => p,
-            (Some(f), None)
+            (Some((end, f)), None)
                 if received > f + self.target_s * 1000 || f > received + self.window * self.target_s * 1000 =>
             {
-                let (_, ms, pdt) = before.unwrap();
-                received.max(pdt + ms)
+                received.max(end)
             }
-            (Some(f), None) => f,
+            (Some((_, f)), None) => f,
             (None, None) => received,
         }
     }

@@ -100,15 +100,15 @@ pub async fn play(
     UrlPath(signed_path): UrlPath<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let mut parts = signed_path.splitn(4, '/');
-    let (Some(expires), Some(signature), Some(stream_id)) = (parts.next(), parts.next(), parts.next()) else {
+    let mut fields = signed_path.splitn(4, '/');
+    let (Some(expires), Some(signature), Some(stream_id)) = (fields.next(), fields.next(), fields.next()) else {
         return Err(forbidden());
     };
     let expires: u64 = expires.parse().map_err(|_| forbidden())?;
     if expires < crate::model::now_ms() / 1000 || !state.signer.verify(stream_id, expires, signature) {
         return Err(forbidden());
     }
-    let path = parts.next().unwrap_or_default();
+    let path = fields.next().unwrap_or_default();
     validate_stream_id(stream_id).map_err(ApiError::NotFound)?;
     let parts: Vec<&str> = path.split('/').collect();
     if parts.len() > 3 {

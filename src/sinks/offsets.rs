@@ -38,6 +38,8 @@ impl OffsetCommitter {
 /// At most one sync and offset commit per interval. A crash replays at most this much more,
 /// and the replay changes nothing.
 const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a failed commit waits before it is tried again.
+const COMMIT_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn commit_loop(
     log: EventLog,
@@ -45,18 +47,34 @@ async fn commit_loop(
     metrics: Arc<Metrics>,
     mut queue: mpsc::UnboundedReceiver<Vec<OffsetCommit>>,
 ) {
-    let mut batches = Vec::new();
-    while queue.recv_many(&mut batches, 1024).await > 0 {
+    let (mut batches, mut unconfirmed) = (Vec::new(), Vec::new());
+    loop {
+        // Offsets whose commit failed are retried after a pause, with whatever came meanwhile.
+        let closed = if unconfirmed.is_empty() {
+            queue.recv_many(&mut batches, 1024).await == 0
+        } else {
+            matches!(tokio::time::timeout(COMMIT_RETRY, queue.recv_many(&mut batches, 1024)).await, Ok(0))
+        };
+        if closed && unconfirmed.is_empty() {
+            return;
+        }
         let began = tokio::time::Instant::now();
         retry(&metrics, || metadata.sync()).await;
-        let offsets: Vec<OffsetCommit> = batches.drain(..).flatten().collect();
-        let log = log.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            if let Err(error) = log.commit(&latest(offsets)) {
-                tracing::error!(%error, "committing log offsets failed; they will be replayed");
+        let offsets = latest(unconfirmed.drain(..).chain(batches.drain(..).flatten()).collect());
+        let (log, to_commit) = (log.clone(), offsets.clone());
+        let committed = tokio::task::spawn_blocking(move || log.commit(&to_commit)).await;
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) if !closed => {
+                tracing::warn!(%error, "committing log offsets failed; retrying");
+                unconfirmed = offsets;
             }
-        });
-        let _ = written.await;
+            Ok(Err(error)) => tracing::error!(%error, "last offset commit failed; a restart replays from the last one"),
+            Err(error) => tracing::error!(%error, "offset commit task failed; a restart replays from the last one"),
+        }
+        if closed {
+            return;
+        }
         tokio::time::sleep_until(began + SYNC_INTERVAL).await;
     }
 }

@@ -12,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -20,6 +21,11 @@ use crate::model::Topic;
 
 /// How long a start-up or health request to the brokers may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a health check waits for a metadata answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an offset commit waits for the group coordinator before it is given up (and
+/// retried with the next offsets, on a fresh connection).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an append waits for the brokers (retrying) before the API answers 503.
 const APPEND_TIMEOUT_MS: &str = "30000";
 
@@ -42,8 +48,7 @@ pub struct KafkaLog {
 struct Inner {
     settings: KafkaSettings,
     producer: FutureProducer,
-    /// Commits offsets for every worker; assigned nothing, so it never joins the group.
-    committer: Arc<Mutex<BaseConsumer>>,
+    committer: Arc<Mutex<Committer>>,
     partitions: BTreeMap<Topic, u32>,
     /// Where each partition's reading starts: the group's committed offset, read once at start.
     start: BTreeMap<(Topic, u32), Offset>,
@@ -55,8 +60,7 @@ impl KafkaLog {
     pub async fn connect(settings: KafkaSettings) -> Result<KafkaLog, LogError> {
         let brokers = settings.brokers.clone();
         let err = kafka_error(&brokers);
-        let committer: BaseConsumer = consumer_config(&settings).create().map_err(&err)?;
-        let committer = Arc::new(Mutex::new(committer));
+        let committer = Arc::new(Mutex::new(Committer::new(&settings).map_err(&err)?));
         on_committer(&committer, &brokers, |c| c.fetch_metadata(None, REQUEST_TIMEOUT))
             .await?
             .map_err(|e| unreachable(&brokers, &e.to_string()))?;
@@ -139,20 +143,64 @@ impl KafkaLog {
             let name = topic_name(&self.inner.settings, *topic);
             list.add_partition_offset(&name, *partition as i32, Offset::Offset(*offset as i64)).map_err(&err)?;
         }
-        self.inner.committer.lock().expect("committer lock").commit(&list, CommitMode::Sync).map_err(&err)
+        let mut committer = self.inner.committer.lock().expect("committer lock");
+        let brokers = &self.inner.settings.brokers;
+        committer
+            .commit(&list, &self.inner.settings)
+            .map_err(|message| LogError::Kafka { brokers: brokers.clone(), message })
     }
 
-    /// The brokers answer a metadata request.
+    /// The brokers answer a metadata request. Asked through the producer, so a commit that
+    /// waits for the group coordinator never makes the brokers look down.
     pub async fn health(&self) -> Result<(), LogError> {
-        let (inner, timeout) = (&self.inner, Duration::from_secs(3));
-        let name = topic_name(&inner.settings, Topic::LiveChunks);
-        partition_count(&inner.committer, name, &inner.settings.brokers, timeout).await.map(|_| ())
+        let (producer, brokers) = (self.inner.producer.clone(), &self.inner.settings.brokers);
+        let name = topic_name(&self.inner.settings, Topic::LiveChunks);
+        let topic = name.clone();
+        let metadata =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), HEALTH_TIMEOUT))
+                .await
+                .map_err(|e| LogError::Kafka { brokers: brokers.clone(), message: e.to_string() })?
+                .map_err(kafka_error(brokers))?;
+        topic_partitions(&metadata, &name, brokers).map(|_| ())
     }
 
     /// Waits for produced records to be delivered.
     pub fn close(&self) {
         if let Err(error) = self.inner.producer.flush(Duration::from_secs(10)) {
             tracing::warn!(%error, "Kafka producer flush at shutdown failed");
+        }
+    }
+}
+
+/// Commits offsets for every worker; assigned nothing, so it never joins the group.
+/// librdkafka's commit blocks until the group coordinator answers, forever when its cached
+/// coordinator never comes back (seen after a broker restart), so each commit runs on a
+/// thread of its own and is given up after [`COMMIT_TIMEOUT`].
+struct Committer {
+    consumer: Arc<BaseConsumer>,
+}
+
+impl Committer {
+    fn new(settings: &KafkaSettings) -> KafkaResult<Committer> {
+        Ok(Committer { consumer: Arc::new(consumer_config(settings).create()?) })
+    }
+
+    /// Commits `list`; one given up leaves its thread waiting on the old consumer, and the
+    /// next commit starts afresh on a new one. Should the old one land late, it can only move
+    /// an offset back, and replaying from there changes nothing.
+    fn commit(&mut self, list: &TopicPartitionList, settings: &KafkaSettings) -> Result<(), String> {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let (consumer, list) = (self.consumer.clone(), list.clone());
+        std::thread::Builder::new()
+            .name("kafka-commit".into())
+            .spawn(move || done.send(consumer.commit(&list, CommitMode::Sync)))
+            .map_err(|e| format!("starting a commit thread: {e}"))?;
+        match result.recv_timeout(COMMIT_TIMEOUT) {
+            Ok(committed) => committed.map_err(|e| e.to_string()),
+            Err(_) => {
+                *self = Committer::new(settings).map_err(|e| e.to_string())?;
+                Err(format!("the group coordinator did not answer a commit within {}s", COMMIT_TIMEOUT.as_secs()))
+            }
         }
     }
 }
@@ -224,27 +272,32 @@ fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
 /// Runs a blocking request of the committer consumer off the async threads; the outer error
 /// is the blocking task's, the inner one Kafka's.
 async fn on_committer<T: Send + 'static>(
-    consumer: &Arc<Mutex<BaseConsumer>>,
+    committer: &Arc<Mutex<Committer>>,
     brokers: &str,
     request: impl FnOnce(&BaseConsumer) -> KafkaResult<T> + Send + 'static,
 ) -> Result<KafkaResult<T>, LogError> {
-    let consumer = consumer.clone();
-    tokio::task::spawn_blocking(move || request(&consumer.lock().expect("committer lock")))
+    let committer = committer.clone();
+    tokio::task::spawn_blocking(move || request(&committer.lock().expect("committer lock").consumer))
         .await
         .map_err(|e| LogError::Kafka { brokers: brokers.into(), message: e.to_string() })
 }
 
 /// Partition count of `topic` from the brokers' metadata, asked off the async threads.
 async fn partition_count(
-    consumer: &Arc<Mutex<BaseConsumer>>,
+    committer: &Arc<Mutex<Committer>>,
     topic: String,
     brokers: &str,
     timeout: Duration,
 ) -> Result<u32, LogError> {
     let name = topic.clone();
-    let metadata = on_committer(consumer, brokers, move |c| c.fetch_metadata(Some(&name), timeout))
+    let metadata = on_committer(committer, brokers, move |c| c.fetch_metadata(Some(&name), timeout))
         .await?
         .map_err(kafka_error(brokers))?;
+    topic_partitions(&metadata, &topic, brokers)
+}
+
+/// The partition count of `topic` in a metadata answer.
+fn topic_partitions(metadata: &Metadata, topic: &str, brokers: &str) -> Result<u32, LogError> {
     match metadata.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as u32),
         _ => Err(LogError::Kafka { brokers: brokers.into(), message: format!("topic {topic} has no partitions") }),
@@ -254,7 +307,7 @@ async fn partition_count(
 /// The group's committed offset of every partition (`Beginning` where none is), retried while
 /// the group coordinator is still loading.
 async fn committed_offsets(
-    consumer: &Arc<Mutex<BaseConsumer>>,
+    consumer: &Arc<Mutex<Committer>>,
     settings: &KafkaSettings,
     partitions: &BTreeMap<Topic, u32>,
 ) -> Result<BTreeMap<(Topic, u32), Offset>, LogError> {
@@ -290,7 +343,7 @@ async fn committed_offsets(
 
 /// Like [`partition_count`], waiting for a topic just created to reach the brokers' metadata.
 async fn created_partition_count(
-    consumer: &Arc<Mutex<BaseConsumer>>,
+    consumer: &Arc<Mutex<Committer>>,
     topic: String,
     brokers: &str,
 ) -> Result<u32, LogError> {

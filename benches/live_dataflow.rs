@@ -36,7 +36,7 @@ fn records() -> Vec<LogRecord> {
     for s in 0..STREAMS {
         events.push(LiveEvent {
             event_type: LiveEventType::StreamStarted,
-            stream_id: format!("live-{s:012x}"),
+            stream_id: format!("live-{s:012x}").into(),
             target_duration_s: Some(2),
             dvr_window_size: Some(10),
             ..Default::default()
@@ -47,17 +47,17 @@ fn records() -> Vec<LogRecord> {
             let id = format!("live-{s:012x}");
             let sum = format!("{:064x}", s * 1_000_000 + seq);
             events.push(LiveEvent {
-                stream_id: id.clone(),
+                stream_id: id.clone().into(),
                 chunk_index: Some(seq),
                 sequence_number: Some(seq),
                 duration_ms: Some(2000),
                 size_bytes: Some(1_628_000),
-                checksum: Some(sum.clone()),
-                stored_sha256: Some(sum),
-                object_key: Some(format!("live-streams/{id}/chunks/{seq}.ts")),
+                checksum: Some(sum.clone().into()),
+                stored_sha256: Some(sum.into()),
+                object_key: Some(format!("live-streams/{id}/chunks/{seq}.ts").into()),
                 keyframe_aligned: Some(true),
-                audio_track_id: Some(format!("audio-{id}")),
-                video_track_id: Some(format!("video-{id}")),
+                audio_track_id: Some(format!("audio-{id}").into()),
+                video_track_id: Some(format!("video-{id}").into()),
                 ingested_at_us: Some(1_795_000_000_000_000 + seq * 2_000_000),
                 ..Default::default()
             });

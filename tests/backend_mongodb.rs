@@ -56,7 +56,7 @@ fn stream(id: &str) -> LiveStreamDoc {
 fn chunk(stream_id: &str, index: u64) -> LiveChunkDoc {
     LiveChunkDoc {
         stream_id: stream_id.to_string(),
-        chunk: Chunk {
+        chunk: Box::new(Chunk {
             chunk_index: index,
             sequence_number: index,
             duration_ms: 2000,
@@ -70,7 +70,7 @@ fn chunk(stream_id: &str, index: u64) -> LiveChunkDoc {
             // A microsecond timestamp: far above 32 bits, stored as Int64.
             ingested_at_us: now_us(),
             encoder_program_date_time_ms: Some(now_ms() + index * 2000),
-        },
+        }),
         status: ChunkStatus::Live,
         dvr_window_start: index.saturating_sub(5),
         program_date_time_ms: now_ms() + index * 2000,

@@ -24,14 +24,14 @@ fn sha(n: u64) -> String {
 
 /// A random live session per stream: start, chunks with gaps, duplicates, reordering and bad
 /// checksums, maybe an end followed by stragglers.
-fn random_events(rng: &mut StdRng) -> Vec<LiveEvent> {
+fn random_events(rng: &mut StdRng) -> Vec<LiveEvent<'static>> {
     let mut per_stream = Vec::new();
     for s in 0..STREAMS {
         let stream_id = format!("live-oracle{s}");
         let target = rng.random_range(2..=4u64);
         let mut events = vec![LiveEvent {
             event_type: LiveEventType::StreamStarted,
-            stream_id: stream_id.clone(),
+            stream_id: stream_id.clone().into(),
             target_duration_s: Some(target),
             dvr_window_size: Some(rng.random_range(1..=6u64)),
             ..Default::default()
@@ -55,7 +55,7 @@ fn random_events(rng: &mut StdRng) -> Vec<LiveEvent> {
             if i == EVENTS_PER_STREAM - 5 && rng.random_bool(0.5) {
                 events.push(LiveEvent {
                     event_type: LiveEventType::StreamEnded,
-                    stream_id: stream_id.clone(),
+                    stream_id: stream_id.clone().into(),
                     ..Default::default()
                 });
             }
@@ -64,17 +64,17 @@ fn random_events(rng: &mut StdRng) -> Vec<LiveEvent> {
             let max_ms = target * 1000 + 499;
             let duration_ms = if rng.random_bool(0.05) { max_ms + 1 } else { rng.random_range(500..=max_ms) };
             events.push(LiveEvent {
-                stream_id: stream_id.clone(),
+                stream_id: stream_id.clone().into(),
                 sequence_number: Some(seq),
                 chunk_index: Some(seq),
                 duration_ms: Some(duration_ms),
-                checksum: Some(claimed),
-                stored_sha256: Some(stored),
+                checksum: Some(claimed.into()),
+                stored_sha256: Some(stored.into()),
                 ingested_at_us: Some(1_700_000_000_000_000 + seq * 2_000_000 + rng.random_range(0..1000u64)),
                 // Some encoders send their own clock; most leave it to segflow.
                 program_date_time: rng.random_bool(0.1).then(|| {
                     let ms = 1_700_000_000_000 + seq as i64 * 2_000 - 1_500;
-                    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339()
+                    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339().into()
                 }),
                 ..Default::default()
             });
@@ -207,13 +207,13 @@ fn oracle(events: &[LiveEvent]) -> (HashMap<String, Vec<String>>, u64) {
                 ended: false,
                 gaps: 0,
             };
-            playlists.insert(e.stream_id.clone(), vec![n.render()]);
-            naive.insert(e.stream_id.clone(), n);
+            playlists.insert(e.stream_id.to_string(), vec![n.render()]);
+            naive.insert(e.stream_id.to_string(), n);
             continue;
         }
-        let n = naive.get_mut(&e.stream_id).unwrap();
+        let n = naive.get_mut(e.stream_id.as_ref()).unwrap();
         n.apply(e);
-        playlists.get_mut(&e.stream_id).unwrap().push(n.render());
+        playlists.get_mut(e.stream_id.as_ref()).unwrap().push(n.render());
     }
     (playlists, naive.values().map(|n| n.gaps).sum())
 }

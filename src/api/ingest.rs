@@ -182,38 +182,38 @@ async fn segment_with_headers(
     let key = live_chunk_key(&stream.stream_id, seq, ext);
     let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
     let mut event = chunk_event(&stream.stream_id, seq, duration_ms, &key, &stored, claimed);
-    event.program_date_time = program_date_time;
+    event.program_date_time = program_date_time.map(Into::into);
     append_live(state, &event).await?;
     Ok((StatusCode::CREATED, Json(chunk_reply(&event, &stored))))
 }
 
-fn chunk_event(
-    stream_id: &str,
+fn chunk_event<'a>(
+    stream_id: &'a str,
     seq: u64,
     duration_ms: u64,
-    key: &str,
-    stored: &StoredObject,
+    key: &'a str,
+    stored: &'a StoredObject,
     claimed: Option<String>,
-) -> LiveEvent {
+) -> LiveEvent<'a> {
     LiveEvent {
         event_type: LiveEventType::Chunk,
-        stream_id: stream_id.to_string(),
+        stream_id: stream_id.into(),
         chunk_index: Some(seq),
         sequence_number: Some(seq),
         duration_ms: Some(duration_ms),
         size_bytes: Some(stored.size),
-        checksum: claimed,
-        stored_sha256: Some(stored.sha256.clone()),
-        object_key: Some(key.to_string()),
+        checksum: claimed.map(Into::into),
+        stored_sha256: Some(stored.sha256.as_str().into()),
+        object_key: Some(key.into()),
         keyframe_aligned: Some(true),
-        audio_track_id: Some(format!("audio-{stream_id}")),
-        video_track_id: Some(format!("video-{stream_id}")),
+        audio_track_id: Some(format!("audio-{stream_id}").into()),
+        video_track_id: Some(format!("video-{stream_id}").into()),
         ingested_at_us: Some(now_us()),
         ..Default::default()
     }
 }
 
-fn chunk_reply(event: &LiveEvent, stored: &StoredObject) -> Value {
+fn chunk_reply(event: &LiveEvent<'_>, stored: &StoredObject) -> Value {
     json!({
         "stream_id": event.stream_id,
         "chunk_index": event.chunk_index,
@@ -238,8 +238,8 @@ async fn init_segment(
     let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
     let event = LiveEvent {
         event_type: LiveEventType::InitSegment,
-        stream_id: stream.stream_id.clone(),
-        object_key: Some(key.clone()),
+        stream_id: stream.stream_id.as_str().into(),
+        object_key: Some(key.as_str().into()),
         ingested_at_us: Some(now_us()),
         ..Default::default()
     };
@@ -281,7 +281,7 @@ async fn pushed_playlist(
         state.store.rename(&incoming, &key).await?;
         let duration_ms = (segment.duration as f64 * 1000.0).round() as u64;
         let mut event = chunk_event(&stream.stream_id, seq, duration_ms.max(1), &key, &stored, None);
-        event.program_date_time = encoder_date(segment);
+        event.program_date_time = encoder_date(segment).map(Into::into);
         append_live(state, &event).await?;
         *next_seq = seq + 1;
         emitted.push(seq);

@@ -35,7 +35,7 @@ pub struct EndStream {
 
 /// Appends a live event and waits until the dataflow has written the stream's playlist
 /// accordingly (`ended` as asked). Returns false on timeout: the event is in the log anyway.
-pub(super) async fn append_and_wait(state: &AppState, event: &LiveEvent, ended: bool) -> Result<bool, ApiError> {
+pub(super) async fn append_and_wait(state: &AppState, event: &LiveEvent<'_>, ended: bool) -> Result<bool, ApiError> {
     let mut notices = state.notices.subscribe();
     append_live(state, event).await?;
     let wait = async {
@@ -50,7 +50,7 @@ pub(super) async fn append_and_wait(state: &AppState, event: &LiveEvent, ended: 
     Ok(tokio::time::timeout(PLAYLIST_WAIT, wait).await.unwrap_or(false))
 }
 
-pub(super) async fn append_live(state: &AppState, event: &LiveEvent) -> Result<(), ApiError> {
+pub(super) async fn append_live(state: &AppState, event: &LiveEvent<'_>) -> Result<(), ApiError> {
     let payload = serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.to_string()))?;
     state.log.append(Topic::LiveChunks, &event.stream_id, payload).await?;
     state.metrics.log_appends_total.with_label_values(&[Topic::LiveChunks.name()]).inc();
@@ -96,8 +96,8 @@ pub async fn start(
     state.live_streams.insert(&doc);
     let event = LiveEvent {
         event_type: LiveEventType::StreamStarted,
-        stream_id: stream_id.clone(),
-        title: Some(title),
+        stream_id: stream_id.as_str().into(),
+        title: Some(title.into()),
         target_duration_s: Some(target),
         dvr_window_size: Some(window),
         ingested_at_us: Some(at_us),
@@ -118,7 +118,7 @@ pub async fn end(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     state.pushed.drain_stream(&request.stream_id).await;
     let event = LiveEvent {
         event_type: LiveEventType::StreamEnded,
-        stream_id: request.stream_id.clone(),
+        stream_id: request.stream_id.as_str().into(),
         ingested_at_us: Some(now_us()),
         ..Default::default()
     };
@@ -196,7 +196,7 @@ pub async fn post_chunk(
     if event.event_type != LiveEventType::Chunk {
         return Err(ApiError::BadRequest("only chunk events are accepted here".into()));
     }
-    event.stream_id = stream_id.clone();
+    event.stream_id = stream_id.as_str().into();
     event.stored_sha256 = None;
     event.ingested_at_us = Some(now_us());
     let LiveCommand::Chunk(chunk) = event.validate().map_err(ApiError::Unprocessable)? else {
@@ -207,9 +207,9 @@ pub async fn post_chunk(
         state.store.stat_sha256(&chunk.object_key).await?.ok_or_else(|| {
             ApiError::Unprocessable(format!("object {:?} is not in the object store", chunk.object_key))
         })?;
-    event.object_key = Some(chunk.object_key.clone());
+    event.object_key = Some(chunk.object_key.clone().into());
     event.size_bytes = Some(event.size_bytes.unwrap_or(stored.size));
-    event.stored_sha256 = Some(stored.sha256.clone());
+    event.stored_sha256 = Some(stored.sha256.clone().into());
     append_live(&state, &event).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -137,7 +137,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Parses a JSON body; an empty body means `T::default()` where `T` allows it.
-fn parse_json<T: DeserializeOwned>(body: &Bytes, empty: Option<T>) -> Result<T, ApiError> {
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a Bytes, empty: Option<T>) -> Result<T, ApiError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return empty.ok_or_else(|| ApiError::BadRequest("request body is empty; JSON expected".into()));
     }

@@ -99,7 +99,7 @@ impl LiveStream {
 
     /// Applies a chunk; returns the outcome and the chunk document to store (none for a
     /// duplicate). A `late` document must not overwrite an existing one.
-    pub fn apply_chunk(&mut self, chunk: Chunk) -> (ChunkOutcome, Option<LiveChunkDoc>) {
+    pub fn apply_chunk(&mut self, chunk: Box<Chunk>) -> (ChunkOutcome, Option<LiveChunkDoc>) {
         self.events_applied += 1;
         let seq = chunk.sequence_number;
         let window_size = self.doc.dvr_window_size.max(1);
@@ -263,7 +263,7 @@ mod tests {
     }
 
     fn dated(stream: &mut LiveStream, chunk: Chunk) -> u64 {
-        let (outcome, doc) = stream.apply_chunk(chunk);
+        let (outcome, doc) = stream.apply_chunk(Box::new(chunk));
         assert!(matches!(outcome, ChunkOutcome::Accepted { .. }), "{outcome:?}");
         doc.unwrap().program_date_time_ms
     }

@@ -1,6 +1,8 @@
 //! Event and document types shared by every module: what travels through the log, what the
 //! metadata store keeps, and the validation of every id that reaches a path.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, the one clock every event and document uses.
@@ -68,12 +70,13 @@ pub enum LiveEventType {
 
 /// One record of the `live-chunks` topic: flat, seed-003 compatible JSON (~500 bytes).
 /// Fields that a kind does not use stay `None`; [`LiveEvent::validate`] checks the rest.
+/// Text borrows from the record being decoded where it can: most of it is checked, not kept.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LiveEvent {
+pub struct LiveEvent<'a> {
     #[serde(default)]
     pub event_type: LiveEventType,
-    #[serde(default)]
-    pub stream_id: String,
+    #[serde(default, borrow)]
+    pub stream_id: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_index: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,27 +86,27 @@ pub struct LiveEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
     /// SHA-256 (hex) claimed by the encoder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Cow<'a, str>>,
     /// SHA-256 (hex) of the stored bytes, computed by segflow while storing them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stored_sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_key: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyframe_aligned: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audio_track_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub video_track_id: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub audio_track_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub video_track_id: Option<Cow<'a, str>>,
     /// When segflow accepted the event (µs since epoch); latency is measured from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingested_at_us: Option<u64>,
     /// The encoder's wall-clock start of the segment (RFC 3339), for `EXT-X-PROGRAM-DATE-TIME`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub program_date_time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub program_date_time: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_duration_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,14 +155,14 @@ impl Chunk {
     /// True when the stored bytes hash to what the encoder claimed (or no claim was made).
     pub fn checksum_ok(&self) -> bool {
         match (&self.stored_sha256, &self.checksum) {
-            (Some(stored), Some(claimed)) => stored.eq_ignore_ascii_case(claimed),
+            (Some(stored), Some(claimed)) => stored == claimed, // both lower case
             (Some(_), None) => true,
             (None, _) => false,
         }
     }
 }
 
-impl LiveEvent {
+impl LiveEvent<'_> {
     /// Checks the event's fields; the error text goes into a dead-letter record.
     pub fn validate(&self) -> Result<LiveCommand, String> {
         self.clone().into_command().map(|(_, command)| command)
@@ -169,7 +172,7 @@ impl LiveEvent {
     pub fn into_command(self) -> Result<(String, LiveCommand), String> {
         validate_stream_id(&self.stream_id)?;
         let mut event = self;
-        let stream_id = std::mem::take(&mut event.stream_id);
+        let stream_id = std::mem::take(&mut event.stream_id).into_owned();
         event.command(&stream_id).map(|command| (stream_id, command))
     }
 
@@ -178,7 +181,7 @@ impl LiveEvent {
         let at_ms = at_us / 1000;
         match self.event_type {
             LiveEventType::StreamStarted => Ok(LiveCommand::Start {
-                title: self.title.unwrap_or_default(),
+                title: self.title.unwrap_or_default().into_owned(),
                 target_duration_s: self
                     .target_duration_s
                     .filter(|t| *t > 0)
@@ -193,7 +196,7 @@ impl LiveEvent {
             LiveEventType::InitSegment => {
                 let key = self.object_key.ok_or("init_segment needs object_key")?;
                 validate_live_object_key(stream_id, &key)?;
-                Ok(LiveCommand::Init { object_key: key })
+                Ok(LiveCommand::Init { object_key: key.into_owned() })
             }
             LiveEventType::Chunk => {
                 let seq = self.sequence_number.or(self.chunk_index).ok_or("chunk needs sequence_number")?;
@@ -202,11 +205,9 @@ impl LiveEvent {
                     return Err(format!("chunk_index {index} differs from sequence_number {seq}"));
                 }
                 let duration_ms = self.duration_ms.filter(|d| *d > 0).ok_or("chunk needs duration_ms > 0")?;
-                let object_key = self.object_key.unwrap_or_else(|| live_chunk_key(stream_id, seq, "ts"));
+                let object_key = self.object_key.map_or_else(|| live_chunk_key(stream_id, seq, "ts"), Cow::into_owned);
                 validate_live_object_key(stream_id, &object_key)?;
-                for sum in [&self.checksum, &self.stored_sha256].into_iter().flatten() {
-                    validate_sha256_hex(sum)?;
-                }
+                let [checksum, stored_sha256] = [self.checksum, self.stored_sha256].map(|sum| sum.map(sha256_hex));
                 let encoder_program_date_time_ms =
                     self.program_date_time.as_deref().map(parse_program_date_time).transpose()?;
                 Ok(LiveCommand::Chunk(Box::new(Chunk {
@@ -214,12 +215,12 @@ impl LiveEvent {
                     sequence_number: seq,
                     duration_ms,
                     size_bytes: self.size_bytes.unwrap_or(0),
-                    checksum: self.checksum,
-                    stored_sha256: self.stored_sha256,
+                    checksum: checksum.transpose()?,
+                    stored_sha256: stored_sha256.transpose()?,
                     object_key,
                     keyframe_aligned: self.keyframe_aligned.unwrap_or(true),
-                    audio_track_id: self.audio_track_id,
-                    video_track_id: self.video_track_id,
+                    audio_track_id: self.audio_track_id.map(Cow::into_owned),
+                    video_track_id: self.video_track_id.map(Cow::into_owned),
                     ingested_at_us: at_us,
                     encoder_program_date_time_ms,
                 })))
@@ -279,18 +280,30 @@ pub fn validate_live_object_key(stream_id: &str, key: &str) -> Result<(), String
         .and_then(|r| r.strip_prefix(stream_id))
         .and_then(|r| r.strip_prefix('/'))
         .ok_or_else(|| format!("object_key {key:?} must start with \"{}/{stream_id}/\"", bucket::LIVE_STREAMS))?;
-    if rest.split('/').count() > 2 {
-        return Err(format!("object_key {key:?} is nested too deep"));
+    match rest.split_once('/') {
+        Some((_, file)) if file.contains('/') => Err(format!("object_key {key:?} is nested too deep")),
+        Some((folder, file)) => validate_file_name(folder).and_then(|()| validate_file_name(file)),
+        None => validate_file_name(rest),
     }
-    rest.split('/').try_for_each(validate_file_name)
 }
 
 pub fn validate_sha256_hex(s: &str) -> Result<(), String> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // `fold`, not `all`: no early exit, so the check runs on whole vectors.
+    if s.len() == 64 && s.bytes().fold(true, |ok, b| ok & b.is_ascii_hexdigit()) {
         Ok(())
     } else {
         Err(format!("checksum {s:?} is not a hex SHA-256 (64 hex digits)"))
     }
+}
+
+/// A checked hex SHA-256 in lower case, so checksums compare as plain strings.
+fn sha256_hex(sum: Cow<'_, str>) -> Result<String, String> {
+    validate_sha256_hex(&sum)?;
+    let mut sum = sum.into_owned();
+    if sum.bytes().fold(false, |upper, b| upper | b.is_ascii_uppercase()) {
+        sum.make_ascii_lowercase();
+    }
+    Ok(sum)
 }
 
 /// Lifecycle of a live stream; `vod` once ended, as in seed 003.
@@ -372,7 +385,7 @@ pub struct LiveChunkDoc {
     pub stream_id: String,
     /// The chunk's own fields (`chunk_index`, `sequence_number`, `checksum`, …), flattened.
     #[serde(flatten)]
-    pub chunk: Chunk,
+    pub chunk: Box<Chunk>,
     pub status: ChunkStatus,
     pub dvr_window_start: u64,
     /// Start of the segment on the wall clock (`EXT-X-PROGRAM-DATE-TIME`).
@@ -428,25 +441,22 @@ mod tests {
     }
 
     #[test]
-    fn checksum_compares_stored_with_claimed() {
-        let mut chunk = Chunk {
-            chunk_index: 0,
-            sequence_number: 0,
-            duration_ms: 2000,
-            size_bytes: 1,
-            checksum: Some("AB".repeat(32)),
-            stored_sha256: Some("ab".repeat(32)),
-            object_key: live_chunk_key("s", 0, "ts"),
-            keyframe_aligned: true,
-            audio_track_id: None,
-            video_track_id: None,
-            ingested_at_us: 0,
-            encoder_program_date_time_ms: None,
+    fn checksum_compares_stored_with_claimed_in_any_case() {
+        let chunk = |claimed: &str, stored: Option<&str>| {
+            let event = LiveEvent {
+                stream_id: "s".into(),
+                sequence_number: Some(0),
+                duration_ms: Some(2000),
+                checksum: Some(claimed.into()),
+                stored_sha256: stored.map(Into::into),
+                ..Default::default()
+            };
+            let LiveCommand::Chunk(chunk) = event.validate().unwrap() else { panic!("a chunk") };
+            chunk
         };
-        assert!(chunk.checksum_ok());
-        chunk.stored_sha256 = Some("cd".repeat(32));
-        assert!(!chunk.checksum_ok());
-        chunk.stored_sha256 = None;
-        assert!(!chunk.checksum_ok());
+        assert!(chunk(&"AB".repeat(32), Some(&"ab".repeat(32))).checksum_ok());
+        assert!(chunk(&"ab".repeat(32), Some(&"aB".repeat(32))).checksum_ok());
+        assert!(!chunk(&"AB".repeat(32), Some(&"cd".repeat(32))).checksum_ok());
+        assert!(!chunk(&"AB".repeat(32), None).checksum_ok());
     }
 }

@@ -1,7 +1,7 @@
 //! Turns raw log records into checked live commands, or dead letters, before they are
 //! exchanged by stream id.
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 
@@ -23,12 +23,15 @@ pub fn decode_record(topic: Topic, record: LogRecord) -> LiveInput {
     }
 }
 
-/// A record's JSON event, or the dead letter of a corrupt record or malformed JSON.
-pub fn parse_record<T: DeserializeOwned>(topic: Topic, record: &LogRecord) -> Result<T, DeadLetterDoc> {
+/// A record's JSON event, or the dead letter of a corrupt record or malformed JSON. The text
+/// is checked as UTF-8 once, up front, so the event's strings can borrow from it unchecked.
+pub fn parse_record<'a, T: Deserialize<'a>>(topic: Topic, record: &'a LogRecord) -> Result<T, DeadLetterDoc> {
+    let malformed = |error: String| dead_letter(topic, record, "malformed_json", error);
     match &record.payload {
         Err(error) => Err(dead_letter(topic, record, "corrupt_record", error.clone())),
         Ok(payload) => {
-            serde_json::from_slice(payload).map_err(|e| dead_letter(topic, record, "malformed_json", e.to_string()))
+            let text = std::str::from_utf8(payload).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
+            serde_json::from_str(text).map_err(|e| malformed(e.to_string()))
         }
     }
 }

@@ -45,11 +45,12 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
             Exchange::new(|input: &LiveInput| input.route()),
             "LiveWindow",
             move |_cap, _info| {
-                let mut streams = restored;
+                // Looked up several times per event: a fast hasher, seeded per map.
+                let mut streams: FastMap<String, LiveStream> = restored.into_iter().collect();
                 let counters = Counters::new(&metrics);
                 // Streams changed in this activation, and whether their playlist did: each is
                 // rendered once per activation, however many of its events arrived.
-                let mut touched: HashMap<String, bool> = HashMap::new();
+                let mut touched: FastMap<String, bool> = FastMap::default();
                 move |input, output| {
                     // The earliest time seen: playlists go out at it, so the durable frontier
                     // cannot pass any of their events before they are written.
@@ -130,6 +131,8 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
     }
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The operator's counters, resolved once instead of by label on every event.
 struct Counters {
     outcomes: HashMap<&'static str, IntCounter>,
@@ -162,7 +165,7 @@ fn apply(stream: &mut LiveStream, command: LiveCommand, counters: &Counters, giv
         LiveCommand::Init { object_key } => stream.set_init(&object_key),
         LiveCommand::End { at_ms } => stream.end(at_ms),
         LiveCommand::Chunk(chunk) => {
-            let (outcome, doc) = stream.apply_chunk(*chunk);
+            let (outcome, doc) = stream.apply_chunk(chunk);
             counters.outcomes[outcome.label()].inc();
             match outcome {
                 ChunkOutcome::Accepted { new_gaps, filled_gap } => {

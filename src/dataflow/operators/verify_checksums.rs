@@ -64,7 +64,7 @@ impl<'s> VerifyChecksums<'s> for StreamVec<'s, u64, LiveInput> {
                             ) = (&mut waiting.input, stored)
                             {
                                 chunk.size_bytes = size;
-                                chunk.stored_sha256 = Some(sha256.to_ascii_lowercase()); // as checksums are
+                                chunk.stored_sha256 = Some(sha256);
                             }
                         }
                         while queue.front().is_some_and(|w| w.job.is_none()) {

@@ -50,7 +50,7 @@ fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { key: key.to_string(), source }
 }
 
-/// Size and SHA-256 (hex) of stored bytes.
+/// Size and SHA-256 (lower-case hex, as decoded checksums are) of stored bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredObject {
     pub size: u64,

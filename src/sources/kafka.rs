@@ -156,11 +156,9 @@ impl KafkaLog {
         let (producer, brokers) = (self.inner.producer.clone(), &self.inner.settings.brokers);
         let name = topic_name(&self.inner.settings, Topic::LiveChunks);
         let topic = name.clone();
-        let metadata =
-            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), HEALTH_TIMEOUT))
-                .await
-                .map_err(|e| LogError::Kafka { brokers: brokers.clone(), message: e.to_string() })?
-                .map_err(kafka_error(brokers))?;
+        let metadata = off_async(brokers, move || producer.client().fetch_metadata(Some(&topic), HEALTH_TIMEOUT))
+            .await?
+            .map_err(kafka_error(brokers))?;
         topic_partitions(&metadata, &name, brokers).map(|_| ())
     }
 
@@ -269,17 +267,25 @@ fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
-/// Runs a blocking request of the committer consumer off the async threads; the outer error
-/// is the blocking task's, the inner one Kafka's.
+/// Runs a blocking Kafka request off the async threads; the outer error is the blocking
+/// task's, the inner one Kafka's.
+async fn off_async<T: Send + 'static>(
+    brokers: &str,
+    request: impl FnOnce() -> KafkaResult<T> + Send + 'static,
+) -> Result<KafkaResult<T>, LogError> {
+    tokio::task::spawn_blocking(request)
+        .await
+        .map_err(|e| LogError::Kafka { brokers: brokers.into(), message: e.to_string() })
+}
+
+/// Runs a blocking request of the committer consumer off the async threads.
 async fn on_committer<T: Send + 'static>(
     committer: &Arc<Mutex<Committer>>,
     brokers: &str,
     request: impl FnOnce(&BaseConsumer) -> KafkaResult<T> + Send + 'static,
 ) -> Result<KafkaResult<T>, LogError> {
     let committer = committer.clone();
-    tokio::task::spawn_blocking(move || request(&committer.lock().expect("committer lock").consumer))
-        .await
-        .map_err(|e| LogError::Kafka { brokers: brokers.into(), message: e.to_string() })
+    off_async(brokers, move || request(&committer.lock().expect("committer lock").consumer)).await
 }
 
 /// Partition count of `topic` from the brokers' metadata, asked off the async threads.
@@ -307,7 +313,7 @@ fn topic_partitions(metadata: &Metadata, topic: &str, brokers: &str) -> Result<u
 /// The group's committed offset of every partition (`Beginning` where none is), retried while
 /// the group coordinator is still loading.
 async fn committed_offsets(
-    consumer: &Arc<Mutex<Committer>>,
+    committer: &Arc<Mutex<Committer>>,
     settings: &KafkaSettings,
     partitions: &BTreeMap<Topic, u32>,
 ) -> Result<BTreeMap<(Topic, u32), Offset>, LogError> {
@@ -320,7 +326,7 @@ async fn committed_offsets(
     let deadline = Instant::now() + 3 * REQUEST_TIMEOUT;
     let committed = loop {
         let list = list.clone();
-        let fetched = on_committer(consumer, &settings.brokers, move |c| c.committed_offsets(list, REQUEST_TIMEOUT));
+        let fetched = on_committer(committer, &settings.brokers, move |c| c.committed_offsets(list, REQUEST_TIMEOUT));
         match fetched.await? {
             Ok(committed) => break committed,
             Err(error) if Instant::now() < deadline => {
@@ -343,13 +349,13 @@ async fn committed_offsets(
 
 /// Like [`partition_count`], waiting for a topic just created to reach the brokers' metadata.
 async fn created_partition_count(
-    consumer: &Arc<Mutex<Committer>>,
+    committer: &Arc<Mutex<Committer>>,
     topic: String,
     brokers: &str,
 ) -> Result<u32, LogError> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     loop {
-        match partition_count(consumer, topic.clone(), brokers, REQUEST_TIMEOUT).await {
+        match partition_count(committer, topic.clone(), brokers, REQUEST_TIMEOUT).await {
             Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             result => return result,
         }

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use segflow::dataflow::SinkOp;
-use segflow::dataflow::operators::decode_events::DecodeEvents;
-use segflow::dataflow::operators::live_window::LiveWindowOp;
+use segflow::dataflow::live::decode::DecodeEvents;
+use segflow::dataflow::live::window::LiveWindowOp;
+use segflow::log::LogRecord;
 use segflow::metrics::Metrics;
 use segflow::model::{LiveEvent, LiveEventType, Topic, stream_hash};
-use segflow::sources::LogRecord;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 

@@ -11,20 +11,20 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, signed::UrlSigner};
 use crate::config::Config;
+use crate::dataflow::live::sink::LiveSink;
+use crate::dataflow::offsets::OffsetCommitter;
 use crate::dataflow::vod::VodJobs;
 use crate::dataflow::{WorkerContext, run_worker};
+use crate::log::embedded::EmbeddedLog;
+use crate::log::kafka::{KafkaLog, KafkaSettings};
+use crate::log::{EventLog, LogError};
 use crate::metrics::Metrics;
-use crate::sinks::LiveSink;
-use crate::sinks::metadata::embedded::EmbeddedMetadata;
-use crate::sinks::metadata::mongodb::MongoMetadata;
-use crate::sinks::metadata::{MetadataError, MetadataStore};
-use crate::sinks::object_store::local::LocalStore;
-use crate::sinks::object_store::s3::{S3Settings, S3Store};
-use crate::sinks::object_store::{ObjectStore, StoreError};
-use crate::sinks::offsets::OffsetCommitter;
-use crate::sources::embedded_log::EmbeddedLog;
-use crate::sources::kafka::{KafkaLog, KafkaSettings};
-use crate::sources::{EventLog, LogError};
+use crate::storage::metadata::embedded::EmbeddedMetadata;
+use crate::storage::metadata::mongodb::MongoMetadata;
+use crate::storage::metadata::{MetadataError, MetadataStore};
+use crate::storage::object::local::LocalStore;
+use crate::storage::object::s3::{S3Settings, S3Store};
+use crate::storage::object::{ObjectStore, StoreError};
 
 #[derive(Debug, Error)]
 pub enum EngineError {

@@ -16,8 +16,8 @@ use segflow::model::{
     Chunk, ChunkStatus, DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, StreamStatus, VariantDoc, VodDoc, VodStatus,
     live_chunk_key, now_ms, now_us,
 };
-use segflow::sinks::metadata::mongodb::MongoMetadata;
-use segflow::sinks::metadata::{MetaWrite, MetadataStore};
+use segflow::storage::metadata::mongodb::MongoMetadata;
+use segflow::storage::metadata::{MetaWrite, MetadataStore};
 
 fn mongo_uri() -> String {
     common::service_env("SERVICES_TEST_MONGO_URI")

@@ -10,8 +10,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use segflow::sinks::object_store::s3::{BUCKETS, PART_SIZE, S3Settings, S3Store};
-use segflow::sinks::object_store::{ByteStream, ObjectStore, StoreError, StoredObject};
+use segflow::storage::object::s3::{BUCKETS, PART_SIZE, S3Settings, S3Store};
+use segflow::storage::object::{ByteStream, ObjectStore, StoreError, StoredObject};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;

@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::TestEngine;
+use segflow::log::embedded::EmbeddedLog;
 use segflow::model::Topic;
-use segflow::sources::embedded_log::EmbeddedLog;
 
 /// Every file under the data dir's objects, and the stream count: what a refused request
 /// must leave as it was.

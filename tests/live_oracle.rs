@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use segflow::dataflow::SinkOp;
-use segflow::dataflow::operators::decode_events::DecodeEvents;
-use segflow::dataflow::operators::live_window::LiveWindowOp;
+use segflow::dataflow::live::decode::DecodeEvents;
+use segflow::dataflow::live::window::LiveWindowOp;
+use segflow::log::LogRecord;
 use segflow::metrics::Metrics;
 use segflow::model::{LiveEvent, LiveEventType, Topic};
-use segflow::sources::LogRecord;
 use timely::dataflow::operators::{Input, Inspect, Probe};
 
 const STREAMS: usize = 7;

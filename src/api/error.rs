@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use thiserror::Error;
 
-use crate::sinks::metadata::MetadataError;
-use crate::sinks::object_store::StoreError;
-use crate::sources::LogError;
+use crate::log::LogError;
+use crate::storage::metadata::MetadataError;
+use crate::storage::object::StoreError;
 
 #[derive(Debug, Error)]
 pub enum ApiError {

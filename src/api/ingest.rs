@@ -22,7 +22,7 @@ use crate::model::{
     ChunkStatus, LiveEvent, LiveEventType, LiveStreamDoc, bucket, live_chunk_key, now_us, parse_program_date_time,
     validate_file_name, validate_sha256_hex,
 };
-use crate::sinks::object_store::{ByteStream, ObjectStore, StoredObject};
+use crate::storage::object::{ByteStream, ObjectStore, StoredObject};
 
 /// How long a playlist waits for a segment it names that is still uploading.
 const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, find_live_stream, find_stream, parse_json, public_base};
 use crate::media::live_playlist::rounded_seconds;
 use crate::model::{LiveCommand, LiveEvent, LiveEventType, LiveStreamDoc, Topic, now_ms, now_us};
-use crate::sinks::metadata::MetaWrite;
+use crate::storage::metadata::MetaWrite;
 
 /// How long a control call waits for the dataflow to write the stream's playlist.
 const PLAYLIST_WAIT: Duration = Duration::from_secs(10);

@@ -23,12 +23,12 @@ use tokio::sync::broadcast;
 pub use error::ApiError;
 
 use crate::config::Config;
+use crate::dataflow::live::sink::PlaylistNotice;
+use crate::log::EventLog;
 use crate::metrics::Metrics;
 use crate::model::{LiveStreamDoc, StreamStatus, validate_stream_id};
-use crate::sinks::PlaylistNotice;
-use crate::sinks::metadata::MetadataStore;
-use crate::sinks::object_store::ObjectStore;
-use crate::sources::EventLog;
+use crate::storage::metadata::MetadataStore;
+use crate::storage::object::ObjectStore;
 use signed::UrlSigner;
 
 /// Shared by every handler.

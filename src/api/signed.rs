@@ -19,7 +19,7 @@ use tower_http::services::ServeFile;
 
 use super::{ApiError, AppState};
 use crate::model::{VOD_MANIFEST_FILE, bucket, validate_file_name, validate_stream_id};
-use crate::sinks::object_store::content_type;
+use crate::storage::object::content_type;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -17,8 +17,8 @@ use crate::model::{
     Topic, VOD_MANIFEST_FILE, VOD_POSTER_FILE, VodDoc, VodEvent, VodStatus, now_ms, now_us, validate_vod_id,
     validate_vod_source_key, vod_source_key,
 };
-use crate::sinks::metadata::MetaWrite;
-use crate::sinks::object_store::{StoreError, StoredObject};
+use crate::storage::metadata::MetaWrite;
+use crate::storage::object::{StoreError, StoredObject};
 
 /// Longest title and description accepted.
 const MAX_TITLE_CHARS: usize = 256;

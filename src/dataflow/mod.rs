@@ -8,7 +8,8 @@
 //!   -> probe                   "durable up to" frontier -> offset commits
 //! ```
 
-pub mod live_stream;
+pub mod live;
+pub mod offsets;
 pub mod operators;
 pub mod vod;
 mod worker;

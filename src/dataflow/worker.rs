@@ -10,19 +10,19 @@ use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
 use timely::worker::Worker;
 
-use super::live_stream::LiveStream;
-use super::operators::decode_events::DecodeEvents;
-use super::operators::durable_sink::DurableSink;
-use super::operators::live_window::LiveWindowOp;
+use super::live::decode::DecodeEvents;
+use super::live::durable_sink::DurableSink;
+use super::live::stream::LiveStream;
+use super::live::verify_checksums::VerifyChecksums;
+use super::live::window::LiveWindowOp;
 use super::operators::log_source::{LogSourceConfig, PendingCommits, log_source};
-use super::operators::verify_checksums::VerifyChecksums;
 use super::vod::{VodJobs, vod_pipeline};
+use crate::dataflow::live::sink::LiveSink;
+use crate::dataflow::offsets::OffsetCommitter;
+use crate::log::EventLog;
 use crate::metrics::Metrics;
 use crate::model::{StreamStatus, Topic, stream_hash};
-use crate::sinks::LiveSink;
-use crate::sinks::metadata::{MetadataError, MetadataStore};
-use crate::sinks::offsets::OffsetCommitter;
-use crate::sources::EventLog;
+use crate::storage::metadata::{MetadataError, MetadataStore};
 
 /// How often a worker hands on the offsets its sinks have made durable.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);

@@ -2,6 +2,6 @@
 
 pub mod ladder;
 pub mod live_playlist;
+pub mod master_playlist;
 pub mod probe;
 pub mod transcode;
-pub mod vod_playlist;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use segflow::config::{Config, Secret};
 use segflow::model::Topic;
-use segflow::sinks::object_store::ObjectStore;
+use segflow::storage::object::ObjectStore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -89,7 +89,7 @@ impl Backends {
 pub fn topic_offsets(backends: Backends, data_dir: &Path, topic: Topic) -> Vec<(i32, i64, i64)> {
     let partitions = 0..topic.partitions() as i32;
     let Some((consumer, name)) = group_consumer(backends, data_dir, topic) else {
-        let log = segflow::sources::embedded_log::EmbeddedLog::open(&data_dir.join("log")).unwrap();
+        let log = segflow::log::embedded::EmbeddedLog::open(&data_dir.join("log")).unwrap();
         let offsets = partitions
             .map(|p| (p, log.committed(topic, p as u32).unwrap() as i64, log.end(topic, p as u32) as i64))
             .collect();

@@ -15,7 +15,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-use crate::sources::{LogRecord, TopicReader};
+use crate::log::{LogRecord, TopicReader};
 
 /// Offsets to commit per time: `time -> partition -> next offset`.
 pub type PendingCommits = Rc<RefCell<BTreeMap<u64, BTreeMap<u32, u64>>>>;

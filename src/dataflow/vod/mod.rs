@@ -20,23 +20,25 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 use tokio::sync::{Mutex, Semaphore};
 
-use super::operators::async_stage::AsyncStage;
-use super::operators::decode_events::{dead_letter, parse_record};
-use super::operators::join_rungs::JoinRungs;
+pub mod join_rungs;
+
 use crate::config::TranscodeMode;
+use crate::dataflow::live::decode::{dead_letter, parse_record};
+use crate::dataflow::live::sink::retry;
+use crate::dataflow::operators::async_stage::AsyncStage;
+use crate::log::LogRecord;
 use crate::media::ladder::{Rung, ladder};
+use crate::media::master_playlist::master_playlist;
 use crate::media::probe::{MediaInfo, probe};
 use crate::media::transcode::{RungOutput, TranscodeJob, poster, transcode};
-use crate::media::vod_playlist::master_playlist;
 use crate::metrics::Metrics;
 use crate::model::{
     DeadLetterDoc, Topic, VOD_POSTER_FILE, VariantDoc, VodDoc, VodEvent, VodStatus, now_ms, stream_hash,
     vod_manifest_key, vod_poster_key, vod_variants_prefix,
 };
-use crate::sinks::metadata::{MetaWrite, MetadataStore};
-use crate::sinks::object_store::ObjectStore;
-use crate::sinks::retry;
-use crate::sources::LogRecord;
+use crate::storage::metadata::{MetaWrite, MetadataStore};
+use crate::storage::object::ObjectStore;
+use join_rungs::JoinRungs;
 
 /// Seconds per segment, and between keyframes, in every rung.
 pub const SEGMENT_SECONDS: u32 = 2;

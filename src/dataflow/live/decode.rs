@@ -6,8 +6,8 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 
 use crate::dataflow::LiveInput;
+use crate::log::LogRecord;
 use crate::model::{DeadLetterDoc, LiveEvent, Topic, now_ms};
-use crate::sources::LogRecord;
 
 /// Decodes one record; pure, so the oracle test and the bench share it with the engine.
 pub fn decode_record(topic: Topic, record: LogRecord) -> LiveInput {
@@ -53,10 +53,10 @@ pub fn dead_letter(topic: Topic, record: &LogRecord, reason: &str, error: String
 /// Extension trait: `records.decode_events(topic)`.
 ///
 /// ```
-/// use segflow::dataflow::operators::decode_events::DecodeEvents;
+/// use segflow::dataflow::live::decode::DecodeEvents;
 /// use segflow::dataflow::LiveInput;
 /// use segflow::model::Topic;
-/// use segflow::sources::LogRecord;
+/// use segflow::log::LogRecord;
 /// use timely::dataflow::operators::{Inspect, ToStream};
 ///
 /// timely::example(|scope| {

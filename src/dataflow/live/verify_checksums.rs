@@ -14,10 +14,10 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::dataflow::LiveInput;
+use crate::dataflow::live::sink::retry;
 use crate::metrics::Metrics;
 use crate::model::{LiveCommand, now_us};
-use crate::sinks::object_store::ObjectStore;
-use crate::sinks::retry;
+use crate::storage::object::ObjectStore;
 
 /// An event waiting behind a hash of its own stream; `job` is set while its own hash runs.
 struct Waiting {

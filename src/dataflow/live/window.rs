@@ -14,7 +14,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::dataflow::live_stream::{ChunkOutcome, LiveStream};
+use crate::dataflow::live::stream::{ChunkOutcome, LiveStream};
 use crate::dataflow::{LiveInput, SinkOp};
 use crate::metrics::Metrics;
 use crate::model::{DeadLetterDoc, LiveCommand, LiveStreamDoc, Topic, now_ms};
@@ -23,7 +23,7 @@ use crate::model::{DeadLetterDoc, LiveCommand, LiveStreamDoc, Topic, now_ms};
 ///
 /// ```
 /// use std::{collections::HashMap, sync::Arc};
-/// use segflow::dataflow::{LiveInput, SinkOp, operators::live_window::LiveWindowOp};
+/// use segflow::dataflow::{LiveInput, SinkOp, live::window::LiveWindowOp};
 /// use segflow::model::LiveCommand;
 /// use timely::dataflow::operators::{Inspect, ToStream};
 ///

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::metadata::MetadataStore;
-use super::retry;
+use crate::dataflow::live::sink::retry;
+use crate::log::EventLog;
+pub use crate::log::OffsetCommit;
 use crate::metrics::Metrics;
-use crate::sources::EventLog;
-pub use crate::sources::OffsetCommit;
+use crate::storage::metadata::MetadataStore;
 
 /// Where workers send offsets the durable frontier has passed.
 #[derive(Clone)]

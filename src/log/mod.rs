@@ -1,7 +1,7 @@
 //! Where the dataflow's events come from: the embedded partitioned log, or Apache Kafka, behind
 //! one `EventLog` so the API, the workers and the offset committer never tell them apart.
 
-pub mod embedded_log;
+pub mod embedded;
 pub mod kafka;
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::model::Topic;
-use embedded_log::{EmbeddedLog, PartitionReader};
+use embedded::{EmbeddedLog, PartitionReader};
 use kafka::{KafkaLog, KafkaReader};
 
 /// Largest record the log accepts; events are ~500 bytes of JSON.

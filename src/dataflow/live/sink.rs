@@ -1,10 +1,6 @@
 //! Sinks: the object store and metadata backends, and [`LiveSink`], which applies one batch of
 //! the dataflow's output to them and reports when it is durable.
 
-pub mod metadata;
-pub mod object_store;
-pub mod offsets;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -15,8 +11,8 @@ use tokio::sync::{broadcast, mpsc};
 use crate::dataflow::SinkOp;
 use crate::metrics::Metrics;
 use crate::model::{ChunkStatus, live_manifest_key, now_us};
-use metadata::{MetaWrite, MetadataError, MetadataStore};
-use object_store::{ObjectStore, Rewrite, StoreError};
+use crate::storage::metadata::{MetaWrite, MetadataError, MetadataStore};
+use crate::storage::object::{ObjectStore, Rewrite, StoreError};
 
 #[derive(Debug, Error)]
 pub enum SinkError {

@@ -12,7 +12,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::dataflow::SinkOp;
-use crate::sinks::{LiveSink, retry};
+use crate::dataflow::live::sink::{LiveSink, retry};
 
 /// Batches allowed in flight per worker before the operator waits for acknowledgements.
 const MAX_IN_FLIGHT: usize = 64;

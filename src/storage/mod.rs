@@ -1,0 +1,5 @@
+//! Where bytes and documents live: the object store and the metadata store, each behind a
+//! trait with an embedded backend and a shared-service one.
+
+pub mod metadata;
+pub mod object;

@@ -19,7 +19,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use segflow::model::live_chunk_key;
+use segflow::model::keys;
 
 /// The same allocator as the `segflow` binary.
 #[global_allocator]
@@ -137,7 +137,7 @@ async fn main() {
     // the engine it measures runs on.
     let per_stream = rate * seconds / streams;
     let objects = data.path().join("objects");
-    let object_path = move |id: &str, seq: u64| objects.join(live_chunk_key(id, seq, "ts"));
+    let object_path = move |id: &str, seq: u64| objects.join(keys::live_chunk(id, seq, "ts"));
     for id in &ids {
         for seq in 0..per_stream {
             let path = object_path(id, seq);

@@ -11,10 +11,9 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Client, Database, IndexModel};
-use segflow::media::probe::MediaInfo;
 use segflow::model::{
-    Chunk, ChunkStatus, DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, StreamStatus, VariantDoc, VodDoc, VodStatus,
-    live_chunk_key, now_ms, now_us,
+    Chunk, ChunkStatus, DeadLetterDoc, DeadLetterReason, LiveChunkDoc, LiveStreamDoc, MediaInfo, StreamStatus,
+    VariantDoc, VodDoc, VodStatus, keys, now_ms, now_us,
 };
 use segflow::storage::metadata::mongodb::MongoMetadata;
 use segflow::storage::metadata::{MetaWrite, MetadataStore};
@@ -63,7 +62,7 @@ fn chunk(stream_id: &str, index: u64) -> LiveChunkDoc {
             size_bytes: 1_628_000,
             checksum: Some("ab".repeat(32)),
             stored_sha256: Some("ab".repeat(32)),
-            object_key: live_chunk_key(stream_id, index, "ts"),
+            object_key: keys::live_chunk(stream_id, index, "ts"),
             keyframe_aligned: true,
             audio_track_id: Some(format!("audio-{stream_id}")),
             video_track_id: None,
@@ -118,7 +117,7 @@ fn dead_letter(partition: u32, offset: u64) -> DeadLetterDoc {
         topic: "live-chunks".into(),
         partition,
         offset,
-        reason: "invalid".into(),
+        reason: DeadLetterReason::InvalidEvent,
         error: "chunk needs duration_ms > 0".into(),
         payload_preview: "{\"stream_id\":\"s\"}".into(),
         at_ms: now_ms(),
@@ -198,7 +197,7 @@ async fn applying_a_batch_twice_leaves_one_document_per_key() {
 
         // Within a batch, the later overwrite of a key wins.
         let mut ended = stream("live-a");
-        ended.status = StreamStatus::Vod;
+        ended.status = StreamStatus::Ended;
         ended.ended_at_ms = Some(now_ms());
         let mut late = chunk("live-a", 0);
         late.status = ChunkStatus::Late;

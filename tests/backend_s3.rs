@@ -10,7 +10,8 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Credentials, Region};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use segflow::storage::object::s3::{BUCKETS, PART_SIZE, S3Settings, S3Store};
+use segflow::model::keys::bucket;
+use segflow::storage::object::s3::{PART_SIZE, S3Settings, S3Store};
 use segflow::storage::object::{ByteStream, ObjectStore, StoreError, StoredObject};
 use sha2::{Digest, Sha256};
 
@@ -74,7 +75,7 @@ impl Fixture {
 
     /// Removes this test's buckets and everything in them.
     async fn cleanup(self) {
-        for name in BUCKETS {
+        for name in bucket::ALL {
             let bucket = self.bucket(name);
             let listed = self.raw.list_objects_v2().bucket(&bucket).send().await.unwrap();
             for object in listed.contents() {
@@ -114,7 +115,7 @@ fn body(bytes: &Bytes, chunk: usize) -> ByteStream {
 #[tokio::test]
 async fn connect_creates_the_buckets_and_reports_health() {
     let f = Fixture::new().await;
-    for name in BUCKETS {
+    for name in bucket::ALL {
         f.raw.head_bucket().bucket(f.bucket(name)).send().await.unwrap_or_else(|e| panic!("bucket {name}: {e:?}"));
     }
     // A second process finds them in place.

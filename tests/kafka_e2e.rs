@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use segflow::model::live_chunk_key;
+use segflow::model::keys;
 use serde_json::json;
 
 /// A producer of the test engine's own `live-chunks` topic, and that topic's name.
@@ -38,7 +38,7 @@ async fn chunk_events_published_straight_to_kafka_are_verified_and_play() {
     let (producer, topic) = producer(&engine);
     for (seq, segment) in segments.iter().enumerate() {
         let seq = seq as u64;
-        engine.store.put_bytes(&live_chunk_key(&id, seq, "ts"), segment.bytes.clone().into()).await.unwrap();
+        engine.store.put_bytes(&keys::live_chunk(&id, seq, "ts"), segment.bytes.clone().into()).await.unwrap();
         // Segment 3 claims a checksum its bytes do not have.
         let claimed = if seq == 3 { sha256_hex(b"not these bytes") } else { sha256_hex(&segment.bytes) };
         let event = json!({

@@ -204,7 +204,7 @@ async fn producers_that_store_bytes_themselves_post_chunk_events(backends: Backe
     let id = engine.start_stream(4).await;
     // The producer writes the bytes into the engine's object store itself.
     for seq in 0..3u64 {
-        let key = segflow::model::live_chunk_key(&id, seq, "ts");
+        let key = segflow::model::keys::live_chunk(&id, seq, "ts");
         engine.store.put_bytes(&key, format!("bytes of {seq}").into_bytes().into()).await.unwrap();
     }
     let good = sha256_hex(b"bytes of 0");

@@ -7,6 +7,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::log::LogError;
+use crate::model::ValidationError;
 use crate::storage::metadata::MetadataError;
 use crate::storage::object::StoreError;
 
@@ -14,6 +15,8 @@ use crate::storage::object::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -35,7 +38,7 @@ pub enum ApiError {
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::BadRequest(_) | ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -18,10 +18,8 @@ use serde_json::{Value, json};
 
 use super::live::{append_live, check_duration};
 use super::{ApiError, AppState, find_live_stream};
-use crate::model::{
-    ChunkStatus, LiveEvent, LiveEventType, LiveStreamDoc, bucket, live_chunk_key, now_us, parse_program_date_time,
-    validate_file_name, validate_sha256_hex,
-};
+use crate::model::checks::{validate_file_name, validate_sha256_hex};
+use crate::model::{ChunkStatus, LiveEvent, LiveEventType, LiveStreamDoc, keys, now_us, parse_program_date_time};
 use crate::storage::object::{ByteStream, ObjectStore, StoredObject};
 
 /// How long a playlist waits for a segment it names that is still uploading.
@@ -90,7 +88,7 @@ fn is_bare_segment(file: &str, headers: &HeaderMap) -> bool {
 }
 
 fn incoming_key(stream_id: &str, file: &str) -> String {
-    format!("{}/{stream_id}/incoming/{file}", bucket::LIVE_STREAMS)
+    keys::live_incoming(stream_id, file)
 }
 
 /// Counts a stream's ingest requests while they run, so ending a stream can wait for them.
@@ -125,7 +123,7 @@ async fn store_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    validate_file_name(&file).map_err(ApiError::BadRequest)?;
+    validate_file_name(&file)?;
     let stream = find_live_stream(&state, &stream_id).await?;
     let ext = extension(&file);
     match ext.as_str() {
@@ -169,7 +167,7 @@ async fn segment_with_headers(
     check_duration(stream, duration_ms)?;
     let claimed = header::<String>(headers, "x-checksum-sha256")?;
     if let Some(sum) = &claimed {
-        validate_sha256_hex(sum).map_err(ApiError::BadRequest)?;
+        validate_sha256_hex(sum)?;
     }
     let existing = state.metadata.get_chunk(&stream.stream_id, seq).await?;
     if existing.is_some_and(|chunk| chunk.status == ChunkStatus::Live) {
@@ -177,9 +175,9 @@ async fn segment_with_headers(
     }
     let program_date_time = header::<String>(headers, "x-program-date-time")?;
     if let Some(text) = &program_date_time {
-        parse_program_date_time(text).map_err(ApiError::BadRequest)?;
+        parse_program_date_time(text)?;
     }
-    let key = live_chunk_key(&stream.stream_id, seq, ext);
+    let key = keys::live_chunk(&stream.stream_id, seq, ext);
     let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
     let mut event = chunk_event(&stream.stream_id, seq, duration_ms, &key, &stored, claimed);
     event.program_date_time = program_date_time.map(Into::into);
@@ -234,7 +232,7 @@ async fn init_segment(
     file: &str,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let key = format!("{}/{}/{file}", bucket::LIVE_STREAMS, stream.stream_id);
+    let key = keys::live_file(&stream.stream_id, file);
     let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
     let event = LiveEvent {
         event_type: LiveEventType::InitSegment,
@@ -277,7 +275,7 @@ async fn pushed_playlist(
             tracing::warn!(stream_id = stream.stream_id, seq, name, "playlist names a segment that never arrived");
             continue;
         };
-        let key = live_chunk_key(&stream.stream_id, seq, &extension(name));
+        let key = keys::live_chunk(&stream.stream_id, seq, &extension(name));
         state.store.rename(&incoming, &key).await?;
         let duration_ms = (segment.duration as f64 * 1000.0).round() as u64;
         let mut event = chunk_event(&stream.stream_id, seq, duration_ms.max(1), &key, &stored, None);

@@ -199,7 +199,7 @@ pub async fn post_chunk(
     event.stream_id = stream_id.as_str().into();
     event.stored_sha256 = None;
     event.ingested_at_us = Some(now_us());
-    let LiveCommand::Chunk(chunk) = event.validate().map_err(ApiError::Unprocessable)? else {
+    let LiveCommand::Chunk(chunk) = event.validate().map_err(|e| ApiError::Unprocessable(e.to_string()))? else {
         unreachable!("a chunk event validates into a chunk command")
     };
     check_duration(&stream, chunk.duration_ms)?;

@@ -26,7 +26,8 @@ use crate::config::Config;
 use crate::dataflow::live::sink::PlaylistNotice;
 use crate::log::EventLog;
 use crate::metrics::Metrics;
-use crate::model::{LiveStreamDoc, StreamStatus, validate_stream_id};
+use crate::model::checks::validate_stream_id;
+use crate::model::{LiveStreamDoc, StreamStatus};
 use crate::storage::metadata::MetadataStore;
 use crate::storage::object::ObjectStore;
 use signed::UrlSigner;
@@ -146,7 +147,7 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a Bytes, empty: Option<T>) -> Resu
 
 /// Looks up a stream for a request: 400 for a malformed id, 404 for an unknown one.
 async fn find_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc, ApiError> {
-    validate_stream_id(stream_id).map_err(ApiError::BadRequest)?;
+    validate_stream_id(stream_id)?;
     state.metadata.get_stream(stream_id).await?.ok_or_else(|| ApiError::NotFound(format!("no stream {stream_id:?}")))
 }
 

@@ -18,7 +18,8 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::{ApiError, AppState};
-use crate::model::{VOD_MANIFEST_FILE, bucket, validate_file_name, validate_stream_id};
+use crate::model::checks::{validate_file_name, validate_stream_id};
+use crate::model::keys;
 use crate::storage::object::content_type;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -109,15 +110,15 @@ pub async fn play(
         return Err(forbidden());
     }
     let path = fields.next().unwrap_or_default();
-    validate_stream_id(stream_id).map_err(ApiError::NotFound)?;
+    validate_stream_id(stream_id).map_err(|e| ApiError::NotFound(e.to_string()))?;
     let parts: Vec<&str> = path.split('/').collect();
     if parts.len() > 3 {
         return Err(ApiError::NotFound(format!("no object {path:?}")));
     }
     for part in &parts {
-        validate_file_name(part).map_err(ApiError::NotFound)?;
+        validate_file_name(part).map_err(|e| ApiError::NotFound(e.to_string()))?;
     }
-    let key = object_key(stream_id, path);
+    let key = keys::playback_object(stream_id, path);
     let ttl = Duration::from_secs(state.signer.ttl_secs);
     if let Some(direct) = state.store.presign_get(&key, ttl).await? {
         if !path.ends_with(".m3u8") {
@@ -149,17 +150,6 @@ pub async fn play(
     Ok(response)
 }
 
-/// The store key behind `/play/…/{stream_id}/{path}`.
-fn object_key(stream_id: &str, path: &str) -> String {
-    let bucket = match (stream_id.starts_with("vod-"), path) {
-        (true, VOD_MANIFEST_FILE) => bucket::MANIFESTS,
-        (true, _) => bucket::VOD_VARIANTS,
-        (false, p) if p.ends_with(".m3u8") => bucket::MANIFESTS,
-        (false, _) => bucket::LIVE_STREAMS,
-    };
-    format!("{bucket}/{stream_id}/{path}")
-}
-
 /// A media playlist with each relative segment (and init section) URI replaced by a presigned
 /// URL of its object; a master playlist is left as is (its variants come back through here).
 async fn presign_media_uris(
@@ -181,7 +171,7 @@ async fn presign_media_uris(
             if uri.contains("://") {
                 continue;
             }
-            let key = object_key(stream_id, &format!("{dir}{uri}"));
+            let key = keys::playback_object(stream_id, &format!("{dir}{uri}"));
             if let Some(url) = state.store.presign_get(&key, ttl).await? {
                 *uri = url;
             }

@@ -13,10 +13,9 @@ use serde_json::{Value, json};
 
 use super::live::rfc3339;
 use super::{ApiError, AppState, parse_json, public_base};
-use crate::model::{
-    Topic, VOD_MANIFEST_FILE, VOD_POSTER_FILE, VodDoc, VodEvent, VodStatus, now_ms, now_us, validate_vod_id,
-    validate_vod_source_key, vod_source_key,
-};
+use crate::model::checks::validate_vod_id;
+use crate::model::keys::{self, VOD_MANIFEST_FILE, VOD_POSTER_FILE};
+use crate::model::{Topic, VOD_UPLOADED, VodDoc, VodEvent, VodStatus, now_ms, now_us};
 use crate::storage::metadata::MetaWrite;
 use crate::storage::object::{StoreError, StoredObject};
 
@@ -56,8 +55,8 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
         Some(id) => id,
         None => upload.source_key.split('/').nth(1).unwrap_or_default().to_string(),
     };
-    validate_vod_id(&stream_id).map_err(ApiError::BadRequest)?;
-    validate_vod_source_key(&stream_id, &upload.source_key).map_err(ApiError::BadRequest)?;
+    validate_vod_id(&stream_id)?;
+    keys::validate_vod_source(&stream_id, &upload.source_key)?;
     check_text(&upload.title, &upload.description)?;
     if state.metadata.get_vod(&stream_id).await?.is_some() {
         return Err(ApiError::Conflict(format!("video {stream_id} already exists")));
@@ -82,7 +81,7 @@ async fn multipart_upload(state: &AppState, mut multipart: Multipart) -> Result<
                 "title" => title = field_text(field, MAX_TITLE_CHARS).await?,
                 "description" => description = field_text(field, MAX_DESCRIPTION_CHARS).await?,
                 "video" if source.is_none() => {
-                    let key = vod_source_key(&stream_id, &source_extension(field.file_name()));
+                    let key = keys::vod_source(&stream_id, &source_extension(field.file_name()));
                     let stored = store_field(state, &key, field).await;
                     source = Some((key, stored.map_err(upload_error)?));
                 }
@@ -178,7 +177,7 @@ async fn accept(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let uploaded_at_us = now_us();
     let event = VodEvent {
-        event_type: "vod_uploaded".into(),
+        event_type: VOD_UPLOADED.into(),
         stream_id: stream_id.to_string(),
         source_key: source_key.to_string(),
         size_bytes: stored.size,
@@ -213,7 +212,7 @@ async fn accept(
 }
 
 async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc, ApiError> {
-    validate_vod_id(stream_id).map_err(ApiError::NotFound)?;
+    validate_vod_id(stream_id).map_err(|e| ApiError::NotFound(e.to_string()))?;
     state.metadata.get_vod(stream_id).await?.ok_or_else(|| ApiError::NotFound(format!("no video {stream_id:?}")))
 }
 

@@ -1,6 +1,6 @@
 //! Picks the adaptive-bitrate ladder (the renditions to encode) for a source, never upscaling.
 
-use super::probe::MediaInfo;
+use crate::model::MediaInfo;
 
 /// One rendition of the ladder.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

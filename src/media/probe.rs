@@ -7,25 +7,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 use tokio::process::Command;
 
-/// What the VOD pipeline needs to know about a source.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct MediaInfo {
-    pub duration_s: f64,
-    pub width: u32,
-    pub height: u32,
-    /// From `avg_frame_rate` (or `r_frame_rate`), e.g. 29.97.
-    pub frame_rate: f64,
-    /// FFmpeg's codec name, e.g. `h264`.
-    pub video_codec: String,
-    /// `None` when the source has no audio stream.
-    pub audio_codec: Option<String>,
-}
-
-impl MediaInfo {
-    pub fn has_audio(&self) -> bool {
-        self.audio_codec.is_some()
-    }
-}
+use crate::model::MediaInfo;
 
 /// Why probing, transcoding or reading FFmpeg's output failed; messages are meant for users.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::ladder::Rung;
-use super::probe::{MediaError, MediaInfo, ffprobe_json};
+use super::probe::{MediaError, ffprobe_json};
+use crate::model::MediaInfo;
 
 /// How the ladder is spread over FFmpeg processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]

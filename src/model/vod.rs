@@ -1,11 +1,12 @@
-//! VOD events and documents: an uploaded video on its way to an adaptive-bitrate ladder.
+//! Videos on demand: the event of the `vod-chunks` topic, and the document of an uploaded video
+//! on its way to an adaptive-bitrate ladder.
 
 use serde::{Deserialize, Serialize};
 
-use super::{bucket, validate_file_name, validate_stream_id};
-use crate::media::probe::MediaInfo;
+use super::checks::{ValidationError, validate_vod_id};
+use super::keys;
 
-/// Where a VOD's life stands; it only moves forward, and `failed` is final for an attempt.
+/// Where a video's processing stands; it only moves forward, and `failed` is final for an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VodStatus {
@@ -21,6 +22,9 @@ impl VodStatus {
         matches!(self, VodStatus::Ready | VodStatus::Failed)
     }
 }
+
+/// The one `event_type` of `vod-chunks`.
+pub const VOD_UPLOADED: &str = "vod_uploaded";
 
 /// The event on `vod-chunks`: a source video is in the object store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,16 +43,36 @@ pub struct VodEvent {
 }
 
 fn vod_uploaded() -> String {
-    "vod_uploaded".into()
+    VOD_UPLOADED.into()
 }
 
 impl VodEvent {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.event_type != "vod_uploaded" {
-            return Err(format!("unknown VOD event type {:?}", self.event_type));
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.event_type != VOD_UPLOADED {
+            return Err(ValidationError::UnknownEventType(self.event_type.clone()));
         }
         validate_vod_id(&self.stream_id)?;
-        validate_vod_source_key(&self.stream_id, &self.source_key)
+        keys::validate_vod_source(&self.stream_id, &self.source_key)
+    }
+}
+
+/// What `ffprobe` found in a source: what the ladder and the transcoder are planned from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    pub duration_s: f64,
+    pub width: u32,
+    pub height: u32,
+    /// From `avg_frame_rate` (or `r_frame_rate`), e.g. 29.97.
+    pub frame_rate: f64,
+    /// FFmpeg's codec name, e.g. `h264`.
+    pub video_codec: String,
+    /// `None` when the source has no audio stream.
+    pub audio_codec: Option<String>,
+}
+
+impl MediaInfo {
+    pub fn has_audio(&self) -> bool {
+        self.audio_codec.is_some()
     }
 }
 
@@ -74,7 +98,8 @@ pub struct VariantDoc {
     pub segments: usize,
 }
 
-/// `vod_metadata`: one document per video (seed 003's fields, and what a player UI needs).
+/// `vod_metadata`: one document per video (the legacy pipeline's fields, and what a player UI
+/// needs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VodDoc {
     pub stream_id: String,
@@ -91,6 +116,7 @@ pub struct VodDoc {
     pub source: Option<MediaInfo>,
     /// The ladder chosen for this source, best first.
     pub rungs_planned: Vec<String>,
+    /// 0 to 100, to one decimal.
     pub progress_pct: f64,
     pub variants_generated: Vec<String>,
     pub variants: Vec<VariantDoc>,
@@ -130,7 +156,7 @@ impl VodDoc {
         }
     }
 
-    /// The document of a video whose event arrived without one.
+    /// The document of a video as its upload event describes it.
     pub fn from_event(event: &VodEvent) -> VodDoc {
         let at_ms = event.uploaded_at_us / 1000;
         let mut doc = VodDoc::new(&event.stream_id, &event.title, &event.description, &event.source_key, at_ms);
@@ -146,63 +172,16 @@ impl VodDoc {
         }
         self.updated_at_ms = at_ms;
     }
-}
 
-/// VOD ids are `vod-` followed by a safe name.
-pub fn validate_vod_id(id: &str) -> Result<(), String> {
-    validate_stream_id(id)?;
-    if !id.starts_with("vod-") {
-        return Err(format!("{id:?} is not a VOD id (vod-…)"));
+    /// Sets the progress, to one decimal.
+    pub fn set_progress(&mut self, pct: f64) {
+        self.progress_pct = (pct.clamp(0.0, 100.0) * 10.0).round() / 10.0;
     }
-    Ok(())
-}
-
-/// `vod-raw/{stream_id}/source.{ext}`.
-pub fn vod_source_key(stream_id: &str, ext: &str) -> String {
-    format!("{}/{stream_id}/source.{ext}", bucket::VOD_RAW)
-}
-
-/// A source named by a producer must sit under `vod-raw/{stream_id}/`.
-pub fn validate_vod_source_key(stream_id: &str, key: &str) -> Result<(), String> {
-    let prefix = format!("{}/{stream_id}/", bucket::VOD_RAW);
-    match key.strip_prefix(&prefix) {
-        Some(file) if validate_file_name(file).is_ok() => Ok(()),
-        _ => Err(format!("source object key {key:?} must be {prefix}<file name>")),
-    }
-}
-
-/// Prefix of a video's renditions and poster: `vod-variants/{stream_id}/`.
-pub fn vod_variants_prefix(stream_id: &str) -> String {
-    format!("{}/{stream_id}/", bucket::VOD_VARIANTS)
-}
-
-/// The master playlist, under the seed's name: `manifests/{stream_id}/vod_manifest.m3u8`.
-pub fn vod_manifest_key(stream_id: &str) -> String {
-    format!("{}/{stream_id}/{VOD_MANIFEST_FILE}", bucket::MANIFESTS)
-}
-
-pub const VOD_MANIFEST_FILE: &str = "vod_manifest.m3u8";
-
-/// The poster's file name, under the video's renditions.
-pub const VOD_POSTER_FILE: &str = "poster.jpg";
-
-/// `vod-variants/{stream_id}/poster.jpg`.
-pub fn vod_poster_key(stream_id: &str) -> String {
-    format!("{}{VOD_POSTER_FILE}", vod_variants_prefix(stream_id))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_keys_stay_under_the_video() {
-        assert!(validate_vod_source_key("vod-a", "vod-raw/vod-a/source.mp4").is_ok());
-        assert!(validate_vod_source_key("vod-a", "vod-raw/vod-b/source.mp4").is_err());
-        assert!(validate_vod_source_key("vod-a", "vod-raw/vod-a/../x.mp4").is_err());
-        assert!(validate_vod_source_key("vod-a", "vod-raw/vod-a/dir/x.mp4").is_err());
-        assert!(validate_vod_id("live-a").is_err());
-    }
 
     #[test]
     fn status_changes_are_recorded_once() {
@@ -213,5 +192,16 @@ mod tests {
         let statuses: Vec<_> = doc.status_history.iter().map(|c| (c.status, c.at_ms)).collect();
         assert_eq!(statuses, [(VodStatus::Uploaded, 1), (VodStatus::Processing, 2), (VodStatus::Ready, 4)]);
         assert!(doc.status.is_final());
+    }
+
+    #[test]
+    fn progress_is_kept_to_one_decimal() {
+        let mut doc = VodDoc::new("vod-a", "t", "", "vod-raw/vod-a/source.mp4", 1);
+        doc.set_progress(26.006334999999996);
+        assert_eq!(doc.progress_pct, 26.0);
+        doc.set_progress(33.36);
+        assert_eq!(doc.progress_pct, 33.4);
+        doc.set_progress(120.0);
+        assert_eq!(doc.progress_pct, 100.0);
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::dataflow::SinkOp;
 use crate::metrics::Metrics;
-use crate::model::{ChunkStatus, live_manifest_key, now_us};
+use crate::model::{ChunkStatus, keys, now_us};
 use crate::storage::metadata::{MetaWrite, MetadataError, MetadataStore};
 use crate::storage::object::{ObjectStore, Rewrite, StoreError};
 
@@ -91,7 +91,7 @@ impl LiveSink {
         let rewrites = playlists
             .iter()
             .map(|(stream_id, (body, ended))| Rewrite {
-                key: live_manifest_key(stream_id),
+                key: keys::live_playlist(stream_id),
                 bytes: Bytes::copy_from_slice(body.as_bytes()),
                 last: *ended,
             })

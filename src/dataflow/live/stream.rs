@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::media::live_playlist::{self, LiveWindow, WindowSegment, rounded_seconds};
-use crate::model::{Chunk, ChunkStatus, LiveChunkDoc, LiveStreamDoc, StreamStatus, bucket};
+use crate::model::{Chunk, ChunkStatus, LiveChunkDoc, LiveStreamDoc, StreamStatus, keys};
 
 /// What became of one chunk event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,19 +82,12 @@ impl LiveStream {
     }
 
     pub fn ended(&self) -> bool {
-        self.doc.status == StreamStatus::Vod
+        self.doc.status == StreamStatus::Ended
     }
 
     fn window_segment(&self, chunk: &Chunk, program_date_time_ms: u64) -> WindowSegment {
-        let uri = self.relative_uri(&chunk.object_key);
+        let uri = keys::live_playback_path(&self.doc.stream_id, &chunk.object_key).to_string();
         WindowSegment { duration_ms: chunk.duration_ms, uri, program_date_time_ms }
-    }
-
-    /// Playlist URIs are relative to `manifests/{id}/`, which the signed URL maps onto
-    /// `live-streams/{id}/`.
-    fn relative_uri(&self, object_key: &str) -> String {
-        let prefix_len = bucket::LIVE_STREAMS.len() + 1 + self.doc.stream_id.len() + 1;
-        object_key.get(prefix_len..).unwrap_or(object_key).to_string()
     }
 
     /// Applies a chunk; returns the outcome and the chunk document to store (none for a
@@ -216,18 +209,18 @@ impl LiveStream {
         if self.ended() {
             return false;
         }
-        self.doc.status = StreamStatus::Vod;
+        self.doc.status = StreamStatus::Ended;
         self.doc.ended_at_ms = Some(at_ms);
         true
     }
 
     pub fn render(&self) -> String {
-        let init_uri = self.doc.init_object_key.as_deref().map(|k| self.relative_uri(k));
+        let init_uri = self.doc.init_object_key.as_deref().map(|k| keys::live_playback_path(&self.doc.stream_id, k));
         live_playlist::render(&LiveWindow {
             target_duration_s: self.doc.target_duration_s,
             slots: self.slots(),
             segments: &self.window,
-            init_uri: init_uri.as_deref(),
+            init_uri,
             ended: self.ended(),
         })
     }
@@ -236,7 +229,6 @@ impl LiveStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::live_chunk_key;
 
     const T0_MS: u64 = 1_700_000_000_000;
 
@@ -253,7 +245,7 @@ mod tests {
             size_bytes: 1,
             checksum: None,
             stored_sha256: Some("ab".repeat(32)),
-            object_key: live_chunk_key("s", seq, "ts"),
+            object_key: keys::live_chunk("s", seq, "ts"),
             keyframe_aligned: true,
             audio_track_id: None,
             video_track_id: None,

@@ -17,7 +17,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::dataflow::live::stream::{ChunkOutcome, LiveStream};
 use crate::dataflow::{LiveInput, SinkOp};
 use crate::metrics::Metrics;
-use crate::model::{DeadLetterDoc, LiveCommand, LiveStreamDoc, Topic, now_ms};
+use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, Topic, now_ms};
 
 /// Extension trait: `inputs.live_window(restored, metrics)`.
 ///
@@ -63,7 +63,7 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                         for item in data.drain(..) {
                             let (stream_id, partition, offset, command) = match item {
                                 LiveInput::Dead(dead) => {
-                                    metrics.dead_letters_total.with_label_values(&[&dead.reason]).inc();
+                                    metrics.dead_letters_total.with_label_values(&[dead.reason.as_str()]).inc();
                                     session.give(SinkOp::DeadLetter(dead));
                                     continue;
                                 }
@@ -93,7 +93,7 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                                             topic: Topic::LiveChunks.name().into(),
                                             partition,
                                             offset,
-                                            reason: "unknown_stream".into(),
+                                            reason: DeadLetterReason::UnknownStream,
                                             error: format!("no stream {stream_id:?} was started"),
                                             payload_preview: format!("{other:?}").chars().take(256).collect(),
                                             at_ms: now_ms(),

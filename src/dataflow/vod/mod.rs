@@ -29,12 +29,12 @@ use crate::dataflow::operators::async_stage::AsyncStage;
 use crate::log::LogRecord;
 use crate::media::ladder::{Rung, ladder};
 use crate::media::master_playlist::master_playlist;
-use crate::media::probe::{MediaInfo, probe};
+use crate::media::probe::probe;
 use crate::media::transcode::{RungOutput, TranscodeJob, poster, transcode};
 use crate::metrics::Metrics;
+use crate::model::keys::{self, VOD_POSTER_FILE};
 use crate::model::{
-    DeadLetterDoc, Topic, VOD_POSTER_FILE, VariantDoc, VodDoc, VodEvent, VodStatus, now_ms, stream_hash,
-    vod_manifest_key, vod_poster_key, vod_variants_prefix,
+    DeadLetterDoc, DeadLetterReason, MediaInfo, Topic, VariantDoc, VodDoc, VodEvent, VodStatus, now_ms, stream_hash,
 };
 use crate::storage::metadata::{MetaWrite, MetadataStore};
 use crate::storage::object::ObjectStore;
@@ -207,7 +207,9 @@ pub fn decode_vod(record: LogRecord) -> VodInput {
         Err(dead) => VodInput::Dead(dead),
         Ok(event) => match event.validate() {
             Ok(()) => VodInput::Upload(event),
-            Err(error) => VodInput::Dead(dead_letter(topic, &record, "invalid_event", error)),
+            Err(error) => {
+                VodInput::Dead(dead_letter(topic, &record, DeadLetterReason::InvalidEvent, error.to_string()))
+            }
         },
     }
 }
@@ -216,7 +218,7 @@ pub fn decode_vod(record: LogRecord) -> VodInput {
 async fn probe_stage(jobs: Arc<VodJobs>, input: VodInput) -> Vec<Step<TranscodeTask>> {
     let event = match input {
         VodInput::Dead(dead) => {
-            jobs.metrics.dead_letters_total.with_label_values(&[&dead.reason]).inc();
+            jobs.metrics.dead_letters_total.with_label_values(&[dead.reason.as_str()]).inc();
             let writes = Arc::new(vec![MetaWrite::DeadLetter(dead)]);
             retry(&jobs.metrics, || jobs.metadata.apply(writes.clone())).await;
             return Vec::new();
@@ -262,7 +264,7 @@ async fn probe_stage(jobs: Arc<VodJobs>, input: VodInput) -> Vec<Step<TranscodeT
     jobs.update(&id, |doc| {
         doc.source = Some(info.clone());
         doc.rungs_planned = names;
-        doc.poster_path = Some(vod_poster_key(&id));
+        doc.poster_path = Some(keys::vod_poster(&id));
         doc.keyframe_aligned = true;
         doc.audio_track_id = has_audio.then(|| format!("audio-{id}"));
         doc.set_status(VodStatus::Transcoding, now_ms());
@@ -334,7 +336,7 @@ async fn transcode_stage(jobs: Arc<VodJobs>, task: Step<TranscodeTask>) -> Vec<S
         }
         let file = out_dir.join(VOD_POSTER_FILE);
         poster(&source, &file, &plan.info).await.map_err(|e| e.to_string())?;
-        jobs.store.put_file(&vod_poster_key(&plan.stream_id), &file).await.map_err(|e| e.to_string())
+        jobs.store.put_file(&keys::vod_poster(&plan.stream_id), &file).await.map_err(|e| e.to_string())
     };
     let (outputs, poster_made) = tokio::join!(transcoded, poster_made);
     drop(progress_tx);
@@ -344,11 +346,10 @@ async fn transcode_stage(jobs: Arc<VodJobs>, task: Step<TranscodeTask>) -> Vec<S
         (Err(e), _) => return fail(e.to_string()),
         (_, Err(e)) => return fail(format!("making the poster: {e}")),
     };
-    let prefix = vod_variants_prefix(&plan.stream_id);
     for output in &outputs {
         let files = output.segments.iter().map(|s| s.file.as_str()).chain([output.playlist.as_str()]);
         for file in files {
-            if let Err(e) = jobs.store.put_file(&format!("{prefix}{file}"), &out_dir.join(file)).await {
+            if let Err(e) = jobs.store.put_file(&keys::vod_variant(&plan.stream_id, file), &out_dir.join(file)).await {
                 return fail(format!("storing {file}: {e}"));
             }
         }
@@ -368,7 +369,7 @@ async fn finish_stage(jobs: Arc<VodJobs>, joined: Step<(VodPlan, Vec<RungOutput>
         Ok((_, mut outputs)) => {
             outputs.sort_by_key(|o| std::cmp::Reverse(o.rung.height));
             let body = master_playlist(&outputs);
-            match jobs.store.put_bytes(&vod_manifest_key(&id), body.into_bytes().into()).await {
+            match jobs.store.put_bytes(&keys::vod_manifest(&id), body.into_bytes().into()).await {
                 Ok(()) => Ok(outputs),
                 Err(e) => Err(format!("writing the master playlist: {e}")),
             }
@@ -377,7 +378,6 @@ async fn finish_stage(jobs: Arc<VodJobs>, joined: Step<(VodPlan, Vec<RungOutput>
     let _ = tokio::fs::remove_dir_all(jobs.work_dir.join(&id)).await;
     let _ = tokio::fs::remove_dir_all(jobs.source_dir(&id)).await;
     jobs.active.lock().expect("active lock").remove(&id);
-    let prefix = vod_variants_prefix(&id);
     let finished = jobs
         .update(&id, |doc| {
             let now = now_ms();
@@ -385,8 +385,8 @@ async fn finish_stage(jobs: Arc<VodJobs>, joined: Step<(VodPlan, Vec<RungOutput>
             match result {
                 Ok(outputs) => {
                     doc.variants_generated = outputs.iter().map(|o| o.rung.name.clone()).collect();
-                    doc.variants = outputs.iter().map(|o| variant_doc(&prefix, o)).collect();
-                    doc.manifest_path = Some(vod_manifest_key(&id));
+                    doc.variants = outputs.iter().map(|o| variant_doc(&id, o)).collect();
+                    doc.manifest_path = Some(keys::vod_manifest(&id));
                     doc.progress_pct = 100.0;
                     doc.error = None;
                     doc.set_status(VodStatus::Ready, now);
@@ -409,7 +409,7 @@ async fn finish_stage(jobs: Arc<VodJobs>, joined: Step<(VodPlan, Vec<RungOutput>
     vec![()]
 }
 
-fn variant_doc(prefix: &str, output: &RungOutput) -> VariantDoc {
+fn variant_doc(stream_id: &str, output: &RungOutput) -> VariantDoc {
     VariantDoc {
         name: output.rung.name.clone(),
         width: output.rung.width,
@@ -418,7 +418,7 @@ fn variant_doc(prefix: &str, output: &RungOutput) -> VariantDoc {
         average_bandwidth: output.average_bandwidth,
         codecs: output.codecs.clone(),
         frame_rate: output.frame_rate,
-        playlist_path: format!("{prefix}{}", output.playlist),
+        playlist_path: keys::vod_variant(stream_id, &output.playlist),
         segments: output.segments.len(),
     }
 }

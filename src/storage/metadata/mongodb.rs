@@ -351,7 +351,7 @@ mod tests {
             topic: "live-chunks".into(),
             partition: u32::MAX,
             offset: i64::MAX as u64,
-            reason: "r".into(),
+            reason: crate::model::DeadLetterReason::MalformedJson,
             error: "e".into(),
             payload_preview: "p".into(),
             at_ms: crate::model::now_us(),

@@ -34,7 +34,7 @@ impl LocalStore {
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         let mut path = self.root.clone();
         for part in key.split('/') {
-            crate::model::validate_file_name(part).map_err(|_| StoreError::InvalidKey(key.to_string()))?;
+            crate::model::checks::validate_file_name(part).map_err(|_| StoreError::InvalidKey(key.to_string()))?;
             path.push(part);
         }
         Ok(path)

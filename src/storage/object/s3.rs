@@ -30,13 +30,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ByteStream, ObjectStore, StoreError, StoredObject, content_type, io};
-use crate::model::{bucket, validate_file_name, validate_sha256_hex};
+use crate::model::checks::{validate_file_name, validate_sha256_hex};
+use crate::model::keys::bucket;
 
 const BACKEND: &str = "S3";
 /// Size of a multipart upload's parts, and the most an upload holds in memory.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
-/// The buckets `connect` creates.
-pub const BUCKETS: [&str; 4] = [bucket::VOD_RAW, bucket::VOD_VARIANTS, bucket::LIVE_STREAMS, bucket::MANIFESTS];
 /// User metadata and tag name of the recorded SHA-256.
 const SHA256: &str = "sha256";
 /// Tag name of the ETag the `sha256` tag belongs to.
@@ -123,7 +122,7 @@ impl S3Store {
             bucket_prefix: settings.bucket_prefix.clone(),
         };
         let buckets = async {
-            for name in BUCKETS {
+            for name in bucket::ALL {
                 store.ensure_bucket(name).await?;
             }
             Ok(())
@@ -545,7 +544,7 @@ impl ObjectStore for S3Store {
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        for bucket in BUCKETS.iter().filter(|b| prefix.starts_with(*b) || b.starts_with(prefix)) {
+        for bucket in bucket::ALL.iter().filter(|b| prefix.starts_with(*b) || b.starts_with(prefix)) {
             let object_prefix = prefix.strip_prefix(bucket).and_then(|p| p.strip_prefix('/')).unwrap_or("");
             let mut pages = self
                 .client
@@ -651,7 +650,7 @@ fn client(settings: &S3Settings, endpoint: &str) -> Client {
 
 /// Bucket names allow lowercase letters, digits, `-` and `.`, at most 63 in all.
 fn validate_bucket_prefix(prefix: &str) -> Result<(), StoreError> {
-    let longest = BUCKETS.iter().map(|b| b.len()).max().unwrap_or(0);
+    let longest = bucket::ALL.iter().map(|b| b.len()).max().unwrap_or(0);
     let ok = prefix.len() + longest <= 63
         && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && !prefix.starts_with(['-', '.']);

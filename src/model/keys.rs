@@ -1,0 +1,163 @@
+//! Every object key segflow writes or reads, built and read back in one place.
+//!
+//! A key is `{bucket}/{stream_id}/{path}`. A bucket is a folder of the local store, or an S3
+//! bucket (named with the configured prefix):
+//!
+//! | bucket | what it holds, below `{stream_id}/` |
+//! | --- | --- |
+//! | `live-streams` | live segments `chunks/{seq}.{ext}`, an fMP4 init section, `incoming/` segments FFmpeg pushed |
+//! | `manifests` | the live playlist `live.m3u8`, a video's master playlist `vod_manifest.m3u8` |
+//! | `vod-raw` | an uploaded source, `source.{ext}` |
+//! | `vod-variants` | renditions `{rung}/index.m3u8` and `{rung}/seg_NNNNN.ts`, the poster `poster.jpg` |
+//!
+//! The bucket names are those of the legacy pipeline, so its tools find the objects.
+
+use super::checks::{VOD_ID_PREFIX, ValidationError, validate_file_name};
+
+/// The top-level namespaces of the object store.
+pub mod bucket {
+    pub const LIVE_STREAMS: &str = "live-streams";
+    pub const MANIFESTS: &str = "manifests";
+    pub const VOD_RAW: &str = "vod-raw";
+    pub const VOD_VARIANTS: &str = "vod-variants";
+    /// Every bucket, as a store creates them.
+    pub const ALL: [&str; 4] = [VOD_RAW, VOD_VARIANTS, LIVE_STREAMS, MANIFESTS];
+}
+
+/// A live stream's media playlist, in its playback folder.
+pub const LIVE_PLAYLIST_FILE: &str = "live.m3u8";
+/// A video's master playlist, in its playback folder.
+pub const VOD_MANIFEST_FILE: &str = "vod_manifest.m3u8";
+/// A video's poster, in its playback folder.
+pub const VOD_POSTER_FILE: &str = "poster.jpg";
+
+/// A live segment, keyed by `(stream_id, sequence_number)`: a replay writes the same key.
+pub fn live_chunk(stream_id: &str, seq: u64, ext: &str) -> String {
+    format!("{}/{stream_id}/chunks/{seq}.{ext}", bucket::LIVE_STREAMS)
+}
+
+/// A file directly in a live stream's folder (its fMP4 init section).
+pub fn live_file(stream_id: &str, file: &str) -> String {
+    format!("{}/{stream_id}/{file}", bucket::LIVE_STREAMS)
+}
+
+/// Where a segment FFmpeg pushed waits until its playlist names its sequence number.
+pub fn live_incoming(stream_id: &str, file: &str) -> String {
+    format!("{}{file}", live_incoming_prefix(stream_id))
+}
+
+/// The folder of [`live_incoming`].
+pub fn live_incoming_prefix(stream_id: &str) -> String {
+    format!("{}/{stream_id}/incoming/", bucket::LIVE_STREAMS)
+}
+
+/// A live stream's media playlist.
+pub fn live_playlist(stream_id: &str) -> String {
+    format!("{}/{stream_id}/{LIVE_PLAYLIST_FILE}", bucket::MANIFESTS)
+}
+
+/// The part of `key` below `{bucket}/{stream_id}/`, if it is there.
+fn below<'k>(bucket: &str, stream_id: &str, key: &'k str) -> Option<&'k str> {
+    key.strip_prefix(bucket)?.strip_prefix('/')?.strip_prefix(stream_id)?.strip_prefix('/')
+}
+
+/// A live object's path in the stream's playback folder (`chunks/42.ts`): what a live
+/// playlist lists. `key` is one that [`validate_live_object`] accepted.
+pub fn live_playback_path<'k>(stream_id: &str, key: &'k str) -> &'k str {
+    below(bucket::LIVE_STREAMS, stream_id, key).unwrap_or(key)
+}
+
+/// An object key a live event may name: a file in the stream's own `live-streams/{id}/`
+/// folder, or in one folder below it.
+pub fn validate_live_object(stream_id: &str, key: &str) -> Result<(), ValidationError> {
+    let rest = below(bucket::LIVE_STREAMS, stream_id, key).ok_or_else(|| ValidationError::ForeignObjectKey {
+        key: key.to_string(),
+        prefix: format!("{}/{stream_id}/", bucket::LIVE_STREAMS),
+    })?;
+    match rest.split_once('/') {
+        Some((_, file)) if file.contains('/') => Err(ValidationError::NestedObjectKey(key.to_string())),
+        Some((folder, file)) => validate_file_name(folder).and_then(|()| validate_file_name(file)),
+        None => validate_file_name(rest),
+    }
+}
+
+/// An uploaded video's source.
+pub fn vod_source(stream_id: &str, ext: &str) -> String {
+    format!("{}/{stream_id}/source.{ext}", bucket::VOD_RAW)
+}
+
+/// A source a producer stored itself must be a file directly under `vod-raw/{stream_id}/`.
+pub fn validate_vod_source(stream_id: &str, key: &str) -> Result<(), ValidationError> {
+    match below(bucket::VOD_RAW, stream_id, key) {
+        Some(file) if validate_file_name(file).is_ok() => Ok(()),
+        _ => Err(ValidationError::SourceKey {
+            key: key.to_string(),
+            prefix: format!("{}/{stream_id}/", bucket::VOD_RAW),
+        }),
+    }
+}
+
+/// A file of a video's renditions (`720p/index.m3u8`) or its poster.
+pub fn vod_variant(stream_id: &str, file: &str) -> String {
+    format!("{}/{stream_id}/{file}", bucket::VOD_VARIANTS)
+}
+
+/// A video's master playlist.
+pub fn vod_manifest(stream_id: &str) -> String {
+    format!("{}/{stream_id}/{VOD_MANIFEST_FILE}", bucket::MANIFESTS)
+}
+
+/// A video's poster.
+pub fn vod_poster(stream_id: &str) -> String {
+    vod_variant(stream_id, VOD_POSTER_FILE)
+}
+
+/// The object behind `path` in a stream's playback folder (`/play/…/{stream_id}/{path}`).
+/// The folder spans two buckets, so that a playlist's relative URIs name its media: a live
+/// stream's playlists are in `manifests/` and its segments in `live-streams/`; a video's
+/// master playlist is in `manifests/`, its renditions and poster in `vod-variants/`.
+pub fn playback_object(stream_id: &str, path: &str) -> String {
+    let bucket = match (stream_id.starts_with(VOD_ID_PREFIX), path) {
+        (true, VOD_MANIFEST_FILE) => bucket::MANIFESTS,
+        (true, _) => bucket::VOD_VARIANTS,
+        (false, p) if p.ends_with(".m3u8") => bucket::MANIFESTS,
+        (false, _) => bucket::LIVE_STREAMS,
+    };
+    format!("{bucket}/{stream_id}/{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_keys_stay_in_the_stream_folder() {
+        assert!(validate_live_object("s1", "live-streams/s1/chunks/3.ts").is_ok());
+        assert!(validate_live_object("s1", "live-streams/s2/chunks/3.ts").is_err());
+        assert!(validate_live_object("s1", "live-streams/s1/../s2/3.ts").is_err());
+        assert!(validate_live_object("s1", "live-streams/s1/a/b/3.ts").is_err());
+        assert!(validate_live_object("s1", "live-streams/s10/chunks/3.ts").is_err());
+    }
+
+    #[test]
+    fn source_keys_stay_under_the_video() {
+        assert!(validate_vod_source("vod-a", "vod-raw/vod-a/source.mp4").is_ok());
+        assert!(validate_vod_source("vod-a", "vod-raw/vod-b/source.mp4").is_err());
+        assert!(validate_vod_source("vod-a", "vod-raw/vod-a/../x.mp4").is_err());
+        assert!(validate_vod_source("vod-a", "vod-raw/vod-a/dir/x.mp4").is_err());
+    }
+
+    #[test]
+    fn playback_paths_name_the_objects_the_playlists_list() {
+        let id = "live-a";
+        let chunk = live_chunk(id, 7, "ts");
+        assert_eq!(live_playback_path(id, &chunk), "chunks/7.ts");
+        assert_eq!(playback_object(id, live_playback_path(id, &chunk)), chunk);
+        assert_eq!(playback_object(id, LIVE_PLAYLIST_FILE), live_playlist(id));
+        assert_eq!(playback_object(id, "init.mp4"), live_file(id, "init.mp4"));
+        let vod = "vod-a";
+        assert_eq!(playback_object(vod, VOD_MANIFEST_FILE), vod_manifest(vod));
+        assert_eq!(playback_object(vod, VOD_POSTER_FILE), vod_poster(vod));
+        assert_eq!(playback_object(vod, "720p/index.m3u8"), vod_variant(vod, "720p/index.m3u8"));
+    }
+}

@@ -1,0 +1,360 @@
+//! Live streams: the events of the `live-chunks` topic, and the documents kept per stream and
+//! per chunk.
+//!
+//! # The chunk event
+//!
+//! A `live-chunks` record is one flat JSON object (~500 bytes), a [`LiveEvent`]. Its chunk
+//! fields are the ones the legacy pipeline's producers send, so such a producer publishes to
+//! segflow's Kafka topic unchanged:
+//!
+//! ```json
+//! {"stream_id":"live-54390fa408","chunk_index":42,"sequence_number":42,"duration_ms":3000,
+//!  "size_bytes":1628000,"checksum":"<sha-256 hex>","keyframe_aligned":true,
+//!  "audio_track_id":"audio-live-54390fa408","video_track_id":"video-live-54390fa408"}
+//! ```
+//!
+//! The segment's bytes are in the object store already, at `object_key` (by default
+//! `live-streams/{stream_id}/chunks/{sequence_number}.ts`). segflow adds `event_type` (absent
+//! means `chunk`), the SHA-256 it computed of the stored bytes (`stored_sha256`), when it
+//! accepted the event (`ingested_at_us`), the encoder's wall clock (`program_date_time`), and
+//! the settings of a `stream_started` event. Unknown fields (the legacy `stream_type`) are
+//! ignored.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use super::checks::{ValidationError, validate_sha256_hex, validate_stream_id};
+use super::keys;
+
+/// What a live event says happened. Legacy producers send no `event_type`: `chunk`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveEventType {
+    #[default]
+    Chunk,
+    StreamStarted,
+    /// The stream's fMP4 initialization section is stored.
+    InitSegment,
+    StreamEnded,
+}
+
+/// One record of the `live-chunks` topic (see the module's doc). Fields a kind does not use
+/// stay `None`; [`LiveEvent::validate`] checks the rest. Text borrows from the record being
+/// decoded where it can: most of it is checked, not kept.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveEvent<'a> {
+    #[serde(default)]
+    pub event_type: LiveEventType,
+    #[serde(default, borrow)]
+    pub stream_id: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// SHA-256 (hex) claimed by the encoder.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Cow<'a, str>>,
+    /// SHA-256 (hex) of the stored bytes, computed by segflow while storing them.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub stored_sha256: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_aligned: Option<bool>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub audio_track_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub video_track_id: Option<Cow<'a, str>>,
+    /// When segflow accepted the event (µs since epoch); latency is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_at_us: Option<u64>,
+    /// The encoder's wall-clock start of the segment (RFC 3339), for `EXT-X-PROGRAM-DATE-TIME`.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub program_date_time: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_duration_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dvr_window_size: Option<u64>,
+}
+
+/// A live event checked for the fields its kind needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LiveCommand {
+    Start {
+        title: String,
+        target_duration_s: u64,
+        dvr_window_size: u64,
+        at_ms: u64,
+    },
+    /// Boxed: chunks are most of the traffic, and a small enum is cheap to move.
+    Chunk(Box<Chunk>),
+    Init {
+        object_key: String,
+    },
+    End {
+        at_ms: u64,
+    },
+}
+
+/// A media segment of a live stream, as the dataflow sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub chunk_index: u64,
+    pub sequence_number: u64,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    pub checksum: Option<String>,
+    pub stored_sha256: Option<String>,
+    pub object_key: String,
+    pub keyframe_aligned: bool,
+    pub audio_track_id: Option<String>,
+    pub video_track_id: Option<String>,
+    pub ingested_at_us: u64,
+    /// The encoder's own wall-clock start of the segment, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_program_date_time_ms: Option<u64>,
+}
+
+impl Chunk {
+    /// True when the stored bytes hash to what the encoder claimed (or no claim was made).
+    pub fn checksum_ok(&self) -> bool {
+        match (&self.stored_sha256, &self.checksum) {
+            (Some(stored), Some(claimed)) => stored == claimed, // both lower case
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+impl LiveEvent<'_> {
+    /// Checks the event's fields; the error goes into a dead letter, or a 4xx answer.
+    pub fn validate(&self) -> Result<LiveCommand, ValidationError> {
+        self.clone().into_command().map(|(_, command)| command)
+    }
+
+    /// Like [`LiveEvent::validate`], moving the fields out: `(stream_id, command)`.
+    pub fn into_command(self) -> Result<(String, LiveCommand), ValidationError> {
+        validate_stream_id(&self.stream_id)?;
+        let mut event = self;
+        let stream_id = std::mem::take(&mut event.stream_id).into_owned();
+        event.command(&stream_id).map(|command| (stream_id, command))
+    }
+
+    fn command(self, stream_id: &str) -> Result<LiveCommand, ValidationError> {
+        let missing = |event, field| ValidationError::MissingField { event, field };
+        let at_us = self.ingested_at_us.unwrap_or(0);
+        let at_ms = at_us / 1000;
+        match self.event_type {
+            LiveEventType::StreamStarted => Ok(LiveCommand::Start {
+                title: self.title.unwrap_or_default().into_owned(),
+                target_duration_s: self
+                    .target_duration_s
+                    .filter(|t| *t > 0)
+                    .ok_or(missing("stream_started", "target_duration_s > 0"))?,
+                dvr_window_size: self
+                    .dvr_window_size
+                    .filter(|w| *w > 0)
+                    .ok_or(missing("stream_started", "dvr_window_size > 0"))?,
+                at_ms,
+            }),
+            LiveEventType::StreamEnded => Ok(LiveCommand::End { at_ms }),
+            LiveEventType::InitSegment => {
+                let key = self.object_key.ok_or(missing("init_segment", "object_key"))?;
+                keys::validate_live_object(stream_id, &key)?;
+                Ok(LiveCommand::Init { object_key: key.into_owned() })
+            }
+            LiveEventType::Chunk => {
+                let seq = self.sequence_number.or(self.chunk_index).ok_or(missing("chunk", "sequence_number"))?;
+                let index = self.chunk_index.unwrap_or(seq);
+                if index != seq {
+                    return Err(ValidationError::IndexMismatch { index, seq });
+                }
+                let duration_ms = self.duration_ms.filter(|d| *d > 0).ok_or(missing("chunk", "duration_ms > 0"))?;
+                let object_key =
+                    self.object_key.map_or_else(|| keys::live_chunk(stream_id, seq, "ts"), Cow::into_owned);
+                keys::validate_live_object(stream_id, &object_key)?;
+                let [checksum, stored_sha256] = [self.checksum, self.stored_sha256].map(|sum| sum.map(sha256_hex));
+                let encoder_program_date_time_ms =
+                    self.program_date_time.as_deref().map(parse_program_date_time).transpose()?;
+                Ok(LiveCommand::Chunk(Box::new(Chunk {
+                    chunk_index: index,
+                    sequence_number: seq,
+                    duration_ms,
+                    size_bytes: self.size_bytes.unwrap_or(0),
+                    checksum: checksum.transpose()?,
+                    stored_sha256: stored_sha256.transpose()?,
+                    object_key,
+                    keyframe_aligned: self.keyframe_aligned.unwrap_or(true),
+                    audio_track_id: self.audio_track_id.map(Cow::into_owned),
+                    video_track_id: self.video_track_id.map(Cow::into_owned),
+                    ingested_at_us: at_us,
+                    encoder_program_date_time_ms,
+                })))
+            }
+        }
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 date-time, as HLS writes them; FFmpeg's
+/// offsets without a colon (`+0000`) are accepted too.
+pub fn parse_program_date_time(text: &str) -> Result<u64, ValidationError> {
+    let text = text.trim();
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .ok()
+        .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+        .ok_or_else(|| ValidationError::ProgramDateTime(text.to_string()))
+}
+
+/// A checked hex SHA-256 in lower case, so checksums compare as plain strings.
+fn sha256_hex(sum: Cow<'_, str>) -> Result<String, ValidationError> {
+    validate_sha256_hex(&sum)?;
+    let mut sum = sum.into_owned();
+    if sum.bytes().fold(false, |upper, b| upper | b.is_ascii_uppercase()) {
+        sum.make_ascii_lowercase();
+    }
+    Ok(sum)
+}
+
+/// Whether a live stream still takes chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    Live,
+    /// Ended: its playlist has `EXT-X-ENDLIST`. Written `vod`, the legacy pipeline's word for
+    /// a stream that is now watched on demand.
+    #[serde(rename = "vod")]
+    Ended,
+}
+
+/// One document per live stream (`live_streams`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveStreamDoc {
+    pub stream_id: String,
+    pub title: String,
+    pub status: StreamStatus,
+    pub created_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub dvr_window_size: u64,
+    pub target_duration_s: u64,
+    pub manifest_path: String,
+    pub init_object_key: Option<String>,
+    /// Highest sequence number accepted, and the first one the playlist shows.
+    pub head_sequence: Option<u64>,
+    pub dvr_window_start: Option<u64>,
+    pub chunks_accepted: u64,
+    pub gaps_total: u64,
+    pub checksum_failures: u64,
+    pub late_chunks: u64,
+    pub duplicate_chunks: u64,
+    pub rejected_chunks: u64,
+    pub manifest_updated_at_ms: Option<u64>,
+}
+
+impl LiveStreamDoc {
+    pub fn new(stream_id: &str, title: &str, target_duration_s: u64, dvr_window_size: u64, at_ms: u64) -> Self {
+        LiveStreamDoc {
+            stream_id: stream_id.to_string(),
+            title: title.to_string(),
+            status: StreamStatus::Live,
+            created_at_ms: at_ms,
+            ended_at_ms: None,
+            dvr_window_size,
+            target_duration_s,
+            manifest_path: keys::live_playlist(stream_id),
+            init_object_key: None,
+            head_sequence: None,
+            dvr_window_start: None,
+            chunks_accepted: 0,
+            gaps_total: 0,
+            checksum_failures: 0,
+            late_chunks: 0,
+            duplicate_chunks: 0,
+            rejected_chunks: 0,
+            manifest_updated_at_ms: None,
+        }
+    }
+}
+
+/// What became of a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkStatus {
+    /// In the stream's playlist (or was, before the window slid past it).
+    Live,
+    /// Arrived after the window had moved past its slot: stored, not in the playlist.
+    Late,
+    /// Its bytes do not hash to its checksum: stored, never in the playlist.
+    ChecksumFailed,
+    /// Longer than the stream's target duration allows.
+    TooLong,
+    /// Arrived after the stream ended.
+    AfterEnd,
+}
+
+/// One document per live chunk (`live_metadata`), keyed by `(stream_id, chunk_index)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveChunkDoc {
+    pub stream_id: String,
+    /// The chunk's own fields (`chunk_index`, `sequence_number`, `checksum`, …), flattened.
+    #[serde(flatten)]
+    pub chunk: Box<Chunk>,
+    pub status: ChunkStatus,
+    pub dvr_window_start: u64,
+    /// Start of the segment on the wall clock (`EXT-X-PROGRAM-DATE-TIME`).
+    pub program_date_time_ms: u64,
+    /// Ingest to playlist written; filled in by the sink when it writes.
+    pub processing_latency_ms: Option<f64>,
+    pub manifest_updated_at_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_legacy_chunk_event_parses_as_a_chunk() {
+        let json = r#"{"stream_id":"live-54390fa408","chunk_index":42,"sequence_number":42,
+            "size_bytes":1628000,"duration_ms":3000,"keyframe_aligned":true,
+            "audio_track_id":"audio-live-54390fa408","video_track_id":"video-live-54390fa408",
+            "checksum":"a3f8c2","stream_type":"live"}"#;
+        let event: LiveEvent = serde_json::from_str(json).unwrap();
+        assert_eq!(event.event_type, LiveEventType::Chunk);
+        // "a3f8c2" is not a SHA-256: the event is refused with a readable reason.
+        let err = event.validate().unwrap_err();
+        assert!(err.to_string().contains("not a hex SHA-256"), "{err}");
+    }
+
+    #[test]
+    fn checksum_compares_stored_with_claimed_in_any_case() {
+        let chunk = |claimed: &str, stored: Option<&str>| {
+            let event = LiveEvent {
+                stream_id: "s".into(),
+                sequence_number: Some(0),
+                duration_ms: Some(2000),
+                checksum: Some(claimed.into()),
+                stored_sha256: stored.map(Into::into),
+                ..Default::default()
+            };
+            let LiveCommand::Chunk(chunk) = event.validate().unwrap() else { panic!("a chunk") };
+            chunk
+        };
+        assert!(chunk(&"AB".repeat(32), Some(&"ab".repeat(32))).checksum_ok());
+        assert!(chunk(&"ab".repeat(32), Some(&"aB".repeat(32))).checksum_ok());
+        assert!(!chunk(&"AB".repeat(32), Some(&"cd".repeat(32))).checksum_ok());
+        assert!(!chunk(&"AB".repeat(32), None).checksum_ok());
+    }
+
+    #[test]
+    fn an_ended_stream_is_written_vod() {
+        assert_eq!(serde_json::to_string(&StreamStatus::Ended).unwrap(), r#""vod""#);
+        assert_eq!(serde_json::from_str::<StreamStatus>(r#""vod""#).unwrap(), StreamStatus::Ended);
+    }
+}

@@ -16,6 +16,7 @@
 //! - [`files`]: files replaced atomically, small ones without creating a file per version.
 
 pub mod api;
+pub mod backends;
 pub mod config;
 pub mod dataflow;
 pub mod engine;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use segflow::model::keys::bucket;
 use segflow::storage::object::s3::{PART_SIZE, S3Settings, S3Store};
-use segflow::storage::object::{ByteStream, ObjectStore, StoreError, StoredObject};
+use segflow::storage::object::{ByteStream, ObjectStore, Playback, StoreError, StoredObject};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
@@ -60,6 +60,16 @@ impl Fixture {
 
     fn bucket(&self, name: &str) -> String {
         format!("{}{name}", self.settings.bucket_prefix)
+    }
+
+    /// Whether the object at `key` (`bucket/name`) exists, asked behind the store's back.
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let (bucket, object) = key.split_once('/').unwrap();
+        match self.raw.head_object().bucket(self.bucket(bucket)).key(object).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(e) => panic!("HEAD {key}: {e:?}"),
+        }
     }
 
     /// Multipart uploads still pending on an object (MinIO lists them per object name).
@@ -171,16 +181,16 @@ async fn refused_uploads_leave_no_object_and_no_pending_upload() {
         let key = format!("vod-raw/v2/{name}");
         let refused = f.store.put_stream(&key, body(&bytes, MIB), max).await;
         assert!(matches!(refused, Err(StoreError::TooLarge(m)) if m == max), "{key}: {refused:?}");
-        assert!(!f.store.exists(&key).await.unwrap(), "{key}");
+        assert!(!f.exists(&key).await.unwrap(), "{key}");
         assert_eq!(f.pending_uploads("vod-raw", &format!("v2/{name}")).await, 0, "{key}");
     }
     let empty = f.store.put_stream("vod-raw/v2/empty.mp4", body(&Bytes::new(), 1), 100).await;
     assert!(matches!(empty, Err(StoreError::Empty)), "{empty:?}");
-    assert!(!f.store.exists("vod-raw/v2/empty.mp4").await.unwrap());
+    assert!(!f.exists("vod-raw/v2/empty.mp4").await.unwrap());
     assert_eq!(f.pending_uploads("vod-raw", "v2/empty.mp4").await, 0);
     let failing = futures_util::stream::iter([Ok(data(9 * MIB, 3)), Err(std::io::Error::other("client went away"))]);
     let failed = f.store.put_stream("vod-raw/v2/failed.mp4", failing.boxed(), u64::MAX).await;
-    assert!(matches!(failed, Err(StoreError::Body(_))), "{failed:?}");
+    assert!(matches!(failed, Err(StoreError::Upload(_))), "{failed:?}");
     assert_eq!(f.pending_uploads("vod-raw", "v2/failed.mp4").await, 0);
 
     // A cancelled upload (the request was dropped mid-way) aborts itself in the background.
@@ -199,7 +209,7 @@ async fn refused_uploads_leave_no_object_and_no_pending_upload() {
         assert!(started.elapsed() < Duration::from_secs(15), "the cancelled upload was not aborted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!f.store.exists("vod-raw/v2/cancelled.mp4").await.unwrap());
+    assert!(!f.exists("vod-raw/v2/cancelled.mp4").await.unwrap());
     f.cleanup().await;
 }
 
@@ -216,7 +226,7 @@ async fn presigned_urls_serve_the_bytes_and_refuse_a_bad_signature() {
         ("manifests/v3/vod_manifest.m3u8", &playlist, "application/vnd.apple.mpegurl"),
         ("live-streams/l3/seg_00001.ts", &segment, "video/mp2t"),
     ] {
-        let url = f.store.presign_get(key, Duration::from_secs(3600)).await.unwrap().expect("S3 presigns");
+        let url = f.store.presign_get(key, Duration::from_secs(3600)).await.unwrap();
         assert!(url.starts_with(&format!("{}/{}", f.settings.endpoint, f.bucket(key.split('/').next().unwrap()))));
         assert!(url.contains("X-Amz-Signature=") && url.contains("X-Amz-Expires=3600"), "{url}");
         let response = http.get(&url).send().await.unwrap();
@@ -235,7 +245,7 @@ async fn presigned_urls_serve_the_bytes_and_refuse_a_bad_signature() {
     let public = f.settings.endpoint.replace("127.0.0.1", "localhost");
     let viewer =
         S3Store::connect(S3Settings { public_endpoint: Some(public.clone()), ..f.settings.clone() }).await.unwrap();
-    let url = viewer.presign_get("live-streams/l3/seg_00001.ts", Duration::from_secs(60)).await.unwrap().unwrap();
+    let url = viewer.presign_get("live-streams/l3/seg_00001.ts", Duration::from_secs(60)).await.unwrap();
     assert!(url.starts_with(&public), "{url}");
     // Over a week is more than SigV4 allows: a clear error, not a broken URL.
     let too_long = f.store.presign_get("live-streams/l3/seg_00001.ts", Duration::from_secs(8 * 86_400)).await;
@@ -249,8 +259,8 @@ async fn reads_renames_deletes_and_files() {
     let store = f.store.as_ref();
     let bytes = data(50_000, 6);
     store.put_bytes("live-streams/l4/incoming/seg.ts", bytes.clone()).await.unwrap();
-    assert!(store.exists("live-streams/l4/incoming/seg.ts").await.unwrap());
-    assert!(!store.exists("live-streams/l4/nope.ts").await.unwrap());
+    assert!(f.exists("live-streams/l4/incoming/seg.ts").await.unwrap());
+    assert!(!f.exists("live-streams/l4/nope.ts").await.unwrap());
     assert_eq!(store.get_bytes("live-streams/l4/incoming/seg.ts").await.unwrap(), Some(bytes.clone()));
     assert_eq!(store.get_bytes("live-streams/l4/nope.ts").await.unwrap(), None);
     assert_eq!(store.stat_sha256("live-streams/l4/nope.ts").await.unwrap(), None);
@@ -262,11 +272,13 @@ async fn reads_renames_deletes_and_files() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     let absent = store.read_path("live-streams/l4/nope.ts", scratch.path()).await;
     assert!(matches!(&absent, Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound));
-    assert!(matches!(store.local_path("live-streams/l4/incoming/seg.ts"), Err(StoreError::NotLocal(_))));
+    // Players get the bytes from S3 itself.
+    let playback = store.playback("live-streams/l4/incoming/seg.ts", Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(&playback, Playback::Redirect(url) if url.contains("X-Amz-Signature=")), "{playback:?}");
 
     // Rename: the bytes, their hash and their Content-Type move; the source is gone.
     store.rename("live-streams/l4/incoming/seg.ts", "live-streams/l4/chunks/1.ts").await.unwrap();
-    assert!(!store.exists("live-streams/l4/incoming/seg.ts").await.unwrap());
+    assert!(!f.exists("live-streams/l4/incoming/seg.ts").await.unwrap());
     assert_eq!(store.get_bytes("live-streams/l4/chunks/1.ts").await.unwrap(), Some(bytes.clone()));
     let expected = StoredObject { size: bytes.len() as u64, sha256: sha256(&bytes) };
     assert_eq!(store.stat_sha256("live-streams/l4/chunks/1.ts").await.unwrap(), Some(expected));
@@ -288,7 +300,7 @@ async fn reads_renames_deletes_and_files() {
 
     // Delete: gone; absent is fine.
     store.delete("live-streams/l4/chunks/1.ts").await.unwrap();
-    assert!(!store.exists("live-streams/l4/chunks/1.ts").await.unwrap());
+    assert!(!f.exists("live-streams/l4/chunks/1.ts").await.unwrap());
     store.delete("live-streams/l4/chunks/1.ts").await.unwrap();
 
     // put_file: small and multipart, typed by extension, and the file moved into the store.
@@ -351,7 +363,7 @@ async fn invalid_keys_are_refused() {
         assert!(refused(store.put_stream(bad, body(&Bytes::from_static(b"x"), 1), 10).await.map(drop)), "{bad}");
         assert!(refused(store.stat_sha256(bad).await.map(drop)), "{bad}");
         assert!(refused(store.get_bytes(bad).await.map(drop)), "{bad}");
-        assert!(refused(store.exists(bad).await.map(drop)), "{bad}");
+        assert!(refused(store.playback(bad, Duration::from_secs(60)).await.map(drop)), "{bad}");
         assert!(refused(store.delete(bad).await), "{bad}");
         assert!(refused(store.presign_get(bad, Duration::from_secs(60)).await.map(drop)), "{bad}");
         assert!(refused(store.rename("live-streams/l6/a.ts", bad).await), "{bad}");

@@ -101,9 +101,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
             StoreError::Empty => ApiError::BadRequest("segment is empty".into()),
-            StoreError::InvalidKey(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Body(_) => ApiError::BadRequest(e.to_string()),
-            StoreError::Io { .. } | StoreError::NotLocal(_) => ApiError::Internal(e.to_string()),
+            StoreError::InvalidKey(_) | StoreError::Upload(_) => ApiError::BadRequest(e.to_string()),
+            StoreError::NotFound(_) | StoreError::Io { .. } | StoreError::Task { .. } => {
+                ApiError::Internal(e.to_string())
+            }
             StoreError::Backend { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
@@ -120,8 +121,33 @@ impl From<LogError> for ApiError {
         match e {
             LogError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
             LogError::Closed => ApiError::Unavailable("the engine is shutting down".into()),
-            LogError::Io { .. } => ApiError::Internal(e.to_string()),
+            LogError::Io { .. } | LogError::Task(_) => ApiError::Internal(e.to_string()),
             LogError::Kafka { .. } => ApiError::Unavailable(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(error: impl Into<ApiError>) -> StatusCode {
+        error.into().into_response().status()
+    }
+
+    #[tokio::test]
+    async fn the_stores_own_failures_are_5xx_and_the_clients_4xx() {
+        let panicked = tokio::spawn(async { panic!("a blocking store task panicked") }).await.unwrap_err();
+        let key = || "live-streams/s/chunks/0.ts".to_string();
+        assert_eq!(status(StoreError::Task { key: key(), source: panicked }), StatusCode::INTERNAL_SERVER_ERROR);
+        let disk = std::io::Error::other("no space left on device");
+        assert_eq!(status(StoreError::Io { key: key(), source: disk }), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(StoreError::NotFound(key())), StatusCode::INTERNAL_SERVER_ERROR);
+        let down = StoreError::Backend { backend: "S3", key: key(), message: "refused".into(), source: None };
+        assert_eq!(status(down), StatusCode::SERVICE_UNAVAILABLE);
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(status(StoreError::Upload(broken)), StatusCode::BAD_REQUEST);
+        assert_eq!(status(StoreError::TooLarge(5)), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(status(LogError::Closed), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

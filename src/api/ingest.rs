@@ -138,7 +138,8 @@ async fn store_file(
             None if ext == "mp4" => init_segment(&state, &stream, &file, body).await,
             None => {
                 let key = incoming_key(&stream_id, &file);
-                let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await;
+                let stored =
+                    state.backends.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await;
                 state.pushed.finished(&key, stored.as_ref().ok().cloned());
                 let stored = stored?;
                 Ok((
@@ -169,7 +170,7 @@ async fn segment_with_headers(
     if let Some(sum) = &claimed {
         validate_sha256_hex(sum)?;
     }
-    let existing = state.metadata.get_chunk(&stream.stream_id, seq).await?;
+    let existing = state.backends.metadata.get_chunk(&stream.stream_id, seq).await?;
     if existing.is_some_and(|chunk| chunk.status == ChunkStatus::Live) {
         return Err(ApiError::Conflict(format!("chunk {seq} of {} is already accepted", stream.stream_id)));
     }
@@ -178,7 +179,7 @@ async fn segment_with_headers(
         parse_program_date_time(text)?;
     }
     let key = keys::live_chunk(&stream.stream_id, seq, ext);
-    let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
+    let stored = state.backends.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
     let mut event = chunk_event(&stream.stream_id, seq, duration_ms, &key, &stored, claimed);
     event.program_date_time = program_date_time.map(Into::into);
     append_live(state, &event).await?;
@@ -233,7 +234,7 @@ async fn init_segment(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let key = keys::live_file(&stream.stream_id, file);
-    let stored = state.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
+    let stored = state.backends.store.put_stream(&key, body_stream(body), state.config.max_segment_bytes).await?;
     let event = LiveEvent {
         event_type: LiveEventType::InitSegment,
         stream_id: stream.stream_id.as_str().into(),
@@ -258,7 +259,7 @@ async fn pushed_playlist(
     let mut next_seq = stream_lock.lock().await;
     if next_seq.is_none() {
         // The first playlist since start-up: continue after what the dataflow accepted.
-        let head = state.metadata.get_stream(&stream.stream_id).await?.and_then(|doc| doc.head_sequence);
+        let head = state.backends.metadata.get_stream(&stream.stream_id).await?.and_then(|doc| doc.head_sequence);
         *next_seq = Some(head.map_or(0, |head| head + 1));
     }
     let next_seq = next_seq.as_mut().expect("set above");
@@ -271,12 +272,12 @@ async fn pushed_playlist(
             continue; // already emitted
         }
         let incoming = incoming_key(&stream.stream_id, name);
-        let Some(stored) = state.pushed.claim(state.store.as_ref(), &incoming).await? else {
+        let Some(stored) = state.pushed.claim(state.backends.store.as_ref(), &incoming).await? else {
             tracing::warn!(stream_id = stream.stream_id, seq, name, "playlist names a segment that never arrived");
             continue;
         };
         let key = keys::live_chunk(&stream.stream_id, seq, &extension(name));
-        state.store.rename(&incoming, &key).await?;
+        state.backends.store.rename(&incoming, &key).await?;
         let duration_ms = (segment.duration as f64 * 1000.0).round() as u64;
         let mut event = chunk_event(&stream.stream_id, seq, duration_ms.max(1), &key, &stored, None);
         event.program_date_time = encoder_date(segment).map(Into::into);

@@ -52,7 +52,7 @@ pub(super) async fn append_and_wait(state: &AppState, event: &LiveEvent<'_>, end
 
 pub(super) async fn append_live(state: &AppState, event: &LiveEvent<'_>) -> Result<(), ApiError> {
     let payload = serde_json::to_vec(event).map_err(|e| ApiError::Internal(e.to_string()))?;
-    state.log.append(Topic::LiveChunks, &event.stream_id, payload).await?;
+    state.backends.log.append(Topic::LiveChunks, &event.stream_id, payload).await?;
     state.metrics.log_appends_total.with_label_values(&[Topic::LiveChunks.name()]).inc();
     Ok(())
 }
@@ -92,7 +92,7 @@ pub async fn start(
     let stream_id = format!("live-{}", hex::encode(rand::random::<[u8; 6]>()));
     let at_us = now_us();
     let doc = LiveStreamDoc::new(&stream_id, &title, target, window, at_us / 1000);
-    state.metadata.apply(std::sync::Arc::new(vec![MetaWrite::Stream(doc.clone())])).await?;
+    state.backends.metadata.apply(std::sync::Arc::new(vec![MetaWrite::Stream(doc.clone())])).await?;
     state.live_streams.insert(&doc);
     let event = LiveEvent {
         event_type: LiveEventType::StreamStarted,
@@ -173,13 +173,13 @@ pub async fn list_chunks(
 ) -> Result<Json<Value>, ApiError> {
     find_stream(&state, &stream_id).await?;
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let chunks = state.metadata.chunks(&stream_id, page.from, limit).await?;
+    let chunks = state.backends.metadata.chunks(&stream_id, page.from, limit).await?;
     Ok(Json(json!({ "stream_id": stream_id, "chunks": chunks })))
 }
 
 /// `GET /dead-letters`: log records that could not be processed.
 pub async fn dead_letters(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "dead_letters": state.metadata.dead_letters(1000).await? })))
+    Ok(Json(json!({ "dead_letters": state.backends.metadata.dead_letters(1000).await? })))
 }
 
 /// `POST /streams/{id}/chunks`: a seed-003 chunk event naming an object already stored.
@@ -204,7 +204,7 @@ pub async fn post_chunk(
     };
     check_duration(&stream, chunk.duration_ms)?;
     let stored =
-        state.store.stat_sha256(&chunk.object_key).await?.ok_or_else(|| {
+        state.backends.store.stat_sha256(&chunk.object_key).await?.ok_or_else(|| {
             ApiError::Unprocessable(format!("object {:?} is not in the object store", chunk.object_key))
         })?;
     event.object_key = Some(chunk.object_key.clone().into());

@@ -22,23 +22,19 @@ use tokio::sync::broadcast;
 
 pub use error::ApiError;
 
+use crate::backends::Backends;
 use crate::config::Config;
 use crate::dataflow::live::sink::PlaylistNotice;
-use crate::log::EventLog;
 use crate::metrics::Metrics;
 use crate::model::checks::validate_stream_id;
 use crate::model::{LiveStreamDoc, StreamStatus};
-use crate::storage::metadata::MetadataStore;
-use crate::storage::object::ObjectStore;
 use signed::UrlSigner;
 
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub log: EventLog,
-    pub store: Arc<dyn ObjectStore>,
-    pub metadata: Arc<dyn MetadataStore>,
+    pub backends: Backends,
     pub signer: Arc<UrlSigner>,
     pub metrics: Arc<Metrics>,
     pub notices: broadcast::Sender<PlaylistNotice>,
@@ -100,36 +96,37 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 
 /// `GET /health`: each backend's kind and state; 503 while any is down.
 async fn health(State(state): State<AppState>) -> Response {
-    let config = &state.config;
-    let (log, store, metadata) =
-        tokio::join!(probe(state.log.health()), probe(state.store.health()), probe(state.metadata.health()),);
+    let Backends { log, store, metadata } = &state.backends;
+    let (log_state, store_state, metadata_state) =
+        tokio::join!(check(log.health()), check(store.health()), check(metadata.health()));
     let backends = json!({
-        "event_log": backend_state(state.log.kind(), log),
-        "object_store": backend_state(if config.s3_endpoint.is_some() { "s3" } else { "local" }, store),
-        "metadata": backend_state(if config.mongo_uri.is_some() { "mongodb" } else { "embedded" }, metadata),
+        "event_log": backend_state(log.kind(), log_state),
+        "object_store": backend_state(store.kind(), store_state),
+        "metadata": backend_state(metadata.kind(), metadata_state),
     });
     let up = backends.as_object().expect("an object").values().all(|b| b["state"] == "up");
     let status = if up { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if up { "ok" } else { "degraded" },
-        "workers": config.workers,
+        "workers": state.config.workers,
         "backends": backends,
     });
     (status, axum::Json(body)).into_response()
 }
 
-/// A backend's health check, bounded so `/health` answers even while one hangs.
-async fn probe<E: std::fmt::Display>(check: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
-    match tokio::time::timeout(std::time::Duration::from_secs(5), check).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err("no answer within 5 s".into()),
+/// A backend's health check, bounded so `/health` answers even while one hangs; the error,
+/// if any.
+async fn check<E: std::fmt::Display>(health: impl std::future::Future<Output = Result<(), E>>) -> Option<String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), health).await {
+        Ok(result) => result.err().map(|e| e.to_string()),
+        Err(_) => Some("no answer within 5 s".into()),
     }
 }
 
-fn backend_state(kind: &str, state: Result<(), String>) -> serde_json::Value {
-    match state {
-        Ok(()) => json!({ "kind": kind, "state": "up" }),
-        Err(error) => json!({ "kind": kind, "state": "down", "error": error }),
+fn backend_state(kind: &str, error: Option<String>) -> serde_json::Value {
+    match error {
+        None => json!({ "kind": kind, "state": "up" }),
+        Some(error) => json!({ "kind": kind, "state": "down", "error": error }),
     }
 }
 
@@ -148,7 +145,12 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a Bytes, empty: Option<T>) -> Resu
 /// Looks up a stream for a request: 400 for a malformed id, 404 for an unknown one.
 async fn find_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc, ApiError> {
     validate_stream_id(stream_id)?;
-    state.metadata.get_stream(stream_id).await?.ok_or_else(|| ApiError::NotFound(format!("no stream {stream_id:?}")))
+    state
+        .backends
+        .metadata
+        .get_stream(stream_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no stream {stream_id:?}")))
 }
 
 /// Like [`find_stream`], and 409 unless the stream is live; served from [`LiveStreams`].

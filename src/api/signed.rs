@@ -20,7 +20,7 @@ use tower_http::services::ServeFile;
 use super::{ApiError, AppState};
 use crate::model::checks::{validate_file_name, validate_stream_id};
 use crate::model::keys;
-use crate::storage::object::content_type;
+use crate::storage::object::{Playback, content_type};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -120,21 +120,23 @@ pub async fn play(
     }
     let key = keys::playback_object(stream_id, path);
     let ttl = Duration::from_secs(state.signer.ttl_secs);
-    if let Some(direct) = state.store.presign_get(&key, ttl).await? {
-        if !path.ends_with(".m3u8") {
-            return Ok(Redirect::temporary(&direct).into_response());
+    let file = match state.backends.store.playback(&key, ttl).await? {
+        Playback::File(file) => file,
+        // A playlist is served here even so: a live one changes, and its media URIs must be
+        // presigned too.
+        Playback::Redirect(url) if !path.ends_with(".m3u8") => return Ok(Redirect::temporary(&url).into_response()),
+        Playback::Redirect(_) => {
+            let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
+            let playlist = state.backends.store.get_bytes(&key).await?.ok_or_else(not_found)?;
+            let body = presign_media_uris(&state, stream_id, path, &playlist, ttl).await?;
+            let headers = [
+                (header::CONTENT_TYPE, content_type(path)),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            ];
+            return Ok((headers, body).into_response());
         }
-        let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
-        let playlist = state.store.get_bytes(&key).await?.ok_or_else(not_found)?;
-        let body = presign_media_uris(&state, stream_id, path, &playlist, ttl).await?;
-        let headers = [
-            (header::CONTENT_TYPE, content_type(path)),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ];
-        return Ok((headers, body).into_response());
-    }
-    let file = state.store.local_path(&key)?;
+    };
     let mime: mime::Mime = content_type(path).parse().expect("static MIME types parse");
     let mut response = ServeFile::new_with_mime(file, &mime)
         .oneshot(request)
@@ -172,7 +174,7 @@ async fn presign_media_uris(
                 continue;
             }
             let key = keys::playback_object(stream_id, &format!("{dir}{uri}"));
-            if let Some(url) = state.store.presign_get(&key, ttl).await? {
+            if let Playback::Redirect(url) = state.backends.store.playback(&key, ttl).await? {
                 *uri = url;
             }
         }

@@ -58,11 +58,11 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
     validate_vod_id(&stream_id)?;
     keys::validate_vod_source(&stream_id, &upload.source_key)?;
     check_text(&upload.title, &upload.description)?;
-    if state.metadata.get_vod(&stream_id).await?.is_some() {
+    if state.backends.metadata.get_vod(&stream_id).await?.is_some() {
         return Err(ApiError::Conflict(format!("video {stream_id} already exists")));
     }
     let stored =
-        state.store.stat_sha256(&upload.source_key).await?.ok_or_else(|| {
+        state.backends.store.stat_sha256(&upload.source_key).await?.ok_or_else(|| {
             ApiError::Unprocessable(format!("object {:?} is not in the object store", upload.source_key))
         })?;
     accept(&state, &stream_id, &upload.title, &upload.description, &upload.source_key, &stored).await
@@ -96,7 +96,7 @@ async fn multipart_upload(state: &AppState, mut multipart: Multipart) -> Result<
     }
     .await;
     if let (Err(_), Some((key, _))) = (&result, &source) {
-        let _ = state.store.delete(key).await; // a refused upload leaves nothing behind
+        let _ = state.backends.store.delete(key).await; // a refused upload leaves nothing behind
     }
     result
 }
@@ -127,7 +127,7 @@ async fn store_field(
             }
         }
     };
-    let (stored, ()) = tokio::join!(state.store.put_stream(key, body, state.config.max_upload_bytes), pump);
+    let (stored, ()) = tokio::join!(state.backends.store.put_stream(key, body, state.config.max_upload_bytes), pump);
     stored
 }
 
@@ -187,13 +187,13 @@ async fn accept(
         description: description.to_string(),
     };
     let doc = VodDoc::from_event(&event);
-    state.metadata.apply(Arc::new(vec![MetaWrite::Vod(doc.clone())])).await?;
+    state.backends.metadata.apply(Arc::new(vec![MetaWrite::Vod(doc.clone())])).await?;
     let payload = serde_json::to_vec(&event).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Err(e) = state.log.append(Topic::VodChunks, stream_id, payload).await {
+    if let Err(e) = state.backends.log.append(Topic::VodChunks, stream_id, payload).await {
         let mut failed = doc;
         failed.error = Some(format!("the upload event could not be logged: {e}"));
         failed.set_status(VodStatus::Failed, now_ms());
-        state.metadata.apply(Arc::new(vec![MetaWrite::Vod(failed)])).await?;
+        state.backends.metadata.apply(Arc::new(vec![MetaWrite::Vod(failed)])).await?;
         return Err(e.into());
     }
     state.metrics.log_appends_total.with_label_values(&[Topic::VodChunks.name()]).inc();
@@ -213,7 +213,12 @@ async fn accept(
 
 async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc, ApiError> {
     validate_vod_id(stream_id).map_err(|e| ApiError::NotFound(e.to_string()))?;
-    state.metadata.get_vod(stream_id).await?.ok_or_else(|| ApiError::NotFound(format!("no video {stream_id:?}")))
+    state
+        .backends
+        .metadata
+        .get_vod(stream_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no video {stream_id:?}")))
 }
 
 /// `GET /vod/{id}/metadata`.

@@ -16,7 +16,7 @@ mod worker;
 
 use serde::{Deserialize, Serialize};
 
-pub use worker::{WorkerContext, run_worker};
+pub use worker::{WorkerContext, WorkerError, run_worker};
 
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveCommand, LiveStreamDoc, stream_hash};
 

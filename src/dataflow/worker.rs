@@ -17,9 +17,10 @@ use super::live::verify_checksums::VerifyChecksums;
 use super::live::window::LiveWindowOp;
 use super::operators::log_source::{LogSourceConfig, PendingCommits, log_source};
 use super::vod::{VodJobs, vod_pipeline};
+use crate::backends::Backends;
 use crate::dataflow::live::sink::LiveSink;
 use crate::dataflow::offsets::OffsetCommitter;
-use crate::log::EventLog;
+use crate::log::LogError;
 use crate::metrics::Metrics;
 use crate::model::{StreamStatus, Topic, stream_hash};
 use crate::storage::metadata::{MetadataError, MetadataStore};
@@ -27,10 +28,19 @@ use crate::storage::metadata::{MetadataError, MetadataStore};
 /// How often a worker hands on the offsets its sinks have made durable.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("restoring live streams: {0}")]
+    Restore(#[source] MetadataError),
+    #[error("reading the event log: {0}")]
+    Log(#[from] LogError),
+}
+
 /// Everything a worker shares with the rest of the engine.
 #[derive(Clone)]
 pub struct WorkerContext {
-    pub log: EventLog,
+    pub backends: Backends,
     pub sink: Arc<LiveSink>,
     pub metrics: Arc<Metrics>,
     pub runtime: tokio::runtime::Handle,
@@ -44,17 +54,17 @@ pub struct WorkerContext {
 }
 
 /// Runs one worker until the engine stops and the dataflow has drained.
-pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), String> {
+pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), WorkerError> {
     let (index, peers) = (worker.index(), worker.peers());
     let restored = ctx
         .runtime
-        .block_on(restore_streams(ctx.sink.metadata.as_ref(), index, peers))
-        .map_err(|e| format!("restoring live streams: {e}"))?;
+        .block_on(restore_streams(ctx.backends.metadata.as_ref(), index, peers))
+        .map_err(WorkerError::Restore)?;
     tracing::debug!(worker = index, streams = restored.len(), "worker starting");
 
     let (live_source, live) = TopicInput::open(ctx, Topic::LiveChunks, index, peers, LIVE_MAX_DURABLE_LAG_MS)?;
     let (metrics, sink, runtime) = (ctx.metrics.clone(), ctx.sink.clone(), ctx.runtime.clone());
-    let store = ctx.vod.store.clone();
+    let store = ctx.backends.store.clone();
     worker.dataflow::<u64, _, _>(|scope| {
         log_source(scope, live_source)
             .decode_events(Topic::LiveChunks)
@@ -103,9 +113,10 @@ impl TopicInput {
         index: usize,
         peers: usize,
         lag_ms: u64,
-    ) -> Result<(LogSourceConfig, TopicInput), String> {
-        let partitions: Vec<u32> = (0..ctx.log.partitions(topic)).filter(|p| *p as usize % peers == index).collect();
-        let reader = ctx.log.reader(topic, &partitions).map_err(|e| e.to_string())?;
+    ) -> Result<(LogSourceConfig, TopicInput), WorkerError> {
+        let log = &ctx.backends.log;
+        let partitions: Vec<u32> = (0..log.partitions(topic)).filter(|p| *p as usize % peers == index).collect();
+        let reader = log.reader(topic, &partitions)?;
         let (durable, pending) = (ProbeHandle::new(), PendingCommits::default());
         let source = LogSourceConfig {
             reader,

@@ -61,7 +61,7 @@ impl KafkaLog {
         let brokers = settings.brokers.clone();
         let err = kafka_error(&brokers);
         let committer = Arc::new(Mutex::new(Committer::new(&settings).map_err(&err)?));
-        on_committer(&committer, &brokers, |c| c.fetch_metadata(None, REQUEST_TIMEOUT))
+        on_committer(&committer, |c| c.fetch_metadata(None, REQUEST_TIMEOUT))
             .await?
             .map_err(|e| unreachable(&brokers, &e.to_string()))?;
         let admin: AdminClient<DefaultClientContext> = client_config(&settings).create().map_err(&err)?;
@@ -144,10 +144,7 @@ impl KafkaLog {
             list.add_partition_offset(&name, *partition as i32, Offset::Offset(*offset as i64)).map_err(&err)?;
         }
         let mut committer = self.inner.committer.lock().expect("committer lock");
-        let brokers = &self.inner.settings.brokers;
-        committer
-            .commit(&list, &self.inner.settings)
-            .map_err(|message| LogError::Kafka { brokers: brokers.clone(), message })
+        committer.commit(&list, &self.inner.settings)
     }
 
     /// The brokers answer a metadata request. Asked through the producer, so a commit that
@@ -156,7 +153,7 @@ impl KafkaLog {
         let (producer, brokers) = (self.inner.producer.clone(), &self.inner.settings.brokers);
         let name = topic_name(&self.inner.settings, Topic::LiveChunks);
         let topic = name.clone();
-        let metadata = off_async(brokers, move || producer.client().fetch_metadata(Some(&topic), HEALTH_TIMEOUT))
+        let metadata = off_async(move || producer.client().fetch_metadata(Some(&topic), HEALTH_TIMEOUT))
             .await?
             .map_err(kafka_error(brokers))?;
         topic_partitions(&metadata, &name, brokers).map(|_| ())
@@ -186,18 +183,22 @@ impl Committer {
     /// Commits `list`; one given up leaves its thread waiting on the old consumer, and the
     /// next commit starts afresh on a new one. Should the old one land late, it can only move
     /// an offset back, and replaying from there changes nothing.
-    fn commit(&mut self, list: &TopicPartitionList, settings: &KafkaSettings) -> Result<(), String> {
+    fn commit(&mut self, list: &TopicPartitionList, settings: &KafkaSettings) -> Result<(), LogError> {
+        let failed = |message: String| LogError::Kafka { brokers: settings.brokers.clone(), message, source: None };
         let (done, result) = std::sync::mpsc::sync_channel(1);
         let (consumer, list) = (self.consumer.clone(), list.clone());
         std::thread::Builder::new()
             .name("kafka-commit".into())
             .spawn(move || done.send(consumer.commit(&list, CommitMode::Sync)))
-            .map_err(|e| format!("starting a commit thread: {e}"))?;
+            .map_err(|e| failed(format!("starting a commit thread: {e}")))?;
         match result.recv_timeout(COMMIT_TIMEOUT) {
-            Ok(committed) => committed.map_err(|e| e.to_string()),
+            Ok(committed) => committed.map_err(kafka_error(&settings.brokers)),
             Err(_) => {
-                *self = Committer::new(settings).map_err(|e| e.to_string())?;
-                Err(format!("the group coordinator did not answer a commit within {}s", COMMIT_TIMEOUT.as_secs()))
+                *self = Committer::new(settings).map_err(kafka_error(&settings.brokers))?;
+                Err(failed(format!(
+                    "the group coordinator did not answer a commit within {}s",
+                    COMMIT_TIMEOUT.as_secs()
+                )))
             }
         }
     }
@@ -270,22 +271,18 @@ fn consumer_config(settings: &KafkaSettings) -> ClientConfig {
 /// Runs a blocking Kafka request off the async threads; the outer error is the blocking
 /// task's, the inner one Kafka's.
 async fn off_async<T: Send + 'static>(
-    brokers: &str,
     request: impl FnOnce() -> KafkaResult<T> + Send + 'static,
 ) -> Result<KafkaResult<T>, LogError> {
-    tokio::task::spawn_blocking(request)
-        .await
-        .map_err(|e| LogError::Kafka { brokers: brokers.into(), message: e.to_string() })
+    Ok(tokio::task::spawn_blocking(request).await?)
 }
 
 /// Runs a blocking request of the committer consumer off the async threads.
 async fn on_committer<T: Send + 'static>(
     committer: &Arc<Mutex<Committer>>,
-    brokers: &str,
     request: impl FnOnce(&BaseConsumer) -> KafkaResult<T> + Send + 'static,
 ) -> Result<KafkaResult<T>, LogError> {
     let committer = committer.clone();
-    off_async(brokers, move || request(&committer.lock().expect("committer lock").consumer)).await
+    off_async(move || request(&committer.lock().expect("committer lock").consumer)).await
 }
 
 /// Partition count of `topic` from the brokers' metadata, asked off the async threads.
@@ -296,7 +293,7 @@ async fn partition_count(
     timeout: Duration,
 ) -> Result<u32, LogError> {
     let name = topic.clone();
-    let metadata = on_committer(committer, brokers, move |c| c.fetch_metadata(Some(&name), timeout))
+    let metadata = on_committer(committer, move |c| c.fetch_metadata(Some(&name), timeout))
         .await?
         .map_err(kafka_error(brokers))?;
     topic_partitions(&metadata, &topic, brokers)
@@ -306,7 +303,11 @@ async fn partition_count(
 fn topic_partitions(metadata: &Metadata, topic: &str, brokers: &str) -> Result<u32, LogError> {
     match metadata.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as u32),
-        _ => Err(LogError::Kafka { brokers: brokers.into(), message: format!("topic {topic} has no partitions") }),
+        _ => Err(LogError::Kafka {
+            brokers: brokers.into(),
+            message: format!("topic {topic} has no partitions"),
+            source: None,
+        }),
     }
 }
 
@@ -326,7 +327,7 @@ async fn committed_offsets(
     let deadline = Instant::now() + 3 * REQUEST_TIMEOUT;
     let committed = loop {
         let list = list.clone();
-        let fetched = on_committer(committer, &settings.brokers, move |c| c.committed_offsets(list, REQUEST_TIMEOUT));
+        let fetched = on_committer(committer, move |c| c.committed_offsets(list, REQUEST_TIMEOUT));
         match fetched.await? {
             Ok(committed) => break committed,
             Err(error) if Instant::now() < deadline => {
@@ -363,18 +364,24 @@ async fn created_partition_count(
 }
 
 fn kafka_error(brokers: &str) -> impl Fn(KafkaError) -> LogError + '_ {
-    move |error| LogError::Kafka { brokers: brokers.to_string(), message: error.to_string() }
+    move |error| LogError::Kafka {
+        brokers: brokers.to_string(),
+        message: error.to_string(),
+        source: Some(Box::new(error)),
+    }
 }
 
 fn unreachable(brokers: &str, error: &str) -> LogError {
     let message = format!("no broker answered within {}s ({error})", REQUEST_TIMEOUT.as_secs());
-    LogError::Kafka { brokers: brokers.to_string(), message }
+    LogError::Kafka { brokers: brokers.to_string(), message, source: None }
 }
 
 impl LogError {
     fn context(self, what: &str) -> LogError {
         match self {
-            LogError::Kafka { brokers, message } => LogError::Kafka { brokers, message: format!("{what}: {message}") },
+            LogError::Kafka { brokers, message, source } => {
+                LogError::Kafka { brokers, message: format!("{what}: {message}"), source }
+            }
             other => other,
         }
     }

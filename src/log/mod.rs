@@ -18,13 +18,26 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 #[derive(Debug, Error)]
 pub enum LogError {
     #[error("event log I/O at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("record of {0} bytes is over the {MAX_RECORD_BYTES} byte limit")]
     TooLarge(usize),
     #[error("event log writer has stopped")]
     Closed,
+    /// A broker refused or did not answer; `source` is librdkafka's error, when there is one.
     #[error("Kafka at {brokers}: {message}")]
-    Kafka { brokers: String, message: String },
+    Kafka {
+        brokers: String,
+        message: String,
+        #[source]
+        source: Option<Box<rdkafka::error::KafkaError>>,
+    },
+    /// A blocking Kafka request did not finish (it panicked, or the runtime is stopping).
+    #[error("Kafka request task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Where a record was written.

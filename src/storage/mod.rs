@@ -3,3 +3,6 @@
 
 pub mod metadata;
 pub mod object;
+
+/// The cause of a backend's error, kept for whoever inspects the chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

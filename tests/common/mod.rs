@@ -142,7 +142,56 @@ fn group_consumer(backends: Backends, data_dir: &Path, topic: Topic) -> Option<(
 /// The object store of the engine on `data_dir`, opened with its settings.
 pub async fn open_store(backends: Backends, data_dir: &Path) -> std::sync::Arc<dyn ObjectStore> {
     let config = backends.config(data_dir);
-    segflow::engine::open_store(&config).await.expect("the object store opens")
+    segflow::backends::open_store(&config).await.expect("the object store opens")
+}
+
+/// Every object key of the engine on `data_dir` that starts with `prefix`, sorted: the files
+/// under its objects folder (hidden spares left out), or the objects in its S3 buckets.
+pub async fn list_keys(backends: Backends, data_dir: &Path, prefix: &str) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, keys: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, keys);
+            } else if !entry.file_name().to_string_lossy().starts_with('.') {
+                keys.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let config = backends.config(data_dir);
+    let mut keys = Vec::new();
+    match &config.s3_endpoint {
+        None => walk(&data_dir.join("objects"), &data_dir.join("objects"), &mut keys),
+        Some(endpoint) => {
+            let credentials = aws_sdk_s3::config::Credentials::new(
+                config.s3_access_key.clone().unwrap(),
+                config.s3_secret_key.clone().unwrap().0,
+                None,
+                None,
+                "test",
+            );
+            let s3 = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::Config::builder()
+                    .endpoint_url(endpoint)
+                    .credentials_provider(credentials)
+                    .region(aws_sdk_s3::config::Region::new(config.s3_region.clone()))
+                    .force_path_style(true)
+                    .behavior_version_latest()
+                    .build(),
+            );
+            for bucket in segflow::model::keys::bucket::ALL {
+                let name = format!("{}{bucket}", config.s3_bucket_prefix);
+                let mut pages = s3.list_objects_v2().bucket(name).into_paginator().send();
+                while let Some(page) = pages.next().await {
+                    let page = page.unwrap();
+                    keys.extend(page.contents().iter().filter_map(|o| o.key()).map(|k| format!("{bucket}/{k}")));
+                }
+            }
+        }
+    }
+    keys.retain(|k| k.starts_with(prefix));
+    keys.sort();
+    keys
 }
 
 /// A test server's address from the environment `scripts/services.sh env` prints.
@@ -184,7 +233,7 @@ impl TestEngine {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let data_dir = config.data_dir.clone();
-        let store = segflow::engine::open_store(&config).await.expect("the object store opens");
+        let store = segflow::backends::open_store(&config).await.expect("the object store opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

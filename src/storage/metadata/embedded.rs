@@ -17,8 +17,8 @@ const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("live_m
 const VODS: TableDefinition<&str, &[u8]> = TableDefinition::new("vod_metadata");
 const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
 
-fn backend(e: impl std::fmt::Display) -> MetadataError {
-    MetadataError::Backend(e.to_string())
+fn backend(e: impl Into<redb::Error>) -> MetadataError {
+    MetadataError::Embedded(Box::new(e.into()))
 }
 
 fn json(doc: &impl Serialize) -> Result<Vec<u8>, MetadataError> {
@@ -106,12 +106,16 @@ impl EmbeddedMetadata {
         work: impl FnOnce(&Database) -> Result<T, MetadataError> + Send + 'static,
     ) -> Result<T, MetadataError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db)).await.map_err(backend)?
+        tokio::task::spawn_blocking(move || work(&db)).await?
     }
 }
 
 #[async_trait]
 impl MetadataStore for EmbeddedMetadata {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn apply(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
         self.write(writes, Durability::Immediate).await
     }

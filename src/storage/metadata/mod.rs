@@ -7,14 +7,26 @@ pub mod mongodb;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use super::BoxError;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
 #[derive(Debug, Error)]
 pub enum MetadataError {
-    #[error("metadata store: {0}")]
-    Backend(String),
+    /// The embedded database failed: its file, or a transaction.
+    #[error("embedded metadata store: {0}")]
+    Embedded(#[source] Box<redb::Error>),
+    /// MongoDB failed a request; the message names the server, never a password.
+    #[error("{message}")]
+    Mongo {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
     #[error("metadata document is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The store's own blocking work did not finish (it panicked, or the runtime is stopping).
+    #[error("metadata store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// One write of a batch; a batch is applied in one transaction.
@@ -34,6 +46,8 @@ pub enum MetaWrite {
 
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
+    /// `embedded` or `mongodb`, as `/health` reports it.
+    fn kind(&self) -> &'static str;
     /// Applies a batch in one transaction (shared, so a failed batch can be retried as is).
     async fn apply(&self, writes: std::sync::Arc<Vec<MetaWrite>>) -> Result<(), MetadataError>;
     /// Like `apply`, visible at once but durable only after the next [`Self::sync`]: the

@@ -69,9 +69,9 @@ impl MongoMetadata {
     /// (idempotent). Fails within seconds, naming MongoDB and the address, when it is down.
     pub async fn connect(uri: &str, database: &str) -> Result<MongoMetadata, MetadataError> {
         let scrub = Scrubber::new(uri);
-        let mut options = ClientOptions::parse(uri).await.map_err(|e| {
-            MetadataError::Backend(scrub.text(&format!("MongoDB URI {} is invalid: {}", scrub.uri(), e.kind)))
-        })?;
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| scrub.error(&format!("MongoDB URI {} is invalid: {}", scrub.uri(), e.kind)))?;
         let address = options.hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         options.server_selection_timeout.get_or_insert(CONNECT_TIMEOUT);
         options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
@@ -82,9 +82,8 @@ impl MongoMetadata {
         concern.journal = Some(true);
         concern.w.get_or_insert(Acknowledgment::Majority);
 
-        let fail = |what: &str, e: mongodb::error::Error| {
-            MetadataError::Backend(scrub.text(&format!("MongoDB at {address} {what}: {}", e.kind)))
-        };
+        let fail =
+            |what: &str, e: mongodb::error::Error| scrub.error(&format!("MongoDB at {address} {what}: {}", e.kind));
         let client = Client::with_options(options).map_err(|e| fail("cannot be used", e))?;
         let db = client.database(database);
         db.run_command(doc! { "ping": 1 }).await.map_err(|e| fail("is unreachable", e))?;
@@ -112,8 +111,15 @@ impl MongoMetadata {
         self.db.collection(name)
     }
 
-    fn error(&self, what: &str, e: impl std::fmt::Display) -> MetadataError {
-        MetadataError::Backend(format!("MongoDB at {}: {what}: {e}", self.address))
+    /// A failed request, with the driver's error as its cause.
+    fn error(&self, what: &str, e: mongodb::error::Error) -> MetadataError {
+        let message = format!("MongoDB at {}: {what}: {}", self.address, e.kind);
+        MetadataError::Mongo { message, source: Some(Box::new(e)) }
+    }
+
+    /// A request that cannot be made, for `reason`.
+    fn refused(&self, what: &str, reason: String) -> MetadataError {
+        MetadataError::Mongo { message: format!("MongoDB at {}: {what}: {reason}", self.address), source: None }
     }
 
     /// Turns a batch into one write per key, in first-seen order. Later overwrites win; an
@@ -167,12 +173,15 @@ impl MongoMetadata {
     }
 
     fn encode(&self, doc: &impl Serialize) -> Result<Document, MetadataError> {
-        bson::to_document(doc).map_err(|e| self.error("cannot encode a document", e))
+        bson::to_document(doc).map_err(|e| MetadataError::Mongo {
+            message: format!("MongoDB at {}: cannot encode a document: {e}", self.address),
+            source: Some(Box::new(e)),
+        })
     }
 
     /// BSON has no unsigned integers: u64 fields are stored as Int64.
     fn int(&self, value: u64) -> Result<i64, MetadataError> {
-        i64::try_from(value).map_err(|_| self.error("cannot store", format!("{value} is above BSON's Int64 range")))
+        i64::try_from(value).map_err(|_| self.refused("cannot store", format!("{value} is above BSON's Int64 range")))
     }
 
     async fn run(&self, op: Op) -> Result<(), MetadataError> {
@@ -200,7 +209,7 @@ impl MongoMetadata {
     }
 
     fn write_error(&self, e: mongodb::error::Error) -> MetadataError {
-        self.error("write failed", e.kind)
+        self.error("write failed", e)
     }
 
     async fn find_one<T: DeserializeOwned + Send + Sync>(
@@ -212,7 +221,7 @@ impl MongoMetadata {
             .find_one(filter)
             .projection(doc! { "_id": 0 })
             .await
-            .map_err(|e| self.error(&format!("reading {collection} failed"), e.kind))
+            .map_err(|e| self.error(&format!("reading {collection} failed"), e))
     }
 
     /// Documents matching `filter` in `sort` order, at most `limit` (0 means none, not all).
@@ -226,7 +235,7 @@ impl MongoMetadata {
         if limit == Some(0) {
             return Ok(Vec::new());
         }
-        let fail = |e: mongodb::error::Error| self.error(&format!("reading {collection} failed"), e.kind);
+        let fail = |e: mongodb::error::Error| self.error(&format!("reading {collection} failed"), e);
         let handle = self.collection::<T>(collection);
         let mut find = handle.find(filter).projection(doc! { "_id": 0 }).sort(sort);
         if let Some(limit) = limit {
@@ -277,10 +286,20 @@ impl Scrubber {
             None => text.to_string(),
         }
     }
+
+    /// An error of connecting, its message scrubbed. The driver's error is left out of the
+    /// chain: it may carry the URI, password included.
+    fn error(&self, message: &str) -> MetadataError {
+        MetadataError::Mongo { message: self.text(message), source: None }
+    }
 }
 
 #[async_trait]
 impl MetadataStore for MongoMetadata {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
     async fn apply(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
         let (streams, others): (Vec<Op>, Vec<Op>) =
             self.plan(&writes)?.into_iter().partition(|op| op.collection == STREAMS);
@@ -324,8 +343,8 @@ impl MetadataStore for MongoMetadata {
     async fn health(&self) -> Result<(), MetadataError> {
         match tokio::time::timeout(HEALTH_TIMEOUT, self.db.run_command(doc! { "ping": 1 })).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.error("ping failed", e.kind)),
-            Err(_) => Err(self.error("ping failed", format!("no answer within {HEALTH_TIMEOUT:?}"))),
+            Ok(Err(e)) => Err(self.error("ping failed", e)),
+            Err(_) => Err(self.refused("ping failed", format!("no answer within {HEALTH_TIMEOUT:?}"))),
         }
     }
 }

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, ObjectStore, Rewrite, StoreError, StoredObject, io};
+use super::{ByteStream, ObjectStore, Playback, Rewrite, StoreError, StoredObject, io, task};
 use crate::files::{self, temp_path};
 
 pub struct LocalStore {
@@ -50,13 +50,13 @@ async fn remove_empty_parent(path: &Path) {
 
 /// Runs file work that blocks on this thread where the runtime allows it (the playlist writer's
 /// own thread; a runtime thread first hands its other tasks to another), else on the blocking
-/// pool. Waiting for a pool thread was much of the live path's tail on two busy cores.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError> {
+/// pool: a rewrite is a few system calls, shorter than the wait for a pool thread.
+async fn blocking<T: Send + 'static>(key: &str, work: impl FnOnce() -> T + Send + 'static) -> Result<T, StoreError> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
         return Ok(tokio::task::block_in_place(work));
     }
-    tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Body(e.to_string()))
+    tokio::task::spawn_blocking(work).await.map_err(task(key))
 }
 
 async fn create_parent(path: &Path, key: &str) -> Result<(), StoreError> {
@@ -68,6 +68,10 @@ async fn create_parent(path: &Path, key: &str) -> Result<(), StoreError> {
 
 #[async_trait]
 impl ObjectStore for LocalStore {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
         // One trip to the blocking pool for the whole write.
@@ -78,7 +82,7 @@ impl ObjectStore for LocalStore {
             files::replace(&path, &bytes)
         })
         .await
-        .map_err(|e| StoreError::Body(e.to_string()))?;
+        .map_err(task(key))?;
         written.map_err(io(key))
     }
 
@@ -96,7 +100,8 @@ impl ObjectStore for LocalStore {
                 planned.push((path, spare, rewrite));
             }
         }
-        blocking(move || {
+        let first_key = planned.first().map(|(_, _, r)| r.key.clone()).unwrap_or_default();
+        blocking(&first_key, move || {
             for (path, spare, rewrite) in planned {
                 files::swap_in(&path, SPARES, spare, &rewrite.bytes).map_err(io(&rewrite.key))?;
                 if rewrite.last {
@@ -117,7 +122,7 @@ impl ObjectStore for LocalStore {
         let mut size = 0u64;
         let result = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+                let chunk = chunk.map_err(StoreError::Upload)?;
                 size += chunk.len() as u64;
                 if size > max_bytes {
                     return Err(StoreError::TooLarge(max_bytes));
@@ -155,7 +160,7 @@ impl ObjectStore for LocalStore {
             Ok(Some(StoredObject { size, sha256: hex::encode(hasher.finalize()) }))
         })
         .await
-        .map_err(|e| StoreError::Body(e.to_string()))?;
+        .map_err(task(key))?;
         hashed.map_err(io(key))
     }
 
@@ -182,7 +187,7 @@ impl ObjectStore for LocalStore {
             Ok(())
         })
         .await
-        .map_err(|e| StoreError::Body(e.to_string()))?;
+        .map_err(task(key))?;
         moved.map_err(io(key))
     }
 
@@ -197,14 +202,6 @@ impl ObjectStore for LocalStore {
         }
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        tokio::fs::try_exists(self.path(key)?).await.map_err(io(key))
-    }
-
-    fn local_path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        self.path(key)
-    }
-
     async fn read_path(&self, key: &str, _scratch: &Path) -> Result<PathBuf, StoreError> {
         self.path(key)
     }
@@ -217,38 +214,13 @@ impl ObjectStore for LocalStore {
         }
     }
 
-    async fn presign_get(&self, _key: &str, _ttl: Duration) -> Result<Option<String>, StoreError> {
-        Ok(None) // the API serves local objects behind its own signed URLs
+    /// Served by the API from the file, behind its own signed URLs.
+    async fn playback(&self, key: &str, _ttl: Duration) -> Result<Playback, StoreError> {
+        self.path(key).map(Playback::File)
     }
 
     async fn health(&self) -> Result<(), StoreError> {
         tokio::fs::metadata(&self.root).await.map(|_| ()).map_err(io(""))
-    }
-
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let root = self.root.clone();
-        let walked = tokio::task::spawn_blocking(move || {
-            let mut keys = Vec::new();
-            let mut dirs = vec![root.clone()];
-            while let Some(dir) = dirs.pop() {
-                for entry in std::fs::read_dir(&dir)? {
-                    let path = entry?.path();
-                    if path.is_dir() {
-                        dirs.push(path);
-                    } else if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                        // a rewritten object's spare versions: not objects
-                    } else if let Ok(relative) = path.strip_prefix(&root) {
-                        keys.push(relative.to_string_lossy().into_owned());
-                    }
-                }
-            }
-            Ok::<_, std::io::Error>(keys)
-        })
-        .await
-        .map_err(|e| StoreError::Body(e.to_string()))?;
-        let mut keys: Vec<String> = walked.map_err(io(prefix))?.into_iter().filter(|k| k.starts_with(prefix)).collect();
-        keys.sort();
-        Ok(keys)
     }
 }
 
@@ -276,7 +248,8 @@ mod tests {
         assert_eq!(left, vec![std::ffi::OsString::from("x.ts")], "failed uploads leave nothing behind");
 
         for bad in ["../x", "b/../../x", "b//x", "b/.x", "/abs"] {
-            assert!(matches!(store.local_path(bad), Err(StoreError::InvalidKey(_))), "{bad}");
+            let refused = store.playback(bad, Duration::from_secs(1)).await;
+            assert!(matches!(refused, Err(StoreError::InvalidKey(_))), "{bad}");
         }
     }
 
@@ -311,7 +284,12 @@ mod tests {
         let mut read = String::new();
         std::io::Read::read_to_string(&mut &*file, &mut read).unwrap();
         assert_eq!(&read, body);
-        assert_eq!(store.list_keys("").await.unwrap(), vec![key.to_string()], "spares are not objects");
+        let visible: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        assert_eq!(visible, ["live.m3u8"], "spares are hidden files, not objects");
 
         // Several objects in one call, each in its own place.
         let other = "manifests/t/live.m3u8";

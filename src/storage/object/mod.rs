@@ -13,6 +13,8 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use thiserror::Error;
 
+use super::BoxError;
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("invalid object key {0:?}")]
@@ -21,14 +23,42 @@ pub enum StoreError {
     TooLarge(u64),
     #[error("object is empty")]
     Empty,
+    /// The bytes being stored stopped coming: the client's upload broke off.
     #[error("reading the upload failed: {0}")]
-    Body(String),
+    Upload(#[source] std::io::Error),
+    /// An object an operation needs is not there.
+    #[error("no object {0}")]
+    NotFound(String),
     #[error("object store I/O on {key}: {source}")]
-    Io { key: String, source: std::io::Error },
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store's own blocking work did not finish (it panicked, or the runtime is stopping).
+    #[error("object store task on {key} failed: {source}")]
+    Task {
+        key: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("object store ({backend}) on {key}: {message}")]
-    Backend { backend: &'static str, key: String, message: String },
-    #[error("object {0} is not a local file")]
-    NotLocal(String),
+    Backend {
+        backend: &'static str,
+        key: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// How a player gets an object's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Playback {
+    /// From this file, which the API serves (with `Range`).
+    File(PathBuf),
+    /// From this URL, which serves the object itself for a while (an S3 presigned GET).
+    Redirect(String),
 }
 
 /// The HTTP `Content-Type` of an object, from its key's extension.
@@ -48,6 +78,11 @@ pub fn content_type(key: &str) -> &'static str {
 /// Maps an I/O error on `key`.
 fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { key: key.to_string(), source }
+}
+
+/// Maps a failed blocking task working on `key`.
+fn task(key: &str) -> impl FnOnce(tokio::task::JoinError) -> StoreError + '_ {
+    move |source| StoreError::Task { key: key.to_string(), source }
 }
 
 /// Size and SHA-256 (lower-case hex, as decoded checksums are) of stored bytes.
@@ -72,6 +107,8 @@ const REWRITES_AT_ONCE: usize = 4;
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
+    /// `local` or `s3`, as `/health` reports it.
+    fn kind(&self) -> &'static str;
     /// Writes `bytes` at `key`, replacing it atomically.
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
     /// Replaces small objects that are rewritten often (live playlists), each atomically like
@@ -93,19 +130,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<(), StoreError>;
     /// Removes an object; absent is fine.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
-    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
-    /// A file path to serve the object from, for stores that have one.
-    fn local_path(&self, key: &str) -> Result<PathBuf, StoreError>;
     /// A file FFmpeg can read the object from: the object itself on a local store, else a
     /// download into the directory `scratch`.
     async fn read_path(&self, key: &str, scratch: &Path) -> Result<PathBuf, StoreError>;
     /// The whole object (playlists and other small objects), `None` if absent.
     async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
-    /// A URL a player fetches the object from directly, valid for `ttl`; `None` on stores
-    /// whose objects the API serves itself.
-    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError>;
+    /// Where a player gets the object from, for at least `ttl`.
+    async fn playback(&self, key: &str, ttl: Duration) -> Result<Playback, StoreError>;
     /// Whether the store answers (for `/health`).
     async fn health(&self) -> Result<(), StoreError>;
-    /// Every key that starts with `prefix` (`""`: the whole store), sorted.
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }

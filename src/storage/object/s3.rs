@@ -8,6 +8,7 @@
 //! `etag` written after completion. A tag is trusted only while the object's ETag still equals
 //! the tagged one, so an overwrite racing the tagging can never inherit a stale hash.
 
+use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use futures_util::stream::BoxStream;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ByteStream, ObjectStore, StoreError, StoredObject, content_type, io};
+use super::{ByteStream, ObjectStore, Playback, StoreError, StoredObject, content_type, io};
 use crate::model::checks::{validate_file_name, validate_sha256_hex};
 use crate::model::keys::bucket;
 
@@ -185,7 +186,7 @@ impl S3Store {
             }
             _ => format!("cannot use S3 at {}: {}", self.endpoint, DisplayErrorContext(&e)),
         };
-        backend(bucket, message)
+        StoreError::Backend { backend: BACKEND, key: bucket.to_string(), message, source: Some(Box::new(e)) }
     }
 
     async fn head(&self, key: &str, bucket: &str, object: &str) -> Result<Option<HeadObjectOutput>, StoreError> {
@@ -223,7 +224,7 @@ impl S3Store {
         };
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        while let Some(chunk) = body.try_next().await.map_err(|e| backend(key, DisplayErrorContext(&e).to_string()))? {
+        while let Some(chunk) = body.try_next().await.map_err(|e| caused(key, e))? {
             size += chunk.len() as u64;
             hasher.update(&chunk);
         }
@@ -353,10 +354,22 @@ impl S3Store {
     }
 
     fn not_found(key: &str) -> StoreError {
-        StoreError::Io {
-            key: key.to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
-        }
+        StoreError::NotFound(key.to_string())
+    }
+
+    /// A SigV4 presigned GET on the public endpoint; signing sends no request.
+    pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
+        let (bucket, object) = self.locate(key)?;
+        let config = PresigningConfig::expires_in(ttl).map_err(|e| caused(key, e))?;
+        let presigned = self
+            .presigner
+            .get_object()
+            .bucket(bucket)
+            .key(object)
+            .presigned(config)
+            .await
+            .map_err(|e| sdk_error(key, e))?;
+        Ok(presigned.uri().to_string())
     }
 }
 
@@ -450,6 +463,10 @@ impl Drop for Multipart {
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
     async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let (bucket, object) = self.locate(key)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
@@ -467,7 +484,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_stream(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError> {
-        let chunks = body.map(|chunk| chunk.map_err(|e| StoreError::Body(e.to_string()))).boxed();
+        let chunks = body.map(|chunk| chunk.map_err(StoreError::Upload)).boxed();
         self.upload(key, chunks, max_bytes, false).await
     }
 
@@ -533,36 +550,6 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        let (bucket, object) = self.locate(key)?;
-        Ok(self.head(key, &bucket, object).await?.is_some())
-    }
-
-    fn local_path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        Err(StoreError::NotLocal(key.to_string()))
-    }
-
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
-        for bucket in bucket::ALL.iter().filter(|b| prefix.starts_with(*b) || b.starts_with(prefix)) {
-            let object_prefix = prefix.strip_prefix(bucket).and_then(|p| p.strip_prefix('/')).unwrap_or("");
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(self.bucket_name(bucket))
-                .prefix(object_prefix)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk_error(prefix, e))?;
-                keys.extend(page.contents().iter().filter_map(|o| o.key()).map(|k| format!("{bucket}/{k}")));
-            }
-        }
-        keys.retain(|k| k.starts_with(prefix));
-        keys.sort();
-        Ok(keys)
-    }
-
     /// Downloads into `scratch/<last key component>` (through a temporary name, so the file is
     /// whole when it appears).
     async fn read_path(&self, key: &str, scratch: &Path) -> Result<PathBuf, StoreError> {
@@ -578,9 +565,7 @@ impl ObjectStore for S3Store {
         let tmp = scratch.join(format!("{name}.tmp-{:016x}", rand::random::<u64>()));
         let written = async {
             let mut file = tokio::fs::File::create(&tmp).await.map_err(io(key))?;
-            while let Some(chunk) =
-                body.try_next().await.map_err(|e| backend(key, DisplayErrorContext(&e).to_string()))?
-            {
+            while let Some(chunk) = body.try_next().await.map_err(|e| caused(key, e))? {
                 file.write_all(&chunk).await.map_err(io(key))?;
             }
             file.flush().await.map_err(io(key))?;
@@ -601,24 +586,13 @@ impl ObjectStore for S3Store {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(sdk_error(key, e)),
         };
-        let bytes = got.body.collect().await.map_err(|e| backend(key, DisplayErrorContext(&e).to_string()))?;
+        let bytes = got.body.collect().await.map_err(|e| caused(key, e))?;
         Ok(Some(bytes.into_bytes()))
     }
 
-    /// A SigV4 presigned GET on the public endpoint; signing sends no request.
-    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
-        let (bucket, object) = self.locate(key)?;
-        let config =
-            PresigningConfig::expires_in(ttl).map_err(|e| backend(key, format!("cannot presign for {ttl:?}: {e}")))?;
-        let presigned = self
-            .presigner
-            .get_object()
-            .bucket(bucket)
-            .key(object)
-            .presigned(config)
-            .await
-            .map_err(|e| sdk_error(key, e))?;
-        Ok(Some(presigned.uri().to_string()))
+    /// A presigned URL: the bytes go from the server to the player directly.
+    async fn playback(&self, key: &str, ttl: Duration) -> Result<Playback, StoreError> {
+        self.presign_get(key, ttl).await.map(Playback::Redirect)
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -683,11 +657,17 @@ fn unquote(etag: &str) -> &str {
 }
 
 fn backend(key: &str, message: impl Into<String>) -> StoreError {
-    StoreError::Backend { backend: BACKEND, key: key.to_string(), message: message.into() }
+    StoreError::Backend { backend: BACKEND, key: key.to_string(), message: message.into(), source: None }
 }
 
-fn sdk_error<E: std::error::Error + Send + Sync + 'static>(key: &str, e: SdkError<E>) -> StoreError {
-    backend(key, DisplayErrorContext(&e).to_string())
+/// An error on `key` with its cause, whose whole chain the message spells out.
+fn caused(key: &str, e: impl Error + Send + Sync + 'static) -> StoreError {
+    let message = DisplayErrorContext(&e).to_string();
+    StoreError::Backend { backend: BACKEND, key: key.to_string(), message, source: Some(Box::new(e)) }
+}
+
+fn sdk_error<E: Error + Send + Sync + 'static>(key: &str, e: SdkError<E>) -> StoreError {
+    caused(key, e)
 }
 
 /// A missing object (`NoSuchKey`, or a bodiless 404 on HEAD); a missing bucket is a failure.

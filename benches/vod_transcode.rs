@@ -12,10 +12,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use segflow::config::TranscodeMode;
 use segflow::media::ladder::ladder;
 use segflow::media::probe::probe;
-use segflow::media::transcode::{TranscodeJob, ffmpeg_commands};
+use segflow::media::transcode::{TranscodeJob, ffmpeg_command};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -65,16 +64,10 @@ async fn main() {
     let info = probe(&source).await.unwrap();
     let rungs = ladder(&info);
     let out_dir = media.path().join("by-hand");
-    let job = |mode| TranscodeJob {
-        source: &source,
-        out_dir: &out_dir,
-        info: &info,
-        rungs: &rungs,
-        segment_seconds: 2,
-        mode,
-    };
-    let split = ffmpeg_commands(&job(TranscodeMode::Split));
-    let per_rung = ffmpeg_commands(&job(TranscodeMode::PerRung));
+    let job = |rungs| TranscodeJob { source: &source, out_dir: &out_dir, info: &info, rungs, segment_seconds: 2 };
+    // One FFmpeg for the ladder (`split`), and one per rung, all at once (`per_rung`).
+    let split = vec![ffmpeg_command(&job(&rungs))];
+    let per_rung: Vec<_> = rungs.chunks(1).map(|rung| ffmpeg_command(&job(rung))).collect();
     for rung in &rungs {
         std::fs::create_dir_all(out_dir.join(&rung.name)).unwrap();
     }

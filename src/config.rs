@@ -7,7 +7,17 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-pub use crate::media::transcode::TranscodeMode;
+/// How a video's ladder is spread over FFmpeg processes: each group of rungs is a transcode
+/// task of its own, exchanged to a worker by video and rung.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TranscodeMode {
+    /// One FFmpeg decodes the source once and `split`s the picture to every rung.
+    #[default]
+    Split,
+    /// One FFmpeg per rung: on a cluster the rungs of one video spread over processes.
+    PerRung,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,7 +14,7 @@ use crate::backends::{BackendError, Backends};
 use crate::config::Config;
 use crate::dataflow::live::sink::LiveSink;
 use crate::dataflow::offsets::OffsetCommitter;
-use crate::dataflow::vod::VodJobs;
+use crate::dataflow::vod::VodContext;
 use crate::dataflow::{WorkerContext, WorkerError, run_worker};
 use crate::metrics::Metrics;
 
@@ -70,9 +70,8 @@ pub async fn run(
         stop: stop.clone(),
         ready,
         offsets,
-        vod: VodJobs::new(
-            backends.store.clone(),
-            backends.metadata.clone(),
+        vod: VodContext::new(
+            backends.clone(),
             metrics.clone(),
             config.transcode_jobs,
             config.transcode_mode,

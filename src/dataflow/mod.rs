@@ -11,11 +11,14 @@
 pub mod live;
 pub mod offsets;
 pub mod operators;
+pub mod records;
+mod retry;
 pub mod vod;
 mod worker;
 
 use serde::{Deserialize, Serialize};
 
+pub use retry::retry;
 pub use worker::{WorkerContext, WorkerError, run_worker};
 
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveCommand, LiveStreamDoc, stream_hash};

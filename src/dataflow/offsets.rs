@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::dataflow::live::sink::retry;
+use crate::dataflow::retry;
 use crate::log::EventLog;
 pub use crate::log::OffsetCommit;
 use crate::metrics::Metrics;

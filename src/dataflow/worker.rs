@@ -16,7 +16,7 @@ use super::live::stream::LiveStream;
 use super::live::verify_checksums::VerifyChecksums;
 use super::live::window::LiveWindowOp;
 use super::operators::log_source::{LogSourceConfig, PendingCommits, log_source};
-use super::vod::{VodJobs, vod_pipeline};
+use super::vod::{VodContext, vod_pipeline};
 use crate::backends::Backends;
 use crate::dataflow::live::sink::LiveSink;
 use crate::dataflow::offsets::OffsetCommitter;
@@ -49,7 +49,7 @@ pub struct WorkerContext {
     /// Told once this worker has restored its streams and built its dataflow: the API opens
     /// only when every worker has, so no request races a restore.
     pub ready: tokio::sync::mpsc::UnboundedSender<usize>,
-    pub vod: Arc<VodJobs>,
+    pub vod: Arc<VodContext>,
     pub offsets: OffsetCommitter,
 }
 

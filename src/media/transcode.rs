@@ -1,5 +1,6 @@
 //! Encodes a source into keyframe-aligned H.264/AAC HLS renditions (one per ladder rung) with
-//! FFmpeg, and reports what it wrote: segments, measured bitrates and RFC 6381 codec strings.
+//! one FFmpeg, and reports what it wrote: segments, measured bitrates and RFC 6381 codec
+//! strings. Which rungs share an FFmpeg is the caller's choice (`transcode_mode`).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -8,31 +9,19 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use super::ladder::Rung;
 use super::probe::{MediaError, ffprobe_json};
 use crate::model::MediaInfo;
-
-/// How the ladder is spread over FFmpeg processes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TranscodeMode {
-    /// One process decodes once and `split`s the picture to every rung.
-    #[default]
-    Split,
-    /// One process per rung, all at once.
-    PerRung,
-}
 
 /// One source to encode into `out_dir/<rung>/`.
 pub struct TranscodeJob<'a> {
     pub source: &'a Path,
     pub out_dir: &'a Path,
     pub info: &'a MediaInfo,
+    /// The rungs this FFmpeg encodes: one output each, from one decode (`split`).
     pub rungs: &'a [Rung],
     pub segment_seconds: u32,
-    pub mode: TranscodeMode,
 }
 
 /// What was written for one rung.
@@ -64,7 +53,7 @@ const PLAYLIST: &str = "index.m3u8";
 const STDERR_TAIL_LINES: usize = 5;
 
 /// Encodes `job`, calling `progress` with 0..=100 as FFmpeg advances and 100 at the end.
-/// Dropping the future kills the FFmpeg processes.
+/// Dropping the future kills the FFmpeg process.
 pub async fn transcode(job: &TranscodeJob<'_>, progress: impl Fn(f64) + Send) -> Result<Vec<RungOutput>, MediaError> {
     if job.rungs.is_empty() {
         return Err(MediaError::Output("the ladder has no rungs".into()));
@@ -76,34 +65,28 @@ pub async fn transcode(job: &TranscodeJob<'_>, progress: impl Fn(f64) + Send) ->
     for rung in job.rungs {
         clear_rung_dir(&job.out_dir.join(&rung.name)).await?;
     }
-    let commands = ffmpeg_commands(job);
+    let args = ffmpeg_command(job);
+    tracing::debug!(?args, "running ffmpeg");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // Dropping the set aborts the runs, and so kills their processes.
-    let mut runs = JoinSet::new();
-    for (index, args) in commands.iter().enumerate() {
-        tracing::debug!(?args, "running ffmpeg");
-        runs.spawn(run_ffmpeg(args.clone(), index, job.info.duration_s, tx.clone()));
-    }
-    drop(tx);
-    let mut latest = vec![0.0f64; commands.len()];
+    let run = run_ffmpeg(args, job.info.duration_s, tx);
+    tokio::pin!(run);
     let mut reported = f64::NEG_INFINITY;
     loop {
-        // `biased`: a run's progress lines are all read before its exit is seen.
         tokio::select! {
+            // `biased`: the progress lines are all read before the exit is seen.
             biased;
-            Some((index, pct)) = rx.recv() => latest[index] = latest[index].max(pct),
-            done = runs.join_next() => match done {
-                None => break,
-                Some(Ok((index, Ok(())))) => latest[index] = 100.0,
-                Some(Ok((_, Err(e)))) => return Err(e),
-                Some(Err(e)) => return Err(MediaError::Output(format!("the FFmpeg task failed: {e}"))),
-            },
-        }
-        // PerRung: the slowest process sets the pace. 100 waits until the outputs are read.
-        let pct = latest.iter().copied().fold(99.9, f64::min);
-        if pct > reported {
-            reported = pct;
-            progress(pct);
+            Some(pct) = rx.recv() => {
+                // 100 waits until the outputs are read.
+                let pct = pct.min(99.9);
+                if pct > reported {
+                    reported = pct;
+                    progress(pct);
+                }
+            }
+            done = &mut run => {
+                done?;
+                break;
+            }
         }
     }
     let mut outputs = Vec::with_capacity(job.rungs.len());
@@ -177,19 +160,9 @@ fn push<const N: usize>(args: &mut Vec<OsString>, items: [&str; N]) {
     args.extend(items.into_iter().map(OsString::from));
 }
 
-/// The FFmpeg argument lists `transcode` runs for `job`, one per process (a benchmark runs
-/// the very same commands by hand).
-pub fn ffmpeg_commands(job: &TranscodeJob<'_>) -> Vec<Vec<OsString>> {
-    let rate = FrameRate::of(job.info.frame_rate);
-    let groups: Vec<&[Rung]> = match job.mode {
-        TranscodeMode::Split => vec![job.rungs],
-        TranscodeMode::PerRung => job.rungs.chunks(1).collect(),
-    };
-    groups.into_iter().map(|rungs| ffmpeg_args(job, rungs, &rate)).collect()
-}
-
-/// One FFmpeg command line encoding `rungs` (one output per rung) from `job.source`.
-fn ffmpeg_args(job: &TranscodeJob<'_>, rungs: &[Rung], rate: &FrameRate) -> Vec<OsString> {
+/// The FFmpeg arguments `transcode` runs for `job` (a benchmark runs the very same by hand).
+pub fn ffmpeg_command(job: &TranscodeJob<'_>) -> Vec<OsString> {
+    let (rate, rungs) = (FrameRate::of(job.info.frame_rate), job.rungs);
     let seconds = job.segment_seconds;
     let gop = rate.frames_in(seconds).to_string();
     let mut args: Vec<OsString> = Vec::new();
@@ -197,7 +170,7 @@ fn ffmpeg_args(job: &TranscodeJob<'_>, rungs: &[Rung], rate: &FrameRate) -> Vec<
     args.push("-i".into());
     args.push(job.source.into());
     args.push("-filter_complex".into());
-    args.push(filter_graph(rungs, rate).into());
+    args.push(filter_graph(rungs, &rate).into());
     for (k, rung) in rungs.iter().enumerate() {
         args.push("-map".into());
         args.push(format!("[v{k}]").into());
@@ -270,44 +243,40 @@ async fn clear_rung_dir(dir: &Path) -> Result<(), MediaError> {
     Ok(())
 }
 
-/// Runs one FFmpeg, sending `(index, pct)` as it goes; returns `index` with the outcome.
+/// Runs one FFmpeg, sending its progress (0..=100) as it goes.
 async fn run_ffmpeg(
     args: Vec<OsString>,
-    index: usize,
     duration_s: f64,
-    progress: mpsc::UnboundedSender<(usize, f64)>,
-) -> (usize, Result<(), MediaError>) {
-    let outcome = async {
-        let mut child = Command::new("ffmpeg")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| MediaError::Spawn { program: "ffmpeg", source })?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        // Both pipes at once, so neither can fill up and stall FFmpeg.
-        let read_progress = async {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(us) = out_time_us(&line) {
-                    let pct = (us as f64 / 1e6 / duration_s * 100.0).clamp(0.0, 100.0);
-                    let _ = progress.send((index, pct));
-                }
+    progress: mpsc::UnboundedSender<f64>,
+) -> Result<(), MediaError> {
+    let mut child = Command::new("ffmpeg")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| MediaError::Spawn { program: "ffmpeg", source })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Both pipes at once, so neither can fill up and stall FFmpeg.
+    let read_progress = async {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(us) = out_time_us(&line) {
+                let pct = (us as f64 / 1e6 / duration_s * 100.0).clamp(0.0, 100.0);
+                let _ = progress.send(pct);
             }
-        };
-        let read_errors = async {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf).await;
-            buf
-        };
-        let ((), errors) = tokio::join!(read_progress, read_errors);
-        let status = child.wait().await.map_err(|e| MediaError::io("waiting for FFmpeg", e))?;
-        if status.success() { Ok(()) } else { Err(ffmpeg_failed(&status, &errors)) }
+        }
     };
-    (index, outcome.await)
+    let read_errors = async {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf).await;
+        buf
+    };
+    let ((), errors) = tokio::join!(read_progress, read_errors);
+    let status = child.wait().await.map_err(|e| MediaError::io("waiting for FFmpeg", e))?;
+    if status.success() { Ok(()) } else { Err(ffmpeg_failed(&status, &errors)) }
 }
 
 /// `out_time_us=4017044` (or `out_time_ms=`, also microseconds) -> 4017044.
@@ -449,14 +418,7 @@ mod tests {
         let info = probe(&src).await.unwrap();
         let rungs = ladder(&info);
         let out_dir = dir.path().join("out");
-        let job = TranscodeJob {
-            source: &src,
-            out_dir: &out_dir,
-            info: &info,
-            rungs: &rungs,
-            segment_seconds: 2,
-            mode: TranscodeMode::Split,
-        };
+        let job = TranscodeJob { source: &src, out_dir: &out_dir, info: &info, rungs: &rungs, segment_seconds: 2 };
         let (seen, progress) = recorder();
         let outputs = transcode(&job, progress).await.unwrap();
 
@@ -497,7 +459,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn per_rung_mode_without_audio() {
+    async fn one_rung_without_audio() {
         let dir = tempfile::tempdir().unwrap();
         let src = make_source(dir.path(), "small.mp4", "320x240", false).await;
         let info = probe(&src).await.unwrap();
@@ -506,14 +468,7 @@ mod tests {
         // A previous run's leftover must not survive.
         std::fs::create_dir_all(out_dir.join("240p")).unwrap();
         std::fs::write(out_dir.join("240p/seg_00009.ts"), b"stale").unwrap();
-        let job = TranscodeJob {
-            source: &src,
-            out_dir: &out_dir,
-            info: &info,
-            rungs: &rungs,
-            segment_seconds: 2,
-            mode: TranscodeMode::PerRung,
-        };
+        let job = TranscodeJob { source: &src, out_dir: &out_dir, info: &info, rungs: &rungs, segment_seconds: 2 };
         let (seen, progress) = recorder();
         let outputs = transcode(&job, progress).await.unwrap();
 
@@ -529,22 +484,20 @@ mod tests {
         assert_eq!(seen.lock().unwrap().last(), Some(&100.0));
     }
 
+    /// What `transcode_mode = "per_rung"` does: one FFmpeg per rung, at once, into one folder.
     #[tokio::test]
-    async fn per_rung_mode_runs_rungs_concurrently() {
+    async fn rungs_encoded_apart_at_once_line_up() {
         let dir = tempfile::tempdir().unwrap();
         let src = make_source(dir.path(), "vga.mp4", "640x480", true).await;
         let info = probe(&src).await.unwrap();
         let rungs = ladder(&info);
         let out_dir = dir.path().join("out");
-        let job = TranscodeJob {
-            source: &src,
-            out_dir: &out_dir,
-            info: &info,
-            rungs: &rungs,
-            segment_seconds: 2,
-            mode: TranscodeMode::PerRung,
-        };
-        let outputs = transcode(&job, |_| {}).await.unwrap();
+        let jobs: Vec<TranscodeJob> = rungs
+            .chunks(1)
+            .map(|rung| TranscodeJob { source: &src, out_dir: &out_dir, info: &info, rungs: rung, segment_seconds: 2 })
+            .collect();
+        let (first, second) = tokio::join!(transcode(&jobs[0], |_| {}), transcode(&jobs[1], |_| {}));
+        let outputs: Vec<RungOutput> = first.unwrap().into_iter().chain(second.unwrap()).collect();
         let durations: Vec<Vec<f64>> =
             outputs.iter().map(|o| o.segments.iter().map(|s| s.duration_s).collect()).collect();
         assert_eq!(durations.len(), 2);
@@ -568,14 +521,7 @@ mod tests {
         };
         let rungs = ladder(&info);
         let out_dir = dir.path().join("out");
-        let job = TranscodeJob {
-            source: &src,
-            out_dir: &out_dir,
-            info: &info,
-            rungs: &rungs,
-            segment_seconds: 2,
-            mode: TranscodeMode::Split,
-        };
+        let job = TranscodeJob { source: &src, out_dir: &out_dir, info: &info, rungs: &rungs, segment_seconds: 2 };
         let err = transcode(&job, |_| {}).await.unwrap_err();
         assert!(matches!(err, MediaError::Ffmpeg { .. }), "{err:?}");
         assert!(err.to_string().contains("Invalid data found when processing input"), "{err}");
@@ -610,7 +556,6 @@ mod tests {
             info: &info,
             rungs: &[],
             segment_seconds: 2,
-            mode: TranscodeMode::PerRung,
         };
         let cell = std::cell::Cell::new(0.0);
         let future = transcode(&job, move |pct| cell.set(pct));
@@ -660,10 +605,9 @@ mod tests {
             info: &info,
             rungs: &rungs,
             segment_seconds: 2,
-            mode: TranscodeMode::Split,
         };
         let line = |rungs: &[Rung]| {
-            ffmpeg_args(&job, rungs, &FrameRate::of(30.0))
+            ffmpeg_command(&TranscodeJob { rungs, ..job })
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
@@ -682,7 +626,7 @@ mod tests {
         println!("per rung: ffmpeg {single}");
         assert!(single.contains("-filter_complex [0:v]fps=30,scale=1280:720,setsar=1[v0] -map [v0]"));
         let percent = TranscodeJob { out_dir: Path::new("/out/100%"), ..job };
-        let odd = ffmpeg_args(&percent, &rungs[..1], &FrameRate::of(30.0));
+        let odd = ffmpeg_command(&TranscodeJob { rungs: &rungs[..1], ..percent });
         assert!(odd.iter().any(|a| a == "/out/100%%/720p/seg_%05d.ts"));
     }
 }

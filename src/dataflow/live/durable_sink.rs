@@ -12,7 +12,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::dataflow::SinkOp;
-use crate::dataflow::live::sink::{LiveSink, retry};
+use crate::dataflow::live::sink::LiveSink;
+use crate::dataflow::retry;
 
 /// Batches allowed in flight per worker before the operator waits for acknowledgements.
 const MAX_IN_FLIGHT: usize = 64;

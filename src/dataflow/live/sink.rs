@@ -9,6 +9,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::dataflow::SinkOp;
+use crate::dataflow::retry;
 use crate::metrics::Metrics;
 use crate::model::{ChunkStatus, keys, now_us};
 use crate::storage::metadata::{MetaWrite, MetadataError, MetadataStore};
@@ -165,25 +166,5 @@ async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<
         }
         drop(sink);
         tokio::time::sleep_until(began + COMMIT_INTERVAL).await;
-    }
-}
-
-/// Retries a sink write with backoff until it succeeds: offsets stay uncommitted meanwhile,
-/// so nothing is lost while a backend is down.
-pub async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
-    metrics: &Metrics,
-    mut write: impl FnMut() -> F,
-) -> T {
-    let mut backoff = std::time::Duration::from_millis(50);
-    loop {
-        match write().await {
-            Ok(done) => return done,
-            Err(error) => {
-                tracing::error!(%error, "sink write failed; retrying (offsets stay uncommitted)");
-                metrics.sink_retries_total.inc();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
     }
 }

@@ -14,7 +14,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::dataflow::LiveInput;
-use crate::dataflow::live::sink::retry;
+use crate::dataflow::retry;
 use crate::metrics::Metrics;
 use crate::model::{LiveCommand, now_us};
 use crate::storage::object::ObjectStore;

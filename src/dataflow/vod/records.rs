@@ -1,0 +1,133 @@
+//! What flows between the VOD stages, and how each is routed to a worker.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::records::{dead_letter, parse_record};
+use crate::log::LogRecord;
+use crate::media::ladder::Rung;
+use crate::media::probe::MediaError;
+use crate::media::transcode::RungOutput;
+use crate::model::{DeadLetterDoc, DeadLetterReason, MediaInfo, Topic, VodEvent, stream_hash};
+use crate::storage::object::StoreError;
+
+/// A decoded `vod-chunks` record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum VodInput {
+    Upload(VodEvent),
+    Dead(DeadLetterDoc),
+}
+
+impl VodInput {
+    /// Decodes one `vod-chunks` record.
+    pub fn decode(record: LogRecord) -> VodInput {
+        let topic = Topic::VodChunks;
+        match parse_record::<VodEvent>(topic, &record) {
+            Err(dead) => VodInput::Dead(dead),
+            Ok(event) => match event.validate() {
+                Ok(()) => VodInput::Upload(event),
+                Err(error) => {
+                    VodInput::Dead(dead_letter(topic, &record, DeadLetterReason::InvalidEvent, error.to_string()))
+                }
+            },
+        }
+    }
+
+    /// Exchange key: by video, so that a duplicate event meets the first one.
+    pub fn route(&self) -> u64 {
+        match self {
+            VodInput::Upload(event) => stream_hash(&event.stream_id),
+            VodInput::Dead(dead) => dead.partition as u64,
+        }
+    }
+}
+
+/// Why a video failed, carried to the finish stage, which records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VodFailure {
+    pub stream_id: String,
+    pub uploaded_at_us: u64,
+    pub error: String,
+    /// The rungs this failure stands for, and every rung of the video's ladder: both empty
+    /// when it failed before its ladder was planned (then nothing else of it follows).
+    pub rungs: Vec<String>,
+    pub planned: Vec<String>,
+}
+
+/// The outcome of a VOD stage for one video: its work, or why the video failed.
+pub type VodResult<T> = Result<T, VodFailure>;
+
+/// What the later stages know about a probed video.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VodPlan {
+    pub stream_id: String,
+    pub source_key: String,
+    pub uploaded_at_us: u64,
+    pub info: MediaInfo,
+    pub rungs: Vec<Rung>,
+}
+
+impl VodPlan {
+    /// The failure of `rungs` of this video.
+    pub fn failure(&self, rungs: &[Rung], error: String) -> VodFailure {
+        VodFailure {
+            stream_id: self.stream_id.clone(),
+            uploaded_at_us: self.uploaded_at_us,
+            error,
+            rungs: rungs.iter().map(|r| r.name.clone()).collect(),
+            planned: self.rungs.iter().map(|r| r.name.clone()).collect(),
+        }
+    }
+}
+
+/// One FFmpeg run: every rung (`split`) or one (`per_rung`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TranscodeTask {
+    pub plan: VodPlan,
+    pub rungs: Vec<Rung>,
+}
+
+/// One finished rung, already in the object store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RungDone {
+    pub plan: VodPlan,
+    pub output: RungOutput,
+}
+
+/// A video whose every rung is done: its plan and one output per rung.
+pub type Joined = (VodPlan, Vec<RungOutput>);
+
+/// Exchange key of a record of one video.
+pub fn by_video<T>(result: &VodResult<T>, id: impl Fn(&T) -> &str) -> u64 {
+    stream_hash(result.as_ref().map_or_else(|failure| failure.stream_id.as_str(), id))
+}
+
+/// Exchange key of a transcode task: by video and rung, so the rungs of one video spread.
+pub fn by_task(task: &VodResult<TranscodeTask>) -> u64 {
+    match task {
+        Ok(task) => stream_hash(&format!("{}/{}", task.plan.stream_id, task.rungs[0].name)),
+        Err(failure) => stream_hash(&failure.stream_id),
+    }
+}
+
+/// Why a stage failed a video; its text becomes the document's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum VodError {
+    #[error("no document for video {0}")]
+    NoDocument(String),
+    #[error("reading the source: {0}")]
+    Source(#[source] StoreError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error("making the poster: {0}")]
+    Poster(#[source] MediaError),
+    #[error("storing {file}: {source}")]
+    Store {
+        file: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("writing the master playlist: {0}")]
+    MasterPlaylist(#[source] StoreError),
+    #[error("the FFmpeg pool is closed")]
+    PoolClosed,
+}

@@ -1,0 +1,90 @@
+//! The transcode stage: one FFmpeg run from the pool for a task's rungs, its progress written
+//! to the video's document, the poster made alongside, the outputs moved into the store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::context::VodContext;
+use super::records::{RungDone, TranscodeTask, VodError, VodPlan, VodResult};
+use crate::media::transcode::{RungOutput, TranscodeJob, poster, transcode};
+use crate::model::keys::{self, VOD_POSTER_FILE};
+
+/// Seconds per segment, and between keyframes, in every rung.
+pub const SEGMENT_SECONDS: u32 = 2;
+
+pub async fn transcode_stage(ctx: Arc<VodContext>, task: VodResult<TranscodeTask>) -> Vec<VodResult<RungDone>> {
+    let task = match task {
+        Ok(task) => task,
+        Err(failure) => return vec![Err(failure)],
+    };
+    match run(&ctx, &task).await {
+        Ok(outputs) => outputs.into_iter().map(|output| Ok(RungDone { plan: task.plan.clone(), output })).collect(),
+        Err(error) => vec![Err(task.plan.failure(&task.rungs, error.to_string()))],
+    }
+}
+
+async fn run(ctx: &Arc<VodContext>, task: &TranscodeTask) -> Result<Vec<RungOutput>, VodError> {
+    let plan = &task.plan;
+    let _permit = ctx.pool.acquire().await.map_err(|_| VodError::PoolClosed)?;
+    let source = ctx.source_file(&plan.stream_id, &plan.source_key).await.map_err(VodError::Source)?;
+    let out_dir = ctx.output_dir(&plan.stream_id);
+    let (progress, reporter) = report_progress(ctx.clone(), plan, task.rungs.len());
+    let job = TranscodeJob {
+        source: &source,
+        out_dir: &out_dir,
+        info: &plan.info,
+        rungs: &task.rungs,
+        segment_seconds: SEGMENT_SECONDS,
+    };
+    let transcoded = transcode(&job, |pct| {
+        let _ = progress.send(pct);
+    });
+    // The task with the top rung also makes the poster, while FFmpeg encodes.
+    let poster_made =
+        async { if task.rungs[0] == plan.rungs[0] { make_poster(ctx, plan, &source, &out_dir).await } else { Ok(()) } };
+    let (outputs, poster_made) = tokio::join!(transcoded, poster_made);
+    drop(progress);
+    let _ = reporter.await;
+    let outputs = outputs?;
+    poster_made?;
+    for output in &outputs {
+        let files = output.segments.iter().map(|s| s.file.as_str()).chain([output.playlist.as_str()]);
+        for file in files {
+            let (key, path) = (keys::vod_variant(&plan.stream_id, file), out_dir.join(file));
+            let stored = ctx.backends.store.put_file(&key, &path).await;
+            stored.map_err(|source| VodError::Store { file: file.to_string(), source })?;
+        }
+    }
+    Ok(outputs)
+}
+
+/// Progress goes to the document at most once per percent, from a task of its own; a task of
+/// `rungs` of the plan's rungs counts for its share of the video.
+fn report_progress(
+    ctx: Arc<VodContext>,
+    plan: &VodPlan,
+    rungs: usize,
+) -> (tokio::sync::watch::Sender<f64>, tokio::task::JoinHandle<()>) {
+    let (progress, mut reports) = tokio::sync::watch::channel(0.0f64);
+    let id = plan.stream_id.clone();
+    let share = rungs as f64 / plan.rungs.len() as f64;
+    let reporter = tokio::spawn(async move {
+        let mut reported = 0.0;
+        while reports.changed().await.is_ok() {
+            let pct = *reports.borrow_and_update();
+            if pct - reported >= 1.0 {
+                let delta = (pct - reported) * share;
+                reported = pct;
+                ctx.update(&id, |doc| doc.set_progress((doc.progress_pct + delta).min(99.0))).await;
+            }
+        }
+    });
+    (progress, reporter)
+}
+
+async fn make_poster(ctx: &VodContext, plan: &VodPlan, source: &Path, out_dir: &Path) -> Result<(), VodError> {
+    let file = out_dir.join(VOD_POSTER_FILE);
+    poster(source, &file, &plan.info).await.map_err(VodError::Poster)?;
+    let stored = ctx.backends.store.put_file(&keys::vod_poster(&plan.stream_id), &file).await;
+    stored.map_err(|source| VodError::Store { file: VOD_POSTER_FILE.into(), source })
+}

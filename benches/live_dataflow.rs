@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use segflow::dataflow::SinkOp;
+use segflow::dataflow::live::SinkOp;
 use segflow::dataflow::live::decode::DecodeEvents;
 use segflow::dataflow::live::window::LiveWindowOp;
 use segflow::log::LogRecord;

@@ -63,7 +63,7 @@ pub async fn run(
         OffsetCommitter::start(backends.log.clone(), backends.metadata.clone(), metrics.clone());
     let context = WorkerContext {
         backends: backends.clone(),
-        sink,
+        live_sink: sink,
         metrics: metrics.clone(),
         runtime: tokio::runtime::Handle::current(),
         clock: Instant::now(),

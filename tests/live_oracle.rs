@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use segflow::dataflow::SinkOp;
+use segflow::dataflow::live::SinkOp;
 use segflow::dataflow::live::decode::DecodeEvents;
 use segflow::dataflow::live::window::LiveWindowOp;
 use segflow::log::LogRecord;

@@ -1,15 +1,51 @@
-//! Commits log offsets off the timely workers, each time after making the metadata they
-//! depend on durable: documents are written buffered, and one sync covers them all.
+//! Log offsets follow the durable frontier: each worker notes, per time its log source emits
+//! at, the offsets that time's records end at, and hands them on once the frontier has passed
+//! it; a committer task commits them off the workers, each time after making the metadata they
+//! depend on durable (documents are written buffered, and one sync covers them all).
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
+use timely::dataflow::ProbeHandle;
 use tokio::sync::mpsc;
 
 use crate::dataflow::retry;
 use crate::log::EventLog;
 pub use crate::log::OffsetCommit;
 use crate::metrics::Metrics;
+use crate::model::Topic;
 use crate::storage::metadata::MetadataStore;
+
+/// Offsets to commit per time: `time -> partition -> next offset`.
+pub type PendingCommits = Rc<RefCell<BTreeMap<u64, BTreeMap<u32, u64>>>>;
+
+/// One topic's partitions of one worker: the offsets waiting for the durable frontier.
+pub struct TopicOffsets {
+    pub topic: Topic,
+    pub durable_frontier: ProbeHandle<u64>,
+    pub pending: PendingCommits,
+}
+
+impl TopicOffsets {
+    pub fn new(topic: Topic) -> TopicOffsets {
+        TopicOffsets { topic, durable_frontier: ProbeHandle::new(), pending: PendingCommits::default() }
+    }
+
+    /// Hands the offsets of every time the durable frontier has passed to the committer.
+    pub fn commit_durable(&self, committer: &OffsetCommitter) {
+        let mut ready: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut pending = self.pending.borrow_mut();
+        while let Some(entry) = pending.first_entry() {
+            if self.durable_frontier.less_equal(entry.key()) {
+                break;
+            }
+            ready.extend(entry.remove());
+        }
+        committer.send(ready.into_iter().map(|(partition, offset)| (self.topic, partition, offset)).collect());
+    }
+}
 
 /// Where workers send offsets the durable frontier has passed.
 #[derive(Clone)]

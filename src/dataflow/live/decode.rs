@@ -4,7 +4,7 @@
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 
-use crate::dataflow::LiveInput;
+use crate::dataflow::live::LiveInput;
 use crate::dataflow::records::{dead_letter, parse_record};
 use crate::log::LogRecord;
 use crate::model::{DeadLetterReason, LiveEvent, Topic};
@@ -27,7 +27,7 @@ pub fn decode_record(topic: Topic, record: LogRecord) -> LiveInput {
 ///
 /// ```
 /// use segflow::dataflow::live::decode::DecodeEvents;
-/// use segflow::dataflow::LiveInput;
+/// use segflow::dataflow::live::LiveInput;
 /// use segflow::model::{DeadLetterReason, Topic};
 /// use segflow::log::LogRecord;
 /// use timely::dataflow::operators::{Inspect, ToStream};

@@ -11,7 +11,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::dataflow::SinkOp;
+use crate::dataflow::live::SinkOp;
 use crate::dataflow::live::sink::LiveSink;
 use crate::dataflow::retry;
 

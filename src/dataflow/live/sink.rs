@@ -8,7 +8,7 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::dataflow::SinkOp;
+use crate::dataflow::live::SinkOp;
 use crate::dataflow::retry;
 use crate::metrics::Metrics;
 use crate::model::{ChunkStatus, keys, now_us};

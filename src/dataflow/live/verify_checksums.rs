@@ -13,7 +13,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::dataflow::LiveInput;
+use crate::dataflow::live::LiveInput;
 use crate::dataflow::retry;
 use crate::metrics::Metrics;
 use crate::model::{LiveCommand, now_us};

@@ -15,7 +15,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::dataflow::live::stream::{ChunkOutcome, LiveStream};
-use crate::dataflow::{LiveInput, SinkOp};
+use crate::dataflow::live::{LiveInput, SinkOp};
 use crate::metrics::Metrics;
 use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, Topic, now_ms};
 
@@ -23,7 +23,7 @@ use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, 
 ///
 /// ```
 /// use std::{collections::HashMap, sync::Arc};
-/// use segflow::dataflow::{LiveInput, SinkOp, live::window::LiveWindowOp};
+/// use segflow::dataflow::live::{LiveInput, SinkOp, window::LiveWindowOp};
 /// use segflow::model::LiveCommand;
 /// use timely::dataflow::operators::{Inspect, ToStream};
 ///

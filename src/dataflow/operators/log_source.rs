@@ -4,9 +4,6 @@
 //! the clock, so an idle worker never holds the frontier back for long. For each time it
 //! emits at, it records the offsets to commit once the sinks are durable past that time.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +12,8 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
+use crate::dataflow::offsets::PendingCommits;
 use crate::log::{LogRecord, TopicReader};
-
-/// Offsets to commit per time: `time -> partition -> next offset`.
-pub type PendingCommits = Rc<RefCell<BTreeMap<u64, BTreeMap<u32, u64>>>>;
 
 /// Records read per activation before yielding to other operators.
 const MAX_RECORDS_PER_ACTIVATION: usize = 8192;
@@ -30,14 +25,15 @@ pub struct LogSourceConfig {
     pub clock: Instant,
     /// Set at shutdown: read what is left, then finish.
     pub stop: Arc<AtomicBool>,
-    pub durable: ProbeHandle<u64>,
+    /// Where the sinks of this dataflow are durable up to.
+    pub durable_frontier: ProbeHandle<u64>,
     pub pending: PendingCommits,
     /// Stop reading while the durable frontier lags this far (ms) behind.
     pub max_durable_lag_ms: u64,
 }
 
 pub fn log_source<'s>(scope: Scope<'s, u64>, config: LogSourceConfig) -> StreamVec<'s, u64, LogRecord> {
-    let LogSourceConfig { mut reader, clock, stop, durable, pending, max_durable_lag_ms } = config;
+    let LogSourceConfig { mut reader, clock, stop, durable_frontier, pending, max_durable_lag_ms } = config;
     source::<u64, CapacityContainerBuilder<Vec<LogRecord>>, _, _>(scope, "LogSource", move |cap, info| {
         let activator = scope.activator_for(info.address.clone());
         let wake = scope.worker().sync_activator_for(info.address.to_vec());
@@ -52,7 +48,7 @@ pub fn log_source<'s>(scope: Scope<'s, u64>, config: LogSourceConfig) -> StreamV
             if now > *c.time() {
                 c.downgrade(&now);
             }
-            if durable.less_than(&c.time().saturating_sub(max_durable_lag_ms)) {
+            if durable_frontier.less_than(&c.time().saturating_sub(max_durable_lag_ms)) {
                 activator.activate_after(Duration::from_millis(5));
                 return;
             }

@@ -23,8 +23,8 @@ mod transcode;
 
 use std::sync::Arc;
 
-use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::{Scope, StreamVec};
 
 pub use context::VodContext;
 use join_rungs::JoinRungs;
@@ -32,16 +32,18 @@ use records::{Joined, RungDone, VodInput, VodResult, by_task, by_video};
 pub use transcode::SEGMENT_SECONDS;
 
 use crate::dataflow::operators::async_stage::AsyncStage;
-use crate::log::LogRecord;
+use crate::dataflow::operators::log_source::{LogSourceConfig, log_source};
 
-/// Builds the VOD stages on `records` read from `vod-chunks`; the output only carries progress.
+/// Builds the VOD stages on this worker's partitions of `vod-chunks`; the output only carries
+/// progress.
 pub fn vod_pipeline<'s>(
-    records: StreamVec<'s, u64, LogRecord>,
+    scope: Scope<'s, u64>,
+    source: LogSourceConfig,
     ctx: Arc<VodContext>,
     runtime: tokio::runtime::Handle,
 ) -> StreamVec<'s, u64, ()> {
     let (probing, transcoding, finishing) = (ctx.clone(), ctx.clone(), ctx);
-    records
+    log_source(scope, source)
         .map(VodInput::decode)
         .async_stage("VodProbe", VodInput::route, runtime.clone(), move |input| {
             probe::probe_stage(probing.clone(), input)

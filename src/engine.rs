@@ -16,6 +16,7 @@ use crate::dataflow::live::sink::LiveSink;
 use crate::dataflow::offsets::OffsetCommitter;
 use crate::dataflow::vod::VodContext;
 use crate::dataflow::{WorkerContext, WorkerError, run_worker};
+use crate::ingest::{Ingest, Limits};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Error)]
@@ -98,15 +99,14 @@ pub async fn run(
         }
     }
 
-    let state = AppState {
-        config: Arc::new(config),
-        backends: backends.clone(),
-        signer,
-        metrics,
-        notices,
-        pushed: Arc::default(),
-        live_streams: Arc::default(),
+    let limits = Limits {
+        max_segment_bytes: config.max_segment_bytes,
+        max_upload_bytes: config.max_upload_bytes,
+        default_target_duration_s: config.target_duration,
+        default_dvr_window: config.dvr_window,
     };
+    let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
+    let state = AppState { config: Arc::new(config), backends: backends.clone(), ingest, signer, metrics };
     let stopping = stop.clone();
     let served = if started {
         let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {

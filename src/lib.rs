@@ -21,6 +21,7 @@ pub mod config;
 pub mod dataflow;
 pub mod engine;
 pub mod files;
+pub mod ingest;
 pub mod log;
 pub mod media;
 pub mod metrics;

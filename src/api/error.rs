@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use thiserror::Error;
 
+use crate::ingest::IngestError;
 use crate::log::LogError;
 use crate::model::ValidationError;
 use crate::storage::metadata::MetadataError;
@@ -106,6 +107,32 @@ impl From<StoreError> for ApiError {
                 ApiError::Internal(e.to_string())
             }
             StoreError::Backend { .. } => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let message = e.to_string();
+        match e {
+            IngestError::Invalid(invalid) => ApiError::Invalid(invalid),
+            IngestError::NotAChunk
+            | IngestError::OtherStream(_)
+            | IngestError::Playlist(_)
+            | IngestError::EmptyUpload => ApiError::BadRequest(message),
+            IngestError::NoStream(_) => ApiError::NotFound(message),
+            IngestError::Ended(_) | IngestError::AlreadyAccepted { .. } | IngestError::VideoExists(_) => {
+                ApiError::Conflict(message)
+            }
+            IngestError::InvalidChunk(_)
+            | IngestError::OutOfRange(_)
+            | IngestError::TooLong { .. }
+            | IngestError::NoObject(_) => ApiError::Unprocessable(message),
+            IngestError::EndNotWritten(..) => ApiError::Unavailable(message),
+            IngestError::Encode(_) => ApiError::Internal(message),
+            IngestError::Store(e) => e.into(),
+            IngestError::Log(e) => e.into(),
+            IngestError::Metadata(e) => e.into(),
         }
     }
 }

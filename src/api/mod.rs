@@ -2,7 +2,7 @@
 //! health and metrics, on one axum router.
 
 mod error;
-pub mod ingest;
+mod ingest;
 mod live;
 pub mod signed;
 mod vod;
@@ -18,16 +18,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast;
 
 pub use error::ApiError;
 
 use crate::backends::Backends;
 use crate::config::Config;
-use crate::dataflow::live::sink::PlaylistNotice;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::model::checks::validate_stream_id;
-use crate::model::{LiveStreamDoc, StreamStatus};
 use signed::UrlSigner;
 
 /// Shared by every handler.
@@ -35,32 +32,9 @@ use signed::UrlSigner;
 pub struct AppState {
     pub config: Arc<Config>,
     pub backends: Backends,
+    pub ingest: Arc<Ingest>,
     pub signer: Arc<UrlSigner>,
     pub metrics: Arc<Metrics>,
-    pub notices: broadcast::Sender<PlaylistNotice>,
-    /// Segments FFmpeg pushed, waiting for the playlist that names their sequence numbers.
-    pub pushed: Arc<ingest::PushedSegments>,
-    /// Live streams the ingest paths have looked up, so a segment costs no metadata read.
-    pub live_streams: Arc<LiveStreams>,
-}
-
-/// Live streams known to take chunks: their documents as of start (status and target
-/// duration do not change while live); an ended stream is dropped and read afresh.
-#[derive(Default)]
-pub struct LiveStreams(std::sync::Mutex<std::collections::HashMap<String, LiveStreamDoc>>);
-
-impl LiveStreams {
-    fn get(&self, stream_id: &str) -> Option<LiveStreamDoc> {
-        self.0.lock().expect("live streams lock").get(stream_id).cloned()
-    }
-
-    fn insert(&self, doc: &LiveStreamDoc) {
-        self.0.lock().expect("live streams lock").insert(doc.stream_id.clone(), doc.clone());
-    }
-
-    fn remove(&self, stream_id: &str) {
-        self.0.lock().expect("live streams lock").remove(stream_id);
-    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,17 +55,31 @@ pub fn router(state: AppState) -> Router {
         .route("/vod/upload", post(vod::upload).layer(DefaultBodyLimit::disable()))
         .route("/play/{*signed_path}", get(signed::play))
         .layer(middleware::from_fn(error::json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), run_to_end_and_count))
         .with_state(state)
 }
 
-async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware: every request runs to its end in a task of its own, and is counted with its
+/// status then. FFmpeg closes the connection right after a segment's last byte without
+/// waiting for the answer; the upload must still be stored, its event logged and counted.
+async fn run_to_end_and_count(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
-    let response = next.run(request).await;
-    let route = route.unwrap_or_else(|| "unmatched".into());
-    state.metrics.api_requests_total.with_label_values(&[&method, &route, response.status().as_str()]).inc();
-    response
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched".into(), |p| p.as_str().to_string());
+    let count = move |response: &Response| {
+        let status = response.status();
+        state.metrics.api_requests_total.with_label_values(&[&method, &route, status.as_str()]).inc();
+    };
+    let counted = count.clone();
+    let handled = tokio::spawn(async move {
+        let response = next.run(request).await;
+        counted(&response);
+        response
+    });
+    handled.await.unwrap_or_else(|e| {
+        let response = ApiError::Internal(format!("the request's task failed: {e}")).into_response();
+        count(&response);
+        response
+    })
 }
 
 /// `GET /health`: each backend's kind and state; 503 while any is down.
@@ -140,30 +128,6 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a Bytes, empty: Option<T>) -> Resu
         return empty.ok_or_else(|| ApiError::BadRequest("request body is empty; JSON expected".into()));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-}
-
-/// Looks up a stream for a request: 400 for a malformed id, 404 for an unknown one.
-async fn find_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc, ApiError> {
-    validate_stream_id(stream_id)?;
-    state
-        .backends
-        .metadata
-        .get_stream(stream_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no stream {stream_id:?}")))
-}
-
-/// Like [`find_stream`], and 409 unless the stream is live; served from [`LiveStreams`].
-async fn find_live_stream(state: &AppState, stream_id: &str) -> Result<LiveStreamDoc, ApiError> {
-    if let Some(doc) = state.live_streams.get(stream_id) {
-        return Ok(doc);
-    }
-    let doc = find_stream(state, stream_id).await?;
-    if doc.status != StreamStatus::Live {
-        return Err(ApiError::Conflict(format!("stream {stream_id} has ended")));
-    }
-    state.live_streams.insert(&doc);
-    Ok(doc)
 }
 
 /// Base URL for links in responses: the configured public URL, or the request's host.

@@ -283,6 +283,15 @@ impl LiveStreamDoc {
     }
 }
 
+/// What the dataflow tells the write path once a batch is durable: a stream's playlist was
+/// written (control calls wait for it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlaylistNotice {
+    pub stream_id: String,
+    /// The playlist written has `EXT-X-ENDLIST`.
+    pub ended: bool,
+}
+
 /// What became of a chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

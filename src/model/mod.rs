@@ -12,8 +12,8 @@ mod vod;
 pub use checks::ValidationError;
 pub use dead_letter::{DeadLetterDoc, DeadLetterReason};
 pub use live::{
-    Chunk, ChunkStatus, LiveChunkDoc, LiveCommand, LiveEvent, LiveEventType, LiveStreamDoc, StreamStatus,
-    parse_program_date_time,
+    Chunk, ChunkStatus, LiveChunkDoc, LiveCommand, LiveEvent, LiveEventType, LiveStreamDoc, PlaylistNotice,
+    StreamStatus, parse_program_date_time,
 };
 pub use topic::{Topic, stream_hash};
 pub use vod::{MediaInfo, StatusChange, VOD_UPLOADED, VariantDoc, VodDoc, VodEvent, VodStatus};

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::dataflow::live::SinkOp;
 use crate::dataflow::retry;
 use crate::metrics::Metrics;
-use crate::model::{ChunkStatus, keys, now_us};
+use crate::model::{ChunkStatus, PlaylistNotice, keys, now_us};
 use crate::storage::metadata::{MetaWrite, MetadataError, MetadataStore};
 use crate::storage::object::{ObjectStore, Rewrite, StoreError};
 
@@ -21,13 +21,6 @@ pub enum SinkError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-}
-
-/// Told to the API after a batch is durable: a stream's playlist was written.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PlaylistNotice {
-    pub stream_id: String,
-    pub ended: bool,
 }
 
 pub struct LiveSink {

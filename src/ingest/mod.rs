@@ -1,0 +1,143 @@
+//! The write path: how encoders' segments, producers' chunk events and uploads become events
+//! in the log. Bytes are stored first (hashed on the way), then their event is appended; an
+//! upload is acknowledged once both are durable.
+//!
+//! Documents are the dataflow's to write, with one exception made here: the first version of
+//! a stream's or a video's document, written before its first event, so that it can be found
+//! the moment its id is returned. Every later version comes from the dataflow.
+
+mod live;
+mod pushed;
+mod vod;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+use tokio::sync::broadcast;
+
+pub use live::{ChunkAccepted, SegmentInfo, StartStream, extension};
+pub use pushed::RequestInFlight;
+pub use vod::Upload;
+
+use crate::backends::Backends;
+use crate::log::LogError;
+use crate::metrics::Metrics;
+use crate::model::{LiveStreamDoc, PlaylistNotice, Topic, ValidationError};
+use crate::storage::metadata::MetadataError;
+use crate::storage::object::StoreError;
+use pushed::PushedSegments;
+
+/// Why an upload or a control call was refused, or failed.
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A chunk event that is JSON, but not a chunk the stream can take.
+    #[error("{0}")]
+    InvalidChunk(#[source] ValidationError),
+    #[error("only chunk events are accepted here")]
+    NotAChunk,
+    #[error("body stream_id {0:?} differs from the URL's")]
+    OtherStream(String),
+    #[error("not an HLS media playlist: {0}")]
+    Playlist(String),
+    #[error("the uploaded video is empty")]
+    EmptyUpload,
+    #[error("no stream {0:?}")]
+    NoStream(String),
+    #[error("stream {0} has ended")]
+    Ended(String),
+    #[error("chunk {seq} of {stream_id} is already accepted")]
+    AlreadyAccepted { stream_id: String, seq: u64 },
+    #[error("video {0} already exists")]
+    VideoExists(String),
+    /// A value of the request outside what segflow takes (`what` says the rule).
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("duration {duration_ms} ms does not fit the stream's target duration of {target_s} s")]
+    TooLong { duration_ms: u64, target_s: u64 },
+    #[error("object {0:?} is not in the object store")]
+    NoObject(String),
+    #[error("stream {0} is ending, but its final playlist was not written within {1:?}")]
+    EndNotWritten(String, std::time::Duration),
+    #[error("encoding an event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+/// Longest title and description of a stream or video.
+pub const MAX_TITLE_CHARS: usize = 256;
+pub const MAX_DESCRIPTION_CHARS: usize = 4096;
+
+/// Refused when `text` is longer than `max_chars`.
+pub fn check_length(what: &str, text: &str, max_chars: usize) -> Result<(), IngestError> {
+    if text.chars().count() > max_chars {
+        return Err(IngestError::OutOfRange(format!("{what} is longer than {max_chars} characters")));
+    }
+    Ok(())
+}
+
+/// The limits and defaults of the write path, from the config.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_segment_bytes: u64,
+    pub max_upload_bytes: u64,
+    pub default_target_duration_s: u64,
+    pub default_dvr_window: u64,
+}
+
+/// The write path of one engine, shared by every request.
+pub struct Ingest {
+    backends: Backends,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    pushed: Arc<PushedSegments>,
+    live: LiveStreams,
+    /// Told once the dataflow has written a stream's playlist: control calls wait for it.
+    playlists_written: broadcast::Sender<PlaylistNotice>,
+}
+
+impl Ingest {
+    pub fn new(
+        backends: Backends,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        playlists_written: broadcast::Sender<PlaylistNotice>,
+    ) -> Ingest {
+        Ingest { backends, metrics, limits, pushed: Arc::default(), live: LiveStreams::default(), playlists_written }
+    }
+
+    /// Appends an event to `topic`, keyed by `key`; resolves once it is durable.
+    async fn append(&self, topic: Topic, key: &str, event: &impl serde::Serialize) -> Result<(), IngestError> {
+        let payload = serde_json::to_vec(event)?;
+        self.backends.log.append(topic, key, payload).await?;
+        self.metrics.log_appends_total.with_label_values(&[topic.name()]).inc();
+        Ok(())
+    }
+}
+
+/// Live streams known to take chunks: their documents as of start (status and target
+/// duration do not change while live), so that a segment costs no metadata read; an ended
+/// stream is dropped and read afresh.
+#[derive(Default)]
+struct LiveStreams(Mutex<HashMap<String, LiveStreamDoc>>);
+
+impl LiveStreams {
+    fn get(&self, stream_id: &str) -> Option<LiveStreamDoc> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(stream_id).cloned()
+    }
+
+    fn insert(&self, doc: &LiveStreamDoc) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(doc.stream_id.clone(), doc.clone());
+    }
+
+    fn remove(&self, stream_id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(stream_id);
+    }
+}

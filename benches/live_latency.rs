@@ -13,7 +13,7 @@
 //! `DISK_STRESS_MBPS=N` adds a competing writer of N MiB/s, each 8 MiB `fsync`ed, for the
 //! whole run, floors included)
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

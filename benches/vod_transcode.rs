@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench vod_transcode` (env `SECONDS` = source length, `ROUNDS`)
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -2,13 +2,14 @@
 # Runs every check and test: formatting, clippy, unit, oracle and end-to-end tests. The
 # end-to-end tests use real FFmpeg (installed here if missing) and run twice: on the embedded
 # backends and on real Kafka, S3 (MinIO) and MongoDB (FerretDB) servers, which
-# scripts/services.sh installs once (cached outside the clone) and starts on loopback.
+# scripts/services.sh installs once (cached outside the clone) and starts on loopback. The
+# real-services feature turns on the tests that need those servers: nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --features real-services --quiet -- -D warnings
 scripts/services.sh start
 trap 'scripts/services.sh clean' EXIT
 eval "$(scripts/services.sh env)"
-cargo test "$@"
+cargo test --features real-services "$@"

@@ -3,8 +3,6 @@
 //! for compose and Prometheus, a Dockerfile parser, a PromQL parser for the Grafana dashboard,
 //! and the real segflow binary, started with the image's own CMD, for the metric names.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -959,14 +957,14 @@ async fn image_command_serves_health_and_every_metric_the_dashboard_queries() {
     assert!(body.is_object());
 
     // Live: a stream (a log append) and two chunks with a gap between them.
-    let id = common::start_stream_at(&client, &base, r#"{"target_duration":2}"#).await;
+    let id = crate::common::start_stream_at(&client, &base, r#"{"target_duration":2}"#).await;
     for seq in [0u64, 2] {
         let bytes = format!("chunk {seq}").repeat(64).into_bytes();
         let status = client
             .put(format!("{base}/ingest/{id}/{seq}.ts"))
             .header("X-Sequence-Number", seq.to_string())
             .header("X-Duration-Ms", "2000")
-            .header("X-Checksum-Sha256", common::sha256_hex(&bytes))
+            .header("X-Checksum-Sha256", crate::common::sha256_hex(&bytes))
             .body(bytes)
             .send()
             .await
@@ -977,10 +975,10 @@ async fn image_command_serves_health_and_every_metric_the_dashboard_queries() {
     // VOD: bytes ffprobe cannot read end as a failed video, which counts an outcome.
     let junk = dir.path().join("junk.mp4");
     std::fs::write(&junk, b"not a video at all").unwrap();
-    let (status, upload) = common::upload_video(&client, &base, &junk, "junk").await;
+    let (status, upload) = crate::common::upload_video(&client, &base, &junk, "junk").await;
     assert_eq!(status, 201, "{upload}");
     let video = upload["stream_id"].as_str().unwrap();
-    let done = common::wait_video_final(&client, &base, video).await;
+    let done = crate::common::wait_video_final(&client, &base, video).await;
     assert_eq!(done["status"], "failed", "{done}");
 
     let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();

@@ -1,14 +1,14 @@
-//! Backends that fail: one down at start is named in the error; the Kafka broker stopped
-//! mid-stream makes `/health` say so while reads keep working, and when it returns nothing
-//! acknowledged is lost. A test binary of its own: it stops the shared broker.
+//! A backend that fails while running: the Kafka broker stopped mid-stream makes `/health` say
+//! so while reads keep working, and when it returns nothing acknowledged is lost. A test
+//! binary of its own: it stops the broker every other real-service test uses.
 
+#[path = "../integration/common/mod.rs"]
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
 use common::{Backends, TestEngine, put_segment};
-use segflow::config::{Config, Secret};
 
 /// `scripts/services.sh stop|start kafka`.
 fn broker(action: &str) {
@@ -18,6 +18,7 @@ fn broker(action: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn the_broker_going_down_mid_stream_loses_nothing() {
     let data = tempfile::tempdir().unwrap();
     let engine = TestEngine::start_on(Backends::Services, data.path(), 2).await;
@@ -60,33 +61,4 @@ async fn the_broker_going_down_mid_stream_loses_nothing() {
         chunks["chunks"].as_array().unwrap().iter().map(|c| c["chunk_index"].as_u64().unwrap()).collect();
     assert_eq!(indexes, [0, 1, 2, 3, 4], "every acknowledged segment, once");
     engine.shutdown().await;
-}
-
-/// A backend that does not answer at start stops the engine with an error naming it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_down_at_start_is_named() {
-    let data = tempfile::tempdir().unwrap();
-    let closed = |change: fn(&mut Config)| {
-        let mut config = Config { data_dir: data.path().to_path_buf(), ..Config::default() };
-        change(&mut config);
-        config
-    };
-    type Case = (fn(&mut Config), &'static str);
-    let cases: [Case; 3] = [
-        (|c| c.kafka = Some("127.0.0.1:1".into()), "Kafka at 127.0.0.1:1"),
-        (
-            |c| {
-                c.s3_endpoint = Some("http://127.0.0.1:1".into());
-                c.s3_access_key = Some("k".into());
-                c.s3_secret_key = Some(Secret("s".into()));
-            },
-            "S3 at http://127.0.0.1:1",
-        ),
-        (|c| c.mongo_uri = Some("mongodb://127.0.0.1:1/".into()), "MongoDB at 127.0.0.1:1"),
-    ];
-    for (change, named) in cases {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let error = segflow::engine::run(closed(change), listener, std::future::pending()).await.unwrap_err();
-        assert!(error.to_string().contains(named), "{error} should name {named}");
-    }
 }

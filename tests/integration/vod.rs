@@ -1,8 +1,6 @@
 //! VOD end to end: real uploads through the API, real FFmpeg transcodes, checked with
 //! `ffprobe` and played back through the signed master playlist.
 
-mod common;
-
 on_both_backends!(
     a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays,
     a_small_silent_upload_is_never_upscaled_and_has_no_audio,
@@ -13,7 +11,7 @@ on_both_backends!(
 use std::path::Path;
 use std::process::Command;
 
-use common::{Backends, TestEngine, clip, upload_video, wait_video_final};
+use crate::common::{Backends, TestEngine, clip, upload_video, wait_video_final};
 use serde_json::Value;
 
 fn ffprobe_json(args: &[&str], target: &str) -> Value {
@@ -86,7 +84,7 @@ async fn a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays(backend
         assert!(variant.codecs.as_deref().unwrap().contains("mp4a.40.2"), "{master_text}");
         assert!(variant.frame_rate.is_some() && variant.resolution.is_some(), "{master_text}");
     }
-    let (ok, frames, stderr) = common::ffmpeg_decode(url);
+    let (ok, frames, stderr) = crate::common::ffmpeg_decode(url);
     assert!(ok, "{stderr}");
     assert_eq!(frames, 4 * 4 * 30, "every rung's 4 s at 30 fps; ffmpeg said:\n{stderr}");
     let poster = engine.client.get(manifest["poster_url"].as_str().unwrap()).send().await.unwrap();
@@ -193,7 +191,7 @@ async fn first_segment(engine: &TestEngine, playlist_key: &str, scratch: &Path) 
 async fn count_objects(backends: Backends, engine: &TestEngine) -> usize {
     match backends {
         Backends::Embedded => count_entries(&engine.data_dir.join("objects")),
-        Backends::Services => common::list_keys(backends, &engine.data_dir, "").await.len(),
+        Backends::Services => crate::common::list_keys(backends, &engine.data_dir, "").await.len(),
     }
 }
 

@@ -1,8 +1,6 @@
 //! End to end through the public API with real FFmpeg segments: a gap, a late fill, a
 //! corrupted segment, signed playback decoded by `ffmpeg`, `ENDLIST` after the end.
 
-mod common;
-
 on_both_backends!(
     live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg,
     ffmpeg_pushing_with_method_put_is_ingested_and_plays_back,
@@ -11,7 +9,7 @@ on_both_backends!(
     a_playlist_that_overtakes_its_segment_still_gets_it,
 );
 
-use common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
+use crate::common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
 use segflow::api::signed::UrlSigner;
 
 async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends: Backends) {

@@ -1,14 +1,12 @@
 //! Crash and restart of the real binary: `kill -9` after acknowledged ingests loses nothing and
 //! duplicates no playlist entry; SIGTERM drains, commits every offset and exits 0.
 
-mod common;
-
 use std::path::Path;
 
 use segflow::model::Topic;
 use std::time::Duration;
 
-use common::{Backends, EngineProcess, fetch_json, put_segment, spawn_segflow_on, start_stream_at};
+use crate::common::{Backends, EngineProcess, fetch_json, put_segment, spawn_segflow_on, start_stream_at};
 
 on_both_backends!(
     kill_9_loses_nothing_and_sigterm_drains,
@@ -84,7 +82,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains(backends: Backends) {
     let mut second = second;
     let exit = second.child.terminate();
     assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
-    for (p, committed, end) in common::topic_offsets(backends, data.path(), Topic::LiveChunks) {
+    for (p, committed, end) in crate::common::topic_offsets(backends, data.path(), Topic::LiveChunks) {
         assert_eq!(committed, end, "partition {p} fully committed after a drain");
     }
 
@@ -103,25 +101,25 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing(backe
     let data = tempfile::tempdir().unwrap();
     let spawn = |dir: &Path| spawn_on(backends, dir);
     let media = tempfile::tempdir().unwrap();
-    let source = common::clip(media.path(), "clip.mp4", "1280x720", 6, true);
+    let source = crate::common::clip(media.path(), "clip.mp4", "1280x720", 6, true);
     let client = reqwest::Client::new();
     let mut first = spawn(data.path());
-    let (status, reply) = common::upload_video(&client, &first.base, &source, "interrupted").await;
+    let (status, reply) = crate::common::upload_video(&client, &first.base, &source, "interrupted").await;
     assert_eq!(status, 201, "{reply}");
     let id = reply["stream_id"].as_str().unwrap().to_string();
     let transcoding =
         |doc: &serde_json::Value| doc["status"] == "transcoding" && doc["progress_pct"].as_f64() > Some(0.0);
-    common::wait_video(&client, &first.base, &id, transcoding).await;
+    crate::common::wait_video(&client, &first.base, &id, transcoding).await;
     first.child.kill(); // SIGKILL, mid-transcode
 
     let mut second = spawn(data.path());
-    let doc = common::wait_video_final(&client, &second.base, &id).await;
+    let doc = crate::common::wait_video_final(&client, &second.base, &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
     let history: Vec<&str> =
         doc["status_history"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
     assert_eq!(history, ["uploaded", "processing", "transcoding", "processing", "transcoding", "ready"]);
     // Exactly the files the playlists name: nothing left over from the killed attempt.
-    let store = common::open_store(backends, data.path()).await;
+    let store = crate::common::open_store(backends, data.path()).await;
     for rung in ["720p", "480p", "360p"] {
         let dir = format!("vod-variants/{id}/{rung}/");
         let text = store.get_bytes(&format!("{dir}index.m3u8")).await.unwrap().unwrap();
@@ -129,21 +127,21 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing(backe
         let mut named: Vec<String> = playlist.segments.iter().map(|s| format!("{dir}{}", s.uri)).collect();
         named.push(format!("{dir}index.m3u8"));
         named.sort();
-        assert_eq!(common::list_keys(backends, data.path(), &dir).await, named, "{rung}");
+        assert_eq!(crate::common::list_keys(backends, data.path(), &dir).await, named, "{rung}");
     }
     let work = data.path().join("work");
     assert!(!work.join(&id).exists() && !work.join(format!("{id}.source")).exists(), "work files are cleaned up");
     let manifest = fetch_json(&client, &format!("{}/vod/{id}/manifest", second.base)).await;
-    let (ok, frames, stderr) = common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
+    let (ok, frames, stderr) = crate::common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
     assert!(ok && frames == 3 * 6 * 30, "{frames} frames; {stderr}");
     assert!(second.child.terminate().success());
 
     // Forget the committed offsets: the upload event is read again, and changes nothing.
     let offsets_committed = || {
-        let offsets = common::topic_offsets(backends, data.path(), Topic::VodChunks);
+        let offsets = crate::common::topic_offsets(backends, data.path(), Topic::VodChunks);
         offsets.iter().any(|(_, _, end)| *end > 0) && offsets.iter().all(|(_, committed, end)| committed == end)
     };
-    common::forget_offsets(backends, data.path(), Topic::VodChunks);
+    crate::common::forget_offsets(backends, data.path(), Topic::VodChunks);
     assert!(!offsets_committed());
     let mut third = spawn(data.path());
     for _ in 0..200 {

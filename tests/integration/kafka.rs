@@ -2,11 +2,9 @@
 //! (no API call per chunk) after putting the bytes in S3; segflow hashes the stored bytes
 //! itself, and the playlist plays. Then the broker goes down and comes back mid-stream.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
+use crate::common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use segflow::model::keys;
 use serde_json::json;
@@ -29,6 +27,7 @@ async fn publish(producer: &FutureProducer, topic: &str, id: &str, event: serde_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn chunk_events_published_straight_to_kafka_are_verified_and_play() {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();

@@ -1,8 +1,6 @@
 //! The MongoDB metadata store against a real MongoDB-wire server (FerretDB in CI, MongoDB 7 works
 //! too): documents round-trip, writes are idempotent, the unique indexes hold, pages are ordered.
 
-mod common;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +17,7 @@ use segflow::storage::metadata::mongodb::MongoMetadata;
 use segflow::storage::metadata::{MetaWrite, MetadataStore};
 
 fn mongo_uri() -> String {
-    common::service_env("SERVICES_TEST_MONGO_URI")
+    crate::common::service_env("SERVICES_TEST_MONGO_URI")
 }
 
 /// Runs `test` against a fresh database of its own, dropped afterwards even when the test fails.
@@ -133,6 +131,7 @@ async fn count(db: &Database, collection: &str) -> u64 {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn every_document_type_round_trips() {
     with_store(|store, db| async move {
         let (s, c, v, d) = (stream("live-a"), chunk("live-a", 3), vod("vod-a"), dead_letter(4, 1_234_567_890_123));
@@ -167,6 +166,7 @@ async fn every_document_type_round_trips() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn u64_above_int64_is_an_error_not_a_wrapped_value() {
     with_store(|store, db| async move {
         let mut c = chunk("live-a", 1);
@@ -179,6 +179,7 @@ async fn u64_above_int64_is_an_error_not_a_wrapped_value() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn applying_a_batch_twice_leaves_one_document_per_key() {
     with_store(|store, db| async move {
         let batch = Arc::new(vec![
@@ -223,6 +224,7 @@ async fn applying_a_batch_twice_leaves_one_document_per_key() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn insert_if_absent_does_not_overwrite() {
     with_store(|store, _db| async move {
         let first = chunk("live-a", 5);
@@ -274,6 +276,7 @@ fn second_at(index: u64) -> LiveChunkDoc {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn concurrent_upserts_of_one_new_key_all_succeed() {
     with_store(|_store, db| async move {
         // Several processes (one client each) racing to create the same documents: a lost
@@ -303,6 +306,7 @@ async fn concurrent_upserts_of_one_new_key_all_succeed() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn unique_indexes_exist_and_refuse_duplicates() {
     with_store(|store, db| async move {
         let expected = [
@@ -342,6 +346,7 @@ async fn unique_indexes_exist_and_refuse_duplicates() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn chunks_come_in_ascending_pages_from_the_asked_index() {
     with_store(|store, _db| async move {
         // Written out of order, over several batches, next to another stream's chunks.
@@ -374,6 +379,7 @@ async fn chunks_come_in_ascending_pages_from_the_asked_index() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn dead_letters_are_written_once_per_record() {
     with_store(|store, db| async move {
         let first = dead_letter(2, 40);
@@ -397,6 +403,7 @@ async fn dead_letters_are_written_once_per_record() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn health_is_ok_and_sync_is_a_no_op() {
     with_store(|store, _db| async move {
         store.health().await.unwrap();

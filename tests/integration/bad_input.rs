@@ -1,11 +1,9 @@
 //! Bad input is data, not a crash: every malformed request gets a JSON 4xx, writes nothing,
 //! and the engine keeps serving; a malformed event in the log becomes a dead letter.
 
-mod common;
-
 use std::path::Path;
 
-use common::TestEngine;
+use crate::common::TestEngine;
 use segflow::log::embedded::EmbeddedLog;
 use segflow::model::Topic;
 
@@ -27,7 +25,9 @@ async fn snapshot(engine: &TestEngine) -> (Vec<String>, serde_json::Value) {
     files.sort();
     // The partitions' bytes, hashed (files are zero-filled ahead: their sizes say nothing).
     let log_contents: Vec<String> = (0..6)
-        .map(|p| common::sha256_hex(&std::fs::read(engine.data_dir.join(format!("log/live-chunks/{p}.log"))).unwrap()))
+        .map(|p| {
+            crate::common::sha256_hex(&std::fs::read(engine.data_dir.join(format!("log/live-chunks/{p}.log"))).unwrap())
+        })
         .collect();
     (files, serde_json::json!(log_contents))
 }

@@ -1,8 +1,6 @@
 //! The S3 object store against a real MinIO server: uploads (single and multipart), hashes,
 //! refusals that leave nothing behind, presigned URLs, and every other `ObjectStore` call.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +17,7 @@ const MIB: usize = 1024 * 1024;
 
 /// A test-server setting as `scripts/services.sh env` exports it, `SERVICES_TEST_{name}`.
 fn env(name: &str) -> String {
-    common::service_env(&format!("SERVICES_TEST_{name}"))
+    crate::common::service_env(&format!("SERVICES_TEST_{name}"))
 }
 
 /// Settings for the test server, with a bucket prefix of this test's own.
@@ -123,6 +121,7 @@ fn body(bytes: &Bytes, chunk: usize) -> ByteStream {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn connect_creates_the_buckets_and_reports_health() {
     let f = Fixture::new().await;
     for name in bucket::ALL {
@@ -137,6 +136,7 @@ async fn connect_creates_the_buckets_and_reports_health() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn put_stream_hashes_single_and_multipart_uploads() {
     let f = Fixture::new().await;
     // Small (one PutObject), exactly one part (still one PutObject), 20 MiB (multipart, 3 parts).
@@ -167,6 +167,7 @@ async fn put_stream_hashes_single_and_multipart_uploads() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn refused_uploads_leave_no_object_and_no_pending_upload() {
     let f = Fixture::new().await;
     // The check below can see a pending upload at all (MinIO lists them per object name).
@@ -214,6 +215,7 @@ async fn refused_uploads_leave_no_object_and_no_pending_upload() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn presigned_urls_serve_the_bytes_and_refuse_a_bad_signature() {
     let f = Fixture::new().await;
     let http = reqwest::Client::new();
@@ -254,6 +256,7 @@ async fn presigned_urls_serve_the_bytes_and_refuse_a_bad_signature() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn reads_renames_deletes_and_files() {
     let f = Fixture::new().await;
     let store = f.store.as_ref();
@@ -324,6 +327,7 @@ async fn reads_renames_deletes_and_files() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn objects_from_outside_producers_are_hashed() {
     let f = Fixture::new().await;
     let bytes = data(1_000_000, 8);
@@ -353,6 +357,7 @@ async fn objects_from_outside_producers_are_hashed() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn invalid_keys_are_refused() {
     let f = Fixture::new().await;
     let store = f.store.as_ref();
@@ -372,6 +377,7 @@ async fn invalid_keys_are_refused() {
 }
 
 #[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
 async fn a_server_that_is_down_fails_fast_naming_s3() {
     let started = Instant::now();
     let down = S3Settings { endpoint: "http://127.0.0.1:1".into(), ..settings() };

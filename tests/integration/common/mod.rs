@@ -32,6 +32,7 @@ macro_rules! on_both_backends {
                 super::$name($crate::common::Backends::Embedded).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
             async fn services() {
                 super::$name($crate::common::Backends::Services).await
             }

@@ -1,0 +1,21 @@
+//! segflow's integration tests, one binary: end to end through the API with real FFmpeg output
+//! on the embedded backends and on real Kafka, S3 and MongoDB servers, the live dataflow
+//! against a plain recomputation, crash and restart of the real binary, bad input, the
+//! backends against their servers, and the deployment files.
+//!
+//! Tests that need the test servers are ignored unless the `real-services` feature is on:
+//! `scripts/test.sh` starts the servers and runs them all.
+
+#[macro_use]
+mod common;
+
+mod bad_input;
+mod deploy_files;
+mod kafka;
+mod live;
+mod oracle;
+mod restart;
+mod startup;
+mod storage_mongodb;
+mod storage_s3;
+mod vod;

@@ -10,6 +10,9 @@
 #
 # Usage: scripts/services.sh install|start|stop|status|clean [kafka|s3|mongo ...]  (default: all)
 #        scripts/services.sh env        # export lines for the test suite: eval "$(... env)"
+#        scripts/services.sh segflow-env [kafka|s3|mongo ...]
+#                                       # the SEGFLOW_* variables that point segflow at them:
+#                                       # eval "$(scripts/services.sh segflow-env)"; segflow run
 # `clean` stops the servers and deletes their data (a restart with `start` keeps it).
 #
 # Environment (all optional):
@@ -434,6 +437,20 @@ cmd_env() {
   done
 }
 
+# The variables `segflow run` reads (see the README's configuration table), for the named servers.
+cmd_segflow_env() {
+  local s kv vars=()
+  for s in "$@"; do
+    case "$s" in
+      kafka) vars+=("SEGFLOW_KAFKA=127.0.0.1:$KAFKA_PORT") ;;
+      s3) vars+=("SEGFLOW_S3_ENDPOINT=http://127.0.0.1:$S3_PORT" "SEGFLOW_S3_ACCESS_KEY=$S3_ACCESS_KEY"
+        "SEGFLOW_S3_SECRET_KEY=$S3_SECRET_KEY") ;;
+      mongo) vars+=("SEGFLOW_MONGO_URI=mongodb://127.0.0.1:$MONGO_PORT/") ;;
+    esac
+  done
+  for kv in "${vars[@]}"; do printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"; done
+}
+
 usage() { # [exit code]
   sed -n '2,/^set -euo/p' "$SCRIPT_PATH" | sed '$d; s/^# \{0,1\}//' >&2
   exit "${1:-2}"
@@ -458,6 +475,7 @@ main() {
     status) cmd_status "${names[@]}" ;;
     clean) cmd_clean "${names[@]}" ;;
     env) cmd_env ;;
+    segflow-env) cmd_segflow_env "${names[@]}" ;;
     -h | --help | help) usage 0 ;;
     *) usage ;;
   esac

@@ -40,95 +40,135 @@ pub enum EngineError {
     Timely(String),
 }
 
-/// Runs segflow until `shutdown` resolves, then drains: the API stops taking requests, the
-/// workers read what is left in the log, the sinks write it, offsets are committed.
+/// Runs segflow until `shutdown` resolves: [`Engine::start`], then [`Engine::serve`].
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EngineError> {
-    config.validate()?;
-    let data_dir = config.data_dir.clone();
-    let backends = Backends::open(&config).await?;
-    let signer = UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs)
-        .map_err(|source| EngineError::SigningKey { path: data_dir.clone(), source })?;
-    let signer = Arc::new(signer);
-    let metrics = Arc::new(Metrics::new());
-    let (notices, _) = tokio::sync::broadcast::channel(4096);
-    let sink = LiveSink::start(backends.store.clone(), backends.metadata.clone(), metrics.clone(), notices.clone());
+    Engine::start(config).await?.serve(listener, shutdown).await
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop_on_exit = StopWorkersOnDrop(stop.clone());
-    let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();
-    let (offsets, offsets_committed) =
-        OffsetCommitter::start(backends.log.clone(), backends.metadata.clone(), metrics.clone());
-    let context = WorkerContext {
-        backends: backends.clone(),
-        live_sink: sink,
-        metrics: metrics.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        clock: Instant::now(),
-        stop: stop.clone(),
-        ready,
-        offsets,
-        vod: VodContext::new(
-            backends.clone(),
-            metrics.clone(),
-            config.transcode_jobs,
-            config.transcode_mode,
-            data_dir.join("work"),
-        ),
-    };
-    let workers = timely::execute(timely::Config::process(config.workers), move |worker| run_worker(worker, &context))
-        .map_err(EngineError::Timely)?;
-    let (workers_done_tx, mut workers_done) = tokio::sync::oneshot::channel::<()>();
-    let joined = tokio::task::spawn_blocking(move || {
-        let results = workers.join();
-        let _ = workers_done_tx.send(());
-        results
-    });
-    // Requests wait in the listen backlog until every worker has restored its streams.
-    let mut started = true;
-    for _ in 0..config.workers {
-        tokio::select! {
-            _ = workers_ready.recv() => {}
-            _ = &mut workers_done => {
-                started = false; // a worker failed: its error is reported below
-                break;
+/// An engine whose backends answered and whose workers have restored their streams: ready
+/// to serve. Dropped without [`Engine::serve`], it stops its workers.
+pub struct Engine {
+    state: AppState,
+    stop: Arc<AtomicBool>,
+    _stop_on_drop: StopWorkersOnDrop,
+    workers: tokio::task::JoinHandle<WorkerResults>,
+    workers_done: tokio::sync::oneshot::Receiver<()>,
+    offsets_committed: tokio::task::JoinHandle<()>,
+}
+
+/// What timely's workers returned: each worker's own result, or timely's message of a panic.
+type WorkerResults = Vec<Result<Result<(), WorkerError>, String>>;
+
+impl Engine {
+    /// Opens every backend (one that does not answer fails this, naming it) and starts the
+    /// workers; resolves once every worker has restored its streams.
+    pub async fn start(config: Config) -> Result<Engine, EngineError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        let backends = Backends::open(&config).await?;
+        let signer = UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs)
+            .map_err(|source| EngineError::SigningKey { path: data_dir.clone(), source })?;
+        let metrics = Arc::new(Metrics::new());
+        let (notices, _) = tokio::sync::broadcast::channel(4096);
+        let (store, metadata) = (backends.store.clone(), backends.metadata.clone());
+        let live_sink = LiveSink::start(store, metadata, metrics.clone(), notices.clone());
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_on_drop = StopWorkersOnDrop(stop.clone());
+        let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();
+        let (offsets, offsets_committed) =
+            OffsetCommitter::start(backends.log.clone(), backends.metadata.clone(), metrics.clone());
+        let context = WorkerContext {
+            backends: backends.clone(),
+            live_sink,
+            vod: VodContext::new(
+                backends.clone(),
+                metrics.clone(),
+                config.transcode_jobs,
+                config.transcode_mode,
+                data_dir.join("work"),
+            ),
+            metrics: metrics.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            clock: Instant::now(),
+            stop: stop.clone(),
+            ready,
+            offsets,
+        };
+        let workers =
+            timely::execute(timely::Config::process(config.workers), move |worker| run_worker(worker, &context))
+                .map_err(EngineError::Timely)?;
+        let (workers_done_tx, mut workers_done) = tokio::sync::oneshot::channel::<()>();
+        let workers = tokio::task::spawn_blocking(move || {
+            let results = workers.join();
+            let _ = workers_done_tx.send(());
+            results
+        });
+        for _ in 0..config.workers {
+            tokio::select! {
+                _ = workers_ready.recv() => {}
+                _ = &mut workers_done => {
+                    // A worker failed to start: report why.
+                    stop.store(true, Ordering::SeqCst);
+                    let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
+                    backends.log.close();
+                    check(results)?;
+                    return Err(EngineError::Timely("a worker stopped while starting".into()));
+                }
             }
         }
+        let limits = Limits {
+            max_segment_bytes: config.max_segment_bytes,
+            max_upload_bytes: config.max_upload_bytes,
+            default_target_duration_s: config.target_duration,
+            default_dvr_window: config.dvr_window,
+        };
+        let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
+        let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), metrics };
+        Ok(Engine { state, stop, _stop_on_drop: stop_on_drop, workers, workers_done, offsets_committed })
     }
 
-    let limits = Limits {
-        max_segment_bytes: config.max_segment_bytes,
-        max_upload_bytes: config.max_upload_bytes,
-        default_target_duration_s: config.target_duration,
-        default_dvr_window: config.dvr_window,
-    };
-    let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
-    let state = AppState { config: Arc::new(config), backends: backends.clone(), ingest, signer, metrics };
-    let stopping = stop.clone();
-    let served = if started {
-        let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
-                _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
-            }
-            stopping.store(true, Ordering::SeqCst);
-        });
-        serve.await.map_err(EngineError::Http)
-    } else {
+    /// Serves the API on `listener` until `shutdown` resolves, then drains: the API stops
+    /// taking requests, the workers read what is left in the log, the sinks write it, offsets
+    /// are committed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let Engine { state, stop, _stop_on_drop, workers, workers_done, offsets_committed } = self;
+        let backends = state.backends.clone();
+        let stopping = stop.clone();
+        let served = axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
+                    _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
+                }
+                stopping.store(true, Ordering::SeqCst);
+            })
+            .await
+            .map_err(EngineError::Http);
+        stop.store(true, Ordering::SeqCst);
+        let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
+        let _ = offsets_committed.await; // the workers' last offsets, after a final sync
+        backends.log.close();
+        served?;
+        check(results)?;
+        tracing::info!("drained; bye");
         Ok(())
-    };
-    stop.store(true, Ordering::SeqCst);
-    let results = joined.await.map_err(|e| EngineError::Timely(e.to_string()))?;
-    let _ = offsets_committed.await; // the workers' last offsets, after a final sync
-    backends.log.close();
-    served?;
+    }
+}
+
+/// The first error among the workers' results.
+fn check(results: WorkerResults) -> Result<(), EngineError> {
     for result in results {
         result.map_err(EngineError::Timely)??;
     }
-    tracing::info!("drained; bye");
     Ok(())
 }
 

@@ -1,10 +1,12 @@
 //! The `segflow` command: parses flags, loads the layered config, runs the engine.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use segflow::config::{Config, Overrides};
+use segflow::engine::Engine;
 
 #[derive(Parser)]
 #[command(name = "segflow", version, about = "Video streaming backend: live and VOD to HLS through a timely dataflow")]
@@ -44,16 +46,18 @@ enum Command {
     },
 }
 
-/// mimalloc: the dataflow allocates many small strings per event; glibc's malloc spent a
-/// third of the live bench's time in its own bookkeeping (see BENCHMARKS.md).
+/// mimalloc: the dataflow allocates many small strings per event, which glibc's malloc
+/// serves slowly (BENCHMARKS.md, "Live dataflow throughput").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // Logs go to stderr; stdout carries only the bound address, for whoever started us.
+async fn main() -> ExitCode {
+    // Logs go to stderr, coloured only on a terminal; stdout carries only the bound address,
+    // for whoever started us.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,segflow=info".into()),
         )
@@ -61,16 +65,31 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run { config, workers, data_dir, listen, dvr_window, kafka, s3_endpoint, mongo_uri } => {
             let overrides = Overrides { data_dir, listen, workers, dvr_window, kafka, s3_endpoint, mongo_uri };
-            let config = Config::load(config.as_deref(), &overrides)?;
-            let listener = tokio::net::TcpListener::bind(&config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            let address = listener.local_addr()?;
-            println!("segflow listening on http://{address} (data dir {})", config.data_dir.display());
-            segflow::engine::run(config, listener, shutdown_signal()).await?;
-            Ok(())
+            match run(config.as_deref(), &overrides).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    // Every message names its cause already; the chain is not printed again.
+                    eprintln!("segflow: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
+}
+
+/// `segflow run`: says where it listens once every backend has answered and the workers are
+/// ready, then serves until SIGINT or SIGTERM.
+async fn run(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<()> {
+    let config = Config::load(config, overrides)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr()?;
+    let data_dir = config.data_dir.clone();
+    let engine = Engine::start(config).await?;
+    println!("segflow listening on http://{address} (data dir {})", data_dir.display());
+    engine.serve(listener, shutdown_signal()).await?;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

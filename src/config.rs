@@ -1,5 +1,5 @@
 //! One `Config` for the whole engine, layered: defaults < TOML file < `SEGFLOW_*` env (and the
-//! seed's `DVR_WINDOW_SIZE`) < command-line flags.
+//! legacy pipeline's names, [`LEGACY_ENV`]) < command-line flags.
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,7 @@ pub struct Config {
     pub listen: String,
     /// Timely worker threads.
     pub workers: usize,
-    /// Segments kept in a live playlist (`DVR_WINDOW_SIZE` in seed 003).
+    /// Segments kept in a live playlist (`DVR_WINDOW_SIZE`).
     pub dvr_window: u64,
     /// Default `EXT-X-TARGETDURATION` of a live stream, in seconds.
     pub target_duration: u64,
@@ -80,8 +80,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Environment names of seed 003's docker-compose setup, and the config key each sets.
-const SEED_ENV: [(&str, &str); 8] = [
+/// The environment names the legacy pipeline's deployment uses, and the config key each sets,
+/// so that its docker-compose settings configure segflow unchanged.
+pub const LEGACY_ENV: [(&str, &str); 8] = [
     ("DVR_WINDOW_SIZE", "dvr_window"),
     ("KAFKA_BOOTSTRAP_SERVERS", "kafka"),
     ("MINIO_ENDPOINT", "s3_endpoint"),
@@ -160,7 +161,7 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("SEGFLOW_"));
-        for (name, key) in SEED_ENV {
+        for (name, key) in LEGACY_ENV {
             figment = figment.merge(Env::raw().only(&[name]).map(move |_| key.into()));
         }
         let config: Config = figment

@@ -3,8 +3,8 @@
 //!
 //! Replacing a file by a new one costs a new inode and frees the old one per write. On ext4
 //! without a journal, which skips inodes freed in the last minutes, that search and that
-//! release (a synchronous discard) were most of the engine's CPU at 1,000 playlist writes/s,
-//! and stalled with the disk.
+//! release (a synchronous discard) cost more CPU than the rest of the live path, and stall
+//! with the disk (BENCHMARKS.md, "Sixth session").
 
 use std::io;
 use std::path::{Path, PathBuf};

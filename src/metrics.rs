@@ -1,4 +1,4 @@
-//! Every Prometheus metric segflow exports, defined in one place: the seed-compatible names
+//! Every Prometheus metric segflow exports, defined in one place: the legacy pipeline's names
 //! (`live_chunk_gaps_total`, …) plus `segflow_*` ones. One registry per engine, so tests can run
 //! several engines in one process.
 

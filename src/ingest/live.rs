@@ -288,7 +288,7 @@ impl Ingest {
     /// Appends a live event and waits until the dataflow has written the stream's playlist
     /// accordingly (`ended` as asked). False on timeout: the event is in the log anyway.
     async fn append_and_wait(&self, event: &LiveEvent<'_>, ended: bool) -> Result<bool, IngestError> {
-        let mut written = self.playlists_written.subscribe();
+        let mut written = self.notices.subscribe();
         self.append(Topic::LiveChunks, &event.stream_id, event).await?;
         let wait = async {
             loop {

@@ -100,7 +100,7 @@ pub struct Ingest {
     pushed: Arc<PushedSegments>,
     live: LiveStreams,
     /// Told once the dataflow has written a stream's playlist: control calls wait for it.
-    playlists_written: broadcast::Sender<PlaylistNotice>,
+    notices: broadcast::Sender<PlaylistNotice>,
 }
 
 impl Ingest {
@@ -108,9 +108,9 @@ impl Ingest {
         backends: Backends,
         metrics: Arc<Metrics>,
         limits: Limits,
-        playlists_written: broadcast::Sender<PlaylistNotice>,
+        notices: broadcast::Sender<PlaylistNotice>,
     ) -> Ingest {
-        Ingest { backends, metrics, limits, pushed: Arc::default(), live: LiveStreams::default(), playlists_written }
+        Ingest { backends, metrics, limits, pushed: Arc::default(), live: LiveStreams::default(), notices }
     }
 
     /// Appends an event to `topic`, keyed by `key`; resolves once it is durable.

@@ -169,7 +169,7 @@ impl KafkaLog {
 
 /// Commits offsets for every worker; assigned nothing, so it never joins the group.
 /// librdkafka's commit blocks until the group coordinator answers, forever when its cached
-/// coordinator never comes back (seen after a broker restart), so each commit runs on a
+/// coordinator never comes back (it can, after a broker restart), so each commit runs on a
 /// thread of its own and is given up after [`COMMIT_TIMEOUT`].
 struct Committer {
     consumer: Arc<BaseConsumer>,

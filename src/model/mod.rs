@@ -5,9 +5,9 @@
 pub mod checks;
 mod dead_letter;
 pub mod keys;
-mod live;
+pub mod live;
 mod topic;
-mod vod;
+pub mod vod;
 
 pub use checks::ValidationError;
 pub use dead_letter::{DeadLetterDoc, DeadLetterReason};

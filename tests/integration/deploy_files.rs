@@ -547,7 +547,7 @@ fn compose_environment_configures_segflow_for_every_backend() {
         assert_eq!(config.mongo_uri.as_deref(), Some("mongodb://mongodb:27017"));
         assert_eq!(config.mongo_database, "segflow");
         assert_eq!(config.public_url.as_deref(), Some("http://localhost:8080"));
-        // Every variable lands in the config: SEGFLOW_<KEY> in field <key>, a seed name in
+        // Every variable lands in the config: SEGFLOW_<KEY> in field <key>, a legacy name in
         // some field holding its value.
         let fields = serde_json::to_value(&config).unwrap();
         let text = |v: &Json| v.as_str().map(String::from).unwrap_or_else(|| v.to_string());

@@ -1,6 +1,6 @@
-//! Kafka mode end to end: a producer publishes seed-003 chunk events straight to `live-chunks`
-//! (no API call per chunk) after putting the bytes in S3; segflow hashes the stored bytes
-//! itself, and the playlist plays. Then the broker goes down and comes back mid-stream.
+//! Kafka mode end to end: a producer publishes the legacy pipeline's chunk events straight to
+//! `live-chunks` (no API call per chunk) after putting the bytes in S3; segflow hashes the
+//! stored bytes itself, and the playlist plays. Then the broker goes down and comes back mid-stream.
 
 use std::time::Duration;
 

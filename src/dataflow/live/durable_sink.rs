@@ -33,8 +33,7 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
             // Playlists are written here, every batch queued meanwhile together (each stream's
             // newest playlist once); documents go to the shared committer, so these playlists
             // are written while earlier documents are being synced. The writer has a thread of
-            // its own: as a task it waited behind HTTP handlers for a runtime thread, then for a
-            // blocking-pool thread, and those waits were most of the live path's tail.
+            // its own, so a playlist never waits behind HTTP handlers for a runtime thread.
             let writer = async move {
                 let mut queued = Vec::new();
                 while to_write.recv_many(&mut queued, MAX_IN_FLIGHT).await > 0 {

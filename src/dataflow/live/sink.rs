@@ -54,9 +54,9 @@ const MAX_COMMIT_GROUP: usize = 4096;
 
 /// At most one metadata transaction per interval: documents that arrive meanwhile go out
 /// together. Each transaction rewrites the pages it touches, so fewer, larger ones write far
-/// less (measured on redb at 1,000 chunks/s: 2.3x fewer bytes written). Playlists are written before
-/// this point, so chunk latency does not include it.
-const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
+/// less (BENCHMARKS.md). Playlists are written before this point, so chunk latency does not
+/// include it.
+const DOCUMENT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl LiveSink {
     /// Creates the sink and its committer task, shared by every worker: documents of batches
@@ -158,6 +158,6 @@ async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<
             (commit.done)();
         }
         drop(sink);
-        tokio::time::sleep_until(began + COMMIT_INTERVAL).await;
+        tokio::time::sleep_until(began + DOCUMENT_COMMIT_INTERVAL).await;
     }
 }

@@ -1,5 +1,5 @@
 //! The MongoDB metadata store: the embedded store's collections and keys on a shared server, so
-//! every segflow process of a cluster (and the seed's tools) sees one set of documents.
+//! every segflow process of a cluster (and the legacy pipeline's tools) sees one set of documents.
 //!
 //! Works with MongoDB 7 and with FerretDB (the wire-compatible server the tests use), so it keeps
 //! to plain commands: upserts, finds, `createIndexes`, `ping` — no `bulkWrite`, no transactions.
@@ -24,7 +24,7 @@ use super::{MetaWrite, MetadataError, MetadataStore};
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: &str = "live_streams";
-/// The seed's name for the per-chunk documents.
+/// The legacy pipeline's name for the per-chunk documents.
 const CHUNKS: &str = "live_metadata";
 const VODS: &str = "vod_metadata";
 const DEAD_LETTERS: &str = "dead_letters";

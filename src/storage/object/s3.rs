@@ -1,5 +1,5 @@
 //! The shared object store: S3 or MinIO, for cluster mode and for deployments that keep segments
-//! and VOD files in buckets, with presigned URLs that players fetch directly (seed 003).
+//! and VOD files in buckets, with presigned URLs that players fetch directly.
 //!
 //! A key `{bucket}/{rest}` is the object `{rest}` in the bucket `{bucket_prefix}{bucket}`. Every
 //! object segflow writes records its SHA-256, so `stat_sha256` costs a HEAD instead of a

@@ -204,3 +204,57 @@ async fn malformed_log_events_become_dead_letters() {
     engine.start_stream(2).await;
     engine.shutdown().await;
 }
+
+/// A failure of segflow's own is a 5xx, not the client's 4xx: the local store cannot create a
+/// chunk's folder (a file sits where it goes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_is_answered_500_not_400() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 1).await;
+    let id = engine.start_stream(2).await;
+    let stream_dir = engine.data_dir.join("objects/live-streams").join(&id);
+    std::fs::create_dir_all(&stream_dir).unwrap();
+    std::fs::write(stream_dir.join("chunks"), b"not a folder").unwrap();
+    let response = engine
+        .client
+        .put(engine.url(&format!("/ingest/{id}/1.ts")))
+        .header("X-Sequence-Number", "1")
+        .header("X-Duration-Ms", "2000")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    engine.shutdown().await;
+}
+
+/// A client that sends a whole segment and hangs up without reading the answer, as FFmpeg's
+/// HLS muxer does: the segment is still stored, logged, and counted with its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_client_hangs_up_is_still_taken_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 1).await;
+    let id = engine.start_stream(2).await;
+    let body = b"a segment FFmpeg pushed".repeat(1000);
+    let head = format!(
+        "PUT /ingest/{id}/0.ts HTTP/1.1\r\nHost: segflow\r\nX-Sequence-Number: 0\r\nX-Duration-Ms: 2000\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut connection = tokio::net::TcpStream::connect(engine.base.trim_start_matches("http://")).await.unwrap();
+    connection.write_all(head.as_bytes()).await.unwrap();
+    connection.write_all(&body).await.unwrap();
+    drop(connection); // gone before the answer
+    engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 1).await;
+    let counted = r#"api_requests_total{method="PUT",route="/ingest/{stream_id}/{file}",status="201"}"#;
+    for _ in 0..200 {
+        if engine.metric(counted).await == 1.0 {
+            return engine.shutdown().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{counted} is {}", engine.metric(counted).await);
+}

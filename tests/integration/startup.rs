@@ -30,3 +30,21 @@ async fn a_backend_down_at_start_is_named() {
         assert!(error.to_string().contains(named), "{error} should name {named}");
     }
 }
+
+/// `segflow run` says it listens only once every backend has answered: with a broker that does
+/// not answer it prints nothing on stdout, and exits non-zero with an error naming it, without
+/// terminal colour codes in a file.
+#[test]
+fn listening_is_printed_only_once_the_backends_answered() {
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_segflow"))
+        .args(["run", "--listen", "127.0.0.1:0", "--kafka", "127.0.0.1:1", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("the segflow binary runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stdout, "", "nothing on stdout; stderr: {stderr}");
+    assert!(stderr.contains("Kafka at 127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {stderr:?}");
+}

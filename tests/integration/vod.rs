@@ -6,6 +6,7 @@ on_both_backends!(
     a_small_silent_upload_is_never_upscaled_and_has_no_audio,
     a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing,
     producers_that_store_the_source_themselves_post_its_key,
+    per_rung_mode_transcodes_each_rung_as_a_task_of_its_own,
 );
 
 use std::path::Path;
@@ -118,6 +119,37 @@ async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio(backends: Back
         let probed = ffprobe_json(&["-show_streams"], segment.to_str().unwrap());
         assert!(probed["streams"].as_array().unwrap().iter().all(|s| s["codec_type"] != "audio"));
     }
+    engine.shutdown().await;
+}
+
+/// `transcode_mode = "per_rung"`: one FFmpeg per rung, each a task of its own on the workers;
+/// the rungs still line up, and the master playlist plays.
+async fn per_rung_mode_transcodes_each_rung_as_a_task_of_its_own(backends: Backends) {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = clip(media.path(), "vga.mp4", "640x480", 4, true);
+    let config = segflow::config::Config {
+        workers: 2,
+        transcode_jobs: 2,
+        transcode_mode: segflow::config::TranscodeMode::PerRung,
+        ..backends.config(data.path())
+    };
+    let engine = TestEngine::start_with(config).await;
+    let (status, reply) = upload_video(&engine.client, &engine.base, &source, "per rung").await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+    let doc = wait_video_final(&engine.client, &engine.base, &id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    assert_eq!(doc["variants_generated"], serde_json::json!(["480p", "360p"]));
+    assert_eq!(doc["progress_pct"], 100.0);
+    let mut boundaries = Vec::new();
+    for variant in doc["variants"].as_array().unwrap() {
+        boundaries.push(segment_durations(&engine, variant["playlist_path"].as_str().unwrap()).await);
+    }
+    assert_eq!(boundaries[0], boundaries[1], "rungs encoded apart share their segment boundaries");
+    let (_, manifest) = engine.get_json(&format!("/vod/{id}/manifest")).await;
+    let (ok, frames, stderr) = crate::common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
+    assert!(ok && frames == 2 * 4 * 30, "both rungs' 4 s at 30 fps: {frames} frames; {stderr}");
     engine.shutdown().await;
 }
 

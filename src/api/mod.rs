@@ -4,6 +4,7 @@
 mod error;
 mod ingest;
 mod live;
+mod play;
 pub mod signed;
 mod vod;
 
@@ -53,7 +54,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(json_limit))
         .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))
         .route("/vod/upload", post(vod::upload).layer(DefaultBodyLimit::disable()))
-        .route("/play/{*signed_path}", get(signed::play))
+        .route("/play/{*signed_path}", get(play::play))
         .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), run_to_end_and_count))
         .with_state(state)

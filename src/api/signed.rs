@@ -1,26 +1,14 @@
-//! Signed playback URLs, and the handler that serves them.
+//! Signed playback URLs: an HMAC-SHA256 of the stream id and the expiry, with a secret kept in
+//! the data dir.
 //!
 //! The signature sits in the path, `/play/{expires}/{sig}/{stream_id}/live.m3u8`, and covers
 //! the stream id and expiry: the playlist's relative segment URIs resolve under the same
-//! signed prefix, so the manifest URL works in a player by itself. On S3 the API serves only
-//! playlists, their segment URIs rewritten into presigned S3 URLs: the bytes go straight
-//! from the object store to the player.
+//! signed prefix, so the manifest URL works in a player by itself.
 
 use std::path::Path;
-use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Redirect, Response};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
-
-use super::{ApiError, AppState};
-use crate::model::checks::{validate_file_name, validate_stream_id};
-use crate::model::keys;
-use crate::storage::object::{Playback, content_type};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -87,101 +75,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
-}
-
-fn forbidden() -> ApiError {
-    ApiError::Forbidden("missing, invalid or expired signature".into())
-}
-
-/// `GET /play/{expires}/{sig}/{stream_id}/{*path}`: serves a playlist or segment, with
-/// `Range` support, once the signature checks out. One catch-all route, so that a URL
-/// missing its expiry or signature gets 403 like a wrong one, not 404.
-pub async fn play(
-    State(state): State<AppState>,
-    UrlPath(signed_path): UrlPath<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let mut fields = signed_path.splitn(4, '/');
-    let (Some(expires), Some(signature), Some(stream_id)) = (fields.next(), fields.next(), fields.next()) else {
-        return Err(forbidden());
-    };
-    let expires: u64 = expires.parse().map_err(|_| forbidden())?;
-    if expires < crate::model::now_ms() / 1000 || !state.signer.verify(stream_id, expires, signature) {
-        return Err(forbidden());
-    }
-    let path = fields.next().unwrap_or_default();
-    validate_stream_id(stream_id).map_err(|e| ApiError::NotFound(e.to_string()))?;
-    let parts: Vec<&str> = path.split('/').collect();
-    if parts.len() > 3 {
-        return Err(ApiError::NotFound(format!("no object {path:?}")));
-    }
-    for part in &parts {
-        validate_file_name(part).map_err(|e| ApiError::NotFound(e.to_string()))?;
-    }
-    let key = keys::playback_object(stream_id, path);
-    let ttl = Duration::from_secs(state.signer.ttl_secs);
-    let file = match state.backends.store.playback(&key, ttl).await? {
-        Playback::File(file) => file,
-        // A playlist is served here even so: a live one changes, and its media URIs must be
-        // presigned too.
-        Playback::Redirect(url) if !path.ends_with(".m3u8") => return Ok(Redirect::temporary(&url).into_response()),
-        Playback::Redirect(_) => {
-            let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
-            let playlist = state.backends.store.get_bytes(&key).await?.ok_or_else(not_found)?;
-            let body = presign_media_uris(&state, stream_id, path, &playlist, ttl).await?;
-            let headers = [
-                (header::CONTENT_TYPE, content_type(path)),
-                (header::CACHE_CONTROL, "no-cache"),
-                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-            ];
-            return Ok((headers, body).into_response());
-        }
-    };
-    let mime: mime::Mime = content_type(path).parse().expect("static MIME types parse");
-    let mut response = ServeFile::new_with_mime(file, &mime)
-        .oneshot(request)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .into_response();
-    if response.status() == axum::http::StatusCode::NOT_FOUND {
-        return Err(ApiError::NotFound(format!("no object {path:?} for stream {stream_id}")));
-    }
-    let cache = if path.ends_with(".m3u8") { "no-cache" } else { "public, max-age=86400, immutable" };
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    Ok(response)
-}
-
-/// A media playlist with each relative segment (and init section) URI replaced by a presigned
-/// URL of its object; a master playlist is left as is (its variants come back through here).
-async fn presign_media_uris(
-    state: &AppState,
-    stream_id: &str,
-    path: &str,
-    playlist: &[u8],
-    ttl: Duration,
-) -> Result<Vec<u8>, ApiError> {
-    let mut media = match m3u8_rs::parse_playlist_res(playlist) {
-        Ok(m3u8_rs::Playlist::MediaPlaylist(media)) => media,
-        Ok(m3u8_rs::Playlist::MasterPlaylist(_)) => return Ok(playlist.to_vec()),
-        Err(e) => return Err(ApiError::Internal(format!("stored playlist {path} does not parse: {e}"))),
-    };
-    let dir = path.rsplit_once('/').map(|(dir, _)| format!("{dir}/")).unwrap_or_default();
-    for segment in &mut media.segments {
-        let uris = std::iter::once(&mut segment.uri).chain(segment.map.as_mut().map(|m| &mut m.uri));
-        for uri in uris {
-            if uri.contains("://") {
-                continue;
-            }
-            let key = keys::playback_object(stream_id, &format!("{dir}{uri}"));
-            if let Playback::Redirect(url) = state.backends.store.playback(&key, ttl).await? {
-                *uri = url;
-            }
-        }
-    }
-    let mut out = Vec::new();
-    media.write_to(&mut out).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(out)
 }
 
 #[cfg(test)]

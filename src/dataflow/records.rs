@@ -10,7 +10,7 @@ use crate::model::{DeadLetterDoc, DeadLetterReason, Topic, now_ms};
 pub fn parse_record<'a, T: Deserialize<'a>>(topic: Topic, record: &'a LogRecord) -> Result<T, DeadLetterDoc> {
     let malformed = |error: String| dead_letter(topic, record, DeadLetterReason::MalformedJson, error);
     match &record.payload {
-        Err(error) => Err(dead_letter(topic, record, DeadLetterReason::CorruptRecord, error.clone())),
+        Err(error) => Err(dead_letter(topic, record, DeadLetterReason::CorruptRecord, error.to_string())),
         Ok(payload) => {
             let text = std::str::from_utf8(payload).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
             serde_json::from_str(text).map_err(|e| malformed(e.to_string()))

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
 
-use super::{Appended, LogError, LogRecord, MAX_RECORD_BYTES};
+use super::{Appended, LogError, LogRecord, MAX_RECORD_BYTES, RecordError};
 use crate::model::Topic;
 
 const HEADER: usize = 8;
@@ -519,7 +519,7 @@ impl PartitionReader {
                         partition: self.partition,
                         offset,
                         next_offset: offset + next as u64,
-                        payload: Err("record checksum mismatch".into()),
+                        payload: Err(RecordError::Checksum),
                     });
                 }
                 Some(Parsed::Corrupt { next: None }) => {
@@ -529,7 +529,7 @@ impl PartitionReader {
                         partition: self.partition,
                         offset,
                         next_offset: offset,
-                        payload: Err("unreadable record length".into()),
+                        payload: Err(RecordError::Length),
                     });
                     count += 1;
                     break;

@@ -16,7 +16,7 @@ use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Appended, LogError, LogRecord, OffsetCommit};
+use super::{Appended, LogError, LogRecord, OffsetCommit, RecordError};
 use crate::model::Topic;
 
 /// How long a start-up or health request to the brokers may take.
@@ -229,7 +229,7 @@ impl KafkaReader {
                         partition: message.partition() as u32,
                         offset,
                         next_offset: offset + 1,
-                        payload: message.payload().map(<[u8]>::to_vec).ok_or_else(|| "record has no payload".into()),
+                        payload: message.payload().map(<[u8]>::to_vec).ok_or(RecordError::NoPayload),
                     });
                     read += 1;
                 }

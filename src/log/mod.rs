@@ -40,6 +40,18 @@ pub enum LogError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Why a record could not be read back; it becomes a dead letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum RecordError {
+    #[error("record checksum mismatch")]
+    Checksum,
+    /// The length in its header cannot be true: the partition is not read past it.
+    #[error("unreadable record length")]
+    Length,
+    #[error("record has no payload")]
+    NoPayload,
+}
+
 /// Where a record was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -55,7 +67,7 @@ pub struct LogRecord {
     /// Offset of the record after this one: what to commit once this one is durable.
     pub next_offset: u64,
     /// The payload, or why the record could not be read.
-    pub payload: Result<Vec<u8>, String>,
+    pub payload: Result<Vec<u8>, RecordError>,
 }
 
 /// `(topic, partition, next offset)`: everything before it is durably processed.

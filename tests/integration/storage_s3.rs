@@ -274,7 +274,7 @@ async fn reads_renames_deletes_and_files() {
     assert_eq!(path, scratch.path().join("job/seg.ts"));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     let absent = store.read_path("live-streams/l4/nope.ts", scratch.path()).await;
-    assert!(matches!(&absent, Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound));
+    assert!(matches!(&absent, Err(StoreError::NotFound(key)) if key == "live-streams/l4/nope.ts"), "{absent:?}");
     // Players get the bytes from S3 itself.
     let playback = store.playback("live-streams/l4/incoming/seg.ts", Duration::from_secs(60)).await.unwrap();
     assert!(matches!(&playback, Playback::Redirect(url) if url.contains("X-Amz-Signature=")), "{playback:?}");
@@ -289,7 +289,7 @@ async fn reads_renames_deletes_and_files() {
     store.rename("live-streams/l4/chunks/1.ts", "live-streams/l4/chunks/1.ts").await.unwrap();
     assert_eq!(store.get_bytes("live-streams/l4/chunks/1.ts").await.unwrap(), Some(bytes.clone()));
     let missing = store.rename("live-streams/l4/nope.ts", "live-streams/l4/chunks/2.ts").await;
-    assert!(matches!(&missing, Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound));
+    assert!(matches!(&missing, Err(StoreError::NotFound(_))), "{missing:?}");
 
     // A multipart object's tagged hash moves into the copy's metadata.
     let large = data(10 * MIB, 7);

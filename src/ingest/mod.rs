@@ -52,7 +52,7 @@ pub enum IngestError {
     AlreadyAccepted { stream_id: String, seq: u64 },
     #[error("video {0} already exists")]
     VideoExists(String),
-    /// A value of the request outside what segflow takes (`what` says the rule).
+    /// A value of the request outside what segflow takes; the message says the rule.
     #[error("{0}")]
     OutOfRange(String),
     #[error("duration {duration_ms} ms does not fit the stream's target duration of {target_s} s")]

@@ -193,7 +193,7 @@ impl S3Store {
         match self.client.head_object().bucket(bucket).key(object).send().await {
             Ok(head) => Ok(Some(head)),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(sdk_error(key, e)),
+            Err(e) => Err(caused(key, e)),
         }
     }
 
@@ -220,7 +220,7 @@ impl S3Store {
         let mut body = match self.client.get_object().bucket(bucket).key(object).send().await {
             Ok(got) => got.body,
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(sdk_error(key, e)),
+            Err(e) => return Err(caused(key, e)),
         };
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -280,7 +280,7 @@ impl S3Store {
                         .body(S3Body::from(buffer.split().freeze()))
                         .send()
                         .await
-                        .map_err(|e| sdk_error(key, e))?;
+                        .map_err(|e| caused(key, e))?;
                 }
                 Some(upload) => {
                     upload.upload_part(key, buffer.split().freeze()).await?;
@@ -310,7 +310,7 @@ impl S3Store {
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .send()
             .await
-            .map_err(|e| sdk_error(key, e))?;
+            .map_err(|e| caused(key, e))?;
         let upload_id =
             created.upload_id().ok_or_else(|| backend(key, "CreateMultipartUpload answered no upload id"))?.to_string();
         Ok(Multipart {
@@ -360,7 +360,8 @@ impl S3Store {
     /// A SigV4 presigned GET on the public endpoint; signing sends no request.
     pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
         let (bucket, object) = self.locate(key)?;
-        let config = PresigningConfig::expires_in(ttl).map_err(|e| caused(key, e))?;
+        let config =
+            PresigningConfig::expires_in(ttl).map_err(|e| backend(key, format!("cannot presign for {ttl:?}: {e}")))?;
         let presigned = self
             .presigner
             .get_object()
@@ -368,7 +369,7 @@ impl S3Store {
             .key(object)
             .presigned(config)
             .await
-            .map_err(|e| sdk_error(key, e))?;
+            .map_err(|e| caused(key, e))?;
         Ok(presigned.uri().to_string())
     }
 }
@@ -401,7 +402,7 @@ impl Multipart {
             .body(S3Body::from(part))
             .send()
             .await
-            .map_err(|e| sdk_error(key, e))?;
+            .map_err(|e| caused(key, e))?;
         self.parts.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -424,7 +425,7 @@ impl Multipart {
             .multipart_upload(parts)
             .send()
             .await
-            .map_err(|e| sdk_error(key, e))?;
+            .map_err(|e| caused(key, e))?;
         self.finished = true;
         Ok(completed.e_tag().map(String::from))
     }
@@ -479,7 +480,7 @@ impl ObjectStore for S3Store {
             .body(S3Body::from(bytes))
             .send()
             .await
-            .map_err(|e| sdk_error(key, e))?;
+            .map_err(|e| caused(key, e))?;
         Ok(())
     }
 
@@ -526,7 +527,7 @@ impl ObjectStore for S3Store {
                 .metadata(SHA256, sha256)
                 .tagging_directive(TaggingDirective::Replace);
         }
-        copy.send().await.map_err(|e| sdk_error(from, e))?;
+        copy.send().await.map_err(|e| caused(from, e))?;
         self.delete(from).await
     }
 
@@ -546,7 +547,7 @@ impl ObjectStore for S3Store {
         match self.client.delete_object().bucket(bucket).key(object).send().await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(sdk_error(key, e)),
+            Err(e) => Err(caused(key, e)),
         }
     }
 
@@ -558,7 +559,7 @@ impl ObjectStore for S3Store {
         let mut body = match self.client.get_object().bucket(bucket).key(object).send().await {
             Ok(got) => got.body,
             Err(e) if is_not_found(&e) => return Err(Self::not_found(key)),
-            Err(e) => return Err(sdk_error(key, e)),
+            Err(e) => return Err(caused(key, e)),
         };
         tokio::fs::create_dir_all(scratch).await.map_err(io(key))?;
         let path = scratch.join(name);
@@ -584,7 +585,7 @@ impl ObjectStore for S3Store {
         let got = match self.client.get_object().bucket(bucket).key(object).send().await {
             Ok(got) => got,
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(sdk_error(key, e)),
+            Err(e) => return Err(caused(key, e)),
         };
         let bytes = got.body.collect().await.map_err(|e| caused(key, e))?;
         Ok(Some(bytes.into_bytes()))
@@ -664,10 +665,6 @@ fn backend(key: &str, message: impl Into<String>) -> StoreError {
 fn caused(key: &str, e: impl Error + Send + Sync + 'static) -> StoreError {
     let message = DisplayErrorContext(&e).to_string();
     StoreError::Backend { backend: BACKEND, key: key.to_string(), message, source: Some(Box::new(e)) }
-}
-
-fn sdk_error<E: Error + Send + Sync + 'static>(key: &str, e: SdkError<E>) -> StoreError {
-    caused(key, e)
 }
 
 /// A missing object (`NoSuchKey`, or a bodiless 404 on HEAD); a missing bucket is a failure.

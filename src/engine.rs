@@ -53,8 +53,7 @@ pub async fn run(
 /// to serve. Dropped without [`Engine::serve`], it stops its workers.
 pub struct Engine {
     state: AppState,
-    stop: Arc<AtomicBool>,
-    _stop_on_drop: StopWorkersOnDrop,
+    stop: StopWorkersOnDrop,
     workers: tokio::task::JoinHandle<WorkerResults>,
     workers_done: tokio::sync::oneshot::Receiver<()>,
     offsets_committed: tokio::task::JoinHandle<()>,
@@ -77,8 +76,7 @@ impl Engine {
         let (store, metadata) = (backends.store.clone(), backends.metadata.clone());
         let live_sink = LiveSink::start(store, metadata, metrics.clone(), notices.clone());
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_on_drop = StopWorkersOnDrop(stop.clone());
+        let stop = StopWorkersOnDrop(Arc::new(AtomicBool::new(false)));
         let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();
         let (offsets, offsets_committed) =
             OffsetCommitter::start(backends.log.clone(), backends.metadata.clone(), metrics.clone());
@@ -95,7 +93,7 @@ impl Engine {
             metrics: metrics.clone(),
             runtime: tokio::runtime::Handle::current(),
             clock: Instant::now(),
-            stop: stop.clone(),
+            stop: stop.0.clone(),
             ready,
             offsets,
         };
@@ -113,7 +111,7 @@ impl Engine {
                 _ = workers_ready.recv() => {}
                 _ = &mut workers_done => {
                     // A worker failed to start: report why.
-                    stop.store(true, Ordering::SeqCst);
+                    stop.now();
                     let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
                     backends.log.close();
                     check(results)?;
@@ -129,7 +127,7 @@ impl Engine {
         };
         let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
         let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), metrics };
-        Ok(Engine { state, stop, _stop_on_drop: stop_on_drop, workers, workers_done, offsets_committed })
+        Ok(Engine { state, stop, workers, workers_done, offsets_committed })
     }
 
     /// Serves the API on `listener` until `shutdown` resolves, then drains: the API stops
@@ -140,9 +138,9 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), EngineError> {
-        let Engine { state, stop, _stop_on_drop, workers, workers_done, offsets_committed } = self;
+        let Engine { state, stop, workers, workers_done, offsets_committed } = self;
         let backends = state.backends.clone();
-        let stopping = stop.clone();
+        let stopping = stop.0.clone();
         let served = axum::serve(listener, api::router(state))
             .with_graceful_shutdown(async move {
                 tokio::select! {
@@ -153,7 +151,7 @@ impl Engine {
             })
             .await
             .map_err(EngineError::Http);
-        stop.store(true, Ordering::SeqCst);
+        stop.now();
         let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
         let _ = offsets_committed.await; // the workers' last offsets, after a final sync
         backends.log.close();
@@ -176,8 +174,14 @@ fn check(results: WorkerResults) -> Result<(), EngineError> {
 /// so their threads never outlive it (and a runtime shutting down never waits for them forever).
 struct StopWorkersOnDrop(Arc<AtomicBool>);
 
+impl StopWorkersOnDrop {
+    fn now(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Drop for StopWorkersOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.now();
     }
 }

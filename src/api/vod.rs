@@ -76,10 +76,11 @@ async fn multipart_upload(state: &AppState, mut multipart: Multipart) -> Result<
                 "description" => description = field_text(field, "description", MAX_DESCRIPTION_CHARS).await?,
                 "video" if source.is_none() => {
                     let (stream_id, key) = state.ingest.new_upload(field.file_name());
-                    stored_key = Some(key.clone());
                     let (body, pump) = field_stream(field);
                     let (stored, ()) = tokio::join!(state.ingest.store_source(&key, body), pump);
-                    source = Some((stream_id, key, stored?));
+                    let stored = stored?; // a refused upload left nothing behind
+                    stored_key = Some(key.clone());
+                    source = Some((stream_id, key, stored));
                 }
                 other => return Err(ApiError::BadRequest(format!("unexpected multipart field {other:?}"))),
             }

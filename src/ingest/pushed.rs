@@ -46,8 +46,12 @@ struct State {
 }
 
 impl PushedSegments {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn change<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
-        let changed = change(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        let changed = change(&mut self.state());
         self.changed.send_replace(());
         changed
     }
@@ -63,7 +67,7 @@ impl PushedSegments {
         let mut changes = self.changed.subscribe();
         loop {
             let now = Instant::now();
-            if let Some(answer) = ready(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()), now) {
+            if let Some(answer) = ready(&mut self.state(), now) {
                 return Some(answer);
             }
             if now >= deadline {
@@ -96,7 +100,7 @@ impl PushedSegments {
 
     /// The cursor of `stream_id`'s playlists.
     pub fn cursor(&self, stream_id: &str) -> PlaylistCursor {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state();
         state.cursors.entry(stream_id.to_string()).or_default().clone()
     }
 
@@ -119,7 +123,7 @@ impl PushedSegments {
     /// The stored segment at `key` once its upload is complete, taken out of the waiting ones;
     /// `None` if it never arrives.
     pub async fn claim(&self, store: &dyn ObjectStore, key: &str) -> Result<Option<StoredObject>, StoreError> {
-        let known = self.state.lock().unwrap_or_else(|e| e.into_inner()).segments.contains_key(key);
+        let known = self.state().segments.contains_key(key);
         if !known && let Some(stored) = store.stat_sha256(key).await? {
             return Ok(Some(stored)); // pushed before a restart
         }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Credentials, Region};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use segflow::model::keys::bucket;
@@ -34,13 +33,7 @@ fn settings() -> S3Settings {
 
 /// A plain SDK client, to look behind the store's back.
 fn raw_client(settings: &S3Settings) -> Client {
-    let config = aws_sdk_s3::Config::builder()
-        .endpoint_url(&settings.endpoint)
-        .credentials_provider(Credentials::new(&settings.access_key, &settings.secret_key, None, None, "test"))
-        .region(Region::new(settings.region.clone()))
-        .force_path_style(true)
-        .build();
-    Client::from_conf(config)
+    crate::common::s3_client(&settings.endpoint, &settings.access_key, &settings.secret_key, &settings.region)
 }
 
 struct Fixture {

@@ -146,6 +146,20 @@ pub async fn open_store(backends: Backends, data_dir: &Path) -> std::sync::Arc<d
     segflow::backends::open_store(&config).await.expect("the object store opens")
 }
 
+/// A plain S3 client of the test server, to look behind the store's back.
+pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str, region: &str) -> aws_sdk_s3::Client {
+    let credentials = aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "test");
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .endpoint_url(endpoint)
+            .credentials_provider(credentials)
+            .region(aws_sdk_s3::config::Region::new(region.to_string()))
+            .force_path_style(true)
+            .behavior_version_latest()
+            .build(),
+    )
+}
+
 /// Every object key of the engine on `data_dir` that starts with `prefix`, sorted: the files
 /// under its objects folder (hidden spares left out), or the objects in its S3 buckets.
 pub async fn list_keys(backends: Backends, data_dir: &Path, prefix: &str) -> Vec<String> {
@@ -164,22 +178,9 @@ pub async fn list_keys(backends: Backends, data_dir: &Path, prefix: &str) -> Vec
     match &config.s3_endpoint {
         None => walk(&data_dir.join("objects"), &data_dir.join("objects"), &mut keys),
         Some(endpoint) => {
-            let credentials = aws_sdk_s3::config::Credentials::new(
-                config.s3_access_key.clone().unwrap(),
-                config.s3_secret_key.clone().unwrap().0,
-                None,
-                None,
-                "test",
-            );
-            let s3 = aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::Config::builder()
-                    .endpoint_url(endpoint)
-                    .credentials_provider(credentials)
-                    .region(aws_sdk_s3::config::Region::new(config.s3_region.clone()))
-                    .force_path_style(true)
-                    .behavior_version_latest()
-                    .build(),
-            );
+            let (access, secret) =
+                (config.s3_access_key.as_deref().unwrap(), &config.s3_secret_key.as_ref().unwrap().0);
+            let s3 = s3_client(endpoint, access, secret, &config.s3_region);
             for bucket in segflow::model::keys::bucket::ALL {
                 let name = format!("{}{bucket}", config.s3_bucket_prefix);
                 let mut pages = s3.list_objects_v2().bucket(name).into_paginator().send();

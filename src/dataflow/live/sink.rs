@@ -1,5 +1,5 @@
-//! Sinks: the object store and metadata backends, and [`LiveSink`], which applies one batch of
-//! the dataflow's output to them and reports when it is durable.
+//! The live sink: [`LiveSink`] writes one batch of the live dataflow's output (playlists, then
+//! documents through one shared committer) and reports when it is durable.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -32,6 +32,8 @@ pub struct Config {
     pub dvr_window: u64,
     /// Default `EXT-X-TARGETDURATION` of a live stream, in seconds.
     pub target_duration: u64,
+    /// How far ahead of a live stream's head a chunk may jump (further is refused).
+    pub max_sequence_jump: u64,
     /// Largest live segment accepted, in bytes.
     pub max_segment_bytes: u64,
     /// Largest JSON request body, in bytes.
@@ -101,6 +103,7 @@ impl Default for Config {
             workers: 2,
             dvr_window: 10,
             target_duration: 6,
+            max_sequence_jump: crate::model::checks::DEFAULT_MAX_SEQUENCE_JUMP,
             max_segment_bytes: 64 * 1024 * 1024,
             max_json_bytes: 64 * 1024,
             signed_url_ttl_secs: 3600,
@@ -177,11 +180,15 @@ impl Config {
         if self.workers == 0 {
             return invalid("workers must be at least 1");
         }
-        if self.dvr_window == 0 {
-            return invalid("dvr_window must be at least 1");
+        use crate::model::checks::{DVR_WINDOW_SIZE, MAX_SEQUENCE_NUMBER, TARGET_DURATION_S};
+        if !DVR_WINDOW_SIZE.contains(&self.dvr_window) {
+            return invalid("dvr_window must be 1 to 100000");
         }
-        if self.target_duration == 0 {
-            return invalid("target_duration must be at least 1 second");
+        if !TARGET_DURATION_S.contains(&self.target_duration) {
+            return invalid("target_duration must be 1 to 60 seconds");
+        }
+        if !(1..=MAX_SEQUENCE_NUMBER).contains(&self.max_sequence_jump) {
+            return invalid("max_sequence_jump must be at least 1");
         }
         if self.transcode_jobs == 0 {
             return invalid("transcode_jobs must be at least 1");

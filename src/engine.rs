@@ -124,6 +124,7 @@ impl Engine {
             max_upload_bytes: config.max_upload_bytes,
             default_target_duration_s: config.target_duration,
             default_dvr_window: config.dvr_window,
+            max_sequence_jump: config.max_sequence_jump,
         };
         let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
         let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), metrics };

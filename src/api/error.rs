@@ -115,6 +115,9 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         let message = e.to_string();
         match e {
+            IngestError::Invalid(ValidationError::OutOfRange { .. } | ValidationError::ClockSkew { .. }) => {
+                ApiError::Unprocessable(message)
+            }
             IngestError::Invalid(invalid) => ApiError::Invalid(invalid),
             IngestError::NotAChunk
             | IngestError::OtherStream(_)

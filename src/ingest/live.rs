@@ -9,10 +9,13 @@ use bytes::Bytes;
 use super::pushed::RequestInFlight;
 use super::{Ingest, IngestError, MAX_TITLE_CHARS, check_length};
 use crate::media::live_playlist::rounded_seconds;
-use crate::model::checks::{LIVE_ID_PREFIX, validate_file_name, validate_sha256_hex, validate_stream_id};
+use crate::model::checks::{
+    DVR_WINDOW_SIZE, LIVE_ID_PREFIX, MAX_SEQUENCE_NUMBER, TARGET_DURATION_S, check_range, validate_file_name,
+    validate_sha256_hex, validate_stream_id,
+};
 use crate::model::{
-    ChunkStatus, LiveCommand, LiveEvent, LiveEventType, LiveStreamDoc, StreamStatus, Topic, keys, now_us,
-    parse_program_date_time,
+    ChunkStatus, LiveCommand, LiveEvent, LiveEventType, LiveStreamDoc, StreamStatus, Topic, keys, now_ms, now_us,
+    parse_program_date_time, program_date_time_at,
 };
 use crate::storage::metadata::MetaWrite;
 use crate::storage::object::{ByteStream, StoredObject};
@@ -58,16 +61,13 @@ impl Ingest {
         let title = request.title.unwrap_or_default();
         check_length("title", &title, MAX_TITLE_CHARS)?;
         let target = request.target_duration.unwrap_or(self.limits.default_target_duration_s);
-        if !(1..=60).contains(&target) {
-            return Err(IngestError::OutOfRange("target_duration must be 1 to 60 seconds".into()));
-        }
+        check_range("target_duration", target, &TARGET_DURATION_S)?;
         let window = request.dvr_window_size.unwrap_or(self.limits.default_dvr_window);
-        if !(1..=100_000).contains(&window) {
-            return Err(IngestError::OutOfRange("dvr_window_size must be 1 to 100000".into()));
-        }
+        check_range("dvr_window_size", window, &DVR_WINDOW_SIZE)?;
         let stream_id = format!("{LIVE_ID_PREFIX}{}", hex::encode(rand::random::<[u8; 6]>()));
         let at_us = now_us();
-        let doc = LiveStreamDoc::new(&stream_id, &title, target, window, at_us / 1000);
+        let mut doc = LiveStreamDoc::new(&stream_id, &title, target, window, at_us / 1000);
+        doc.max_sequence_jump = self.limits.max_sequence_jump;
         self.backends.metadata.apply(std::sync::Arc::new(vec![MetaWrite::Stream(doc.clone())])).await?;
         self.live.insert(&doc);
         let event = LiveEvent {
@@ -76,6 +76,7 @@ impl Ingest {
             title: Some(title.into()),
             target_duration_s: Some(target),
             dvr_window_size: Some(window),
+            max_sequence_jump: Some(doc.max_sequence_jump),
             ingested_at_us: Some(at_us),
             ..Default::default()
         };
@@ -147,12 +148,13 @@ impl Ingest {
         if let Some(sum) = &segment.checksum {
             validate_sha256_hex(sum)?;
         }
+        if let Some(text) = &segment.program_date_time {
+            program_date_time_at(text, Some(now_ms()))?;
+        }
+        self.check_sequence(stream, seq, seq).await?;
         let existing = self.backends.metadata.get_chunk(stream_id, seq).await?;
         if existing.is_some_and(|chunk| chunk.status == ChunkStatus::Live) {
             return Err(IngestError::AlreadyAccepted { stream_id: stream_id.to_string(), seq });
-        }
-        if let Some(text) = &segment.program_date_time {
-            parse_program_date_time(text)?;
         }
         let key = keys::live_chunk(stream_id, seq, ext);
         let stored = self.backends.store.put_stream(&key, body, self.limits.max_segment_bytes).await?;
@@ -206,9 +208,9 @@ impl Ingest {
     }
 
     /// FFmpeg's playlist: a chunk event for every pushed segment it names for the first time;
-    /// returns their sequence numbers.
+    /// returns their sequence numbers. A playlist with a number out of range changes nothing.
     pub async fn pushed_playlist(&self, stream: &LiveStreamDoc, bytes: &Bytes) -> Result<Vec<u64>, IngestError> {
-        let playlist = m3u8_rs::parse_media_playlist_res(bytes).map_err(|e| IngestError::Playlist(format!("{e:?}")))?;
+        let segments = pushed_segments(stream, bytes)?;
         let stream_id = stream.stream_id.as_str();
         // One playlist of a stream at a time: FFmpeg sends them in order, and a segment is emitted once.
         let cursor = self.pushed.cursor(stream_id);
@@ -219,24 +221,28 @@ impl Ingest {
             *next_seq = Some(head.map_or(0, |head| head + 1));
         }
         let next_seq = next_seq.as_mut().expect("set above");
+        let new: Vec<_> = segments.into_iter().filter(|s| s.seq >= *next_seq).collect();
+        if new.len() > MAX_NEW_PUSHED_SEGMENTS {
+            return Err(IngestError::OutOfRange(format!(
+                "the playlist names {} new segments; at most {MAX_NEW_PUSHED_SEGMENTS} are taken at once",
+                new.len()
+            )));
+        }
+        if let (Some(first), Some(last)) = (new.first(), new.last()) {
+            self.check_sequence(stream, first.seq, last.seq).await?;
+        }
+        let deadline = tokio::time::Instant::now() + super::pushed::UPLOAD_WAIT;
         let mut emitted = Vec::new();
-        for (i, segment) in playlist.segments.iter().enumerate() {
-            let seq = playlist.media_sequence + i as u64;
-            let name = segment.uri.rsplit('/').next().unwrap_or_default();
-            let name = name.split('?').next().unwrap_or_default();
-            if seq < *next_seq || validate_file_name(name).is_err() {
-                continue; // already emitted
-            }
-            let incoming = keys::live_incoming(stream_id, name);
-            let Some(stored) = self.pushed.claim(self.backends.store.as_ref(), &incoming).await? else {
+        for PushedSegment { seq, name, duration_ms, date } in new {
+            let incoming = keys::live_incoming(stream_id, &name);
+            let Some(stored) = self.pushed.claim(self.backends.store.as_ref(), &incoming, deadline).await? else {
                 tracing::warn!(stream_id, seq, name, "playlist names a segment that never arrived");
                 continue;
             };
-            let key = keys::live_chunk(stream_id, seq, &extension(name));
+            let key = keys::live_chunk(stream_id, seq, &extension(&name));
             self.backends.store.rename(&incoming, &key).await?;
-            let duration_ms = (segment.duration as f64 * 1000.0).round() as u64;
-            let mut event = chunk_event(stream_id, seq, duration_ms.max(1), &key, &stored, None);
-            event.program_date_time = encoder_date(segment).map(Into::into);
+            let mut event = chunk_event(stream_id, seq, duration_ms, &key, &stored, None);
+            event.program_date_time = date.map(Into::into);
             self.append(Topic::LiveChunks, stream_id, &event).await?;
             *next_seq = seq + 1;
             emitted.push(seq);
@@ -265,6 +271,7 @@ impl Ingest {
             unreachable!("a chunk event validates into a chunk command")
         };
         check_duration(stream, chunk.duration_ms)?;
+        self.check_sequence(stream, chunk.sequence_number, chunk.sequence_number).await?;
         let stored = self
             .backends
             .store
@@ -285,6 +292,31 @@ impl Ingest {
         })
     }
 
+    /// Refused when sequence numbers `first..=last` go beyond the largest one, or further ahead
+    /// of the stream's head than it allows (the dataflow checks again: this answers early).
+    async fn check_sequence(&self, stream: &LiveStreamDoc, first: u64, last: u64) -> Result<(), IngestError> {
+        check_range("sequence_number", last, &(0..=MAX_SEQUENCE_NUMBER))?;
+        let within = |head: Option<u64>| head.is_none_or(|head| last <= head.saturating_add(stream.max_sequence_jump));
+        // The cached head is behind the real one: reading the document is needed only past it.
+        if within(stream.head_sequence) && stream.head_sequence.is_some() {
+            return Ok(());
+        }
+        let Some(fresh) = self.backends.metadata.get_stream(&stream.stream_id).await? else {
+            return Err(IngestError::NoStream(stream.stream_id.clone()));
+        };
+        if fresh.status == StreamStatus::Live {
+            self.live.insert(&fresh);
+        }
+        if within(fresh.head_sequence) {
+            return Ok(());
+        }
+        let head = fresh.head_sequence.unwrap_or_default();
+        Err(IngestError::OutOfRange(format!(
+            "sequence number {first} is more than {} ahead of the stream's head {head}",
+            stream.max_sequence_jump
+        )))
+    }
+
     /// Appends a live event and waits until the dataflow has written the stream's playlist
     /// accordingly (`ended` as asked). False on timeout: the event is in the log anyway.
     async fn append_and_wait(&self, event: &LiveEvent<'_>, ended: bool) -> Result<bool, IngestError> {
@@ -301,6 +333,63 @@ impl Ingest {
         };
         Ok(tokio::time::timeout(PLAYLIST_WAIT, wait).await.unwrap_or(false))
     }
+}
+
+/// Segments of one pushed playlist taken at most, beyond those already emitted (FFmpeg sends
+/// one new segment per playlist).
+const MAX_NEW_PUSHED_SEGMENTS: usize = 1000;
+
+/// A segment a pushed playlist names, its numbers checked.
+#[derive(Debug, PartialEq)]
+struct PushedSegment {
+    seq: u64,
+    name: String,
+    duration_ms: u64,
+    date: Option<String>,
+}
+
+/// The segments of FFmpeg's playlist: refused whole if a sequence number or `EXTINF` is out of
+/// range; a name that is not a segment's (`../x`) is skipped.
+fn pushed_segments(stream: &LiveStreamDoc, bytes: &[u8]) -> Result<Vec<PushedSegment>, IngestError> {
+    let playlist = m3u8_rs::parse_media_playlist_res(bytes).map_err(|e| IngestError::Playlist(format!("{e:?}")))?;
+    let count = playlist.segments.len() as u64;
+    let last = playlist.media_sequence.checked_add(count.saturating_sub(1)).filter(|l| *l <= MAX_SEQUENCE_NUMBER);
+    if last.is_none() {
+        check_range("EXT-X-MEDIA-SEQUENCE", playlist.media_sequence, &(0..=MAX_SEQUENCE_NUMBER - count))?;
+    }
+    // m3u8-rs reads `1e30` as 1 and `-5` as -5: the durations are read from the text instead.
+    let extinfs: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"#EXTINF:"))
+        .map(|rest| rest.split(|b| *b == b',').next().unwrap_or_default())
+        .collect();
+    if extinfs.len() != playlist.segments.len() {
+        return Err(IngestError::Playlist("every segment needs one #EXTINF".into()));
+    }
+    let now = now_ms();
+    let mut segments = Vec::with_capacity(playlist.segments.len());
+    for ((seq, segment), extinf) in (playlist.media_sequence..).zip(&playlist.segments).zip(extinfs) {
+        let text = String::from_utf8_lossy(extinf);
+        let seconds = text.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).ok_or_else(|| {
+            IngestError::Playlist(format!("segment {seq}: EXTINF {text:?} is not a positive duration"))
+        })?;
+        let duration_ms = (seconds * 1000.0).round().max(1.0) as u64; // `as` saturates
+        check_duration(stream, duration_ms)?;
+        let name = segment.uri.rsplit('/').next().unwrap_or_default();
+        let name = name.split('?').next().unwrap_or_default();
+        if validate_file_name(name).is_err() {
+            continue;
+        }
+        let date = encoder_date(segment).filter(|text| {
+            let fits = program_date_time_at(text, Some(now)).is_ok();
+            if !fits {
+                tracing::warn!(stream_id = stream.stream_id, seq, text, "segment date ignored: too far from now");
+            }
+            fits
+        });
+        segments.push(PushedSegment { seq, name: name.to_string(), duration_ms, date });
+    }
+    Ok(segments)
 }
 
 /// Refused unless the duration, rounded, fits the stream's target duration.
@@ -360,6 +449,52 @@ mod tests {
     fn first_segment(date_line: &str) -> m3u8_rs::MediaSegment {
         let text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000000,\n{date_line}\nout0.ts\n");
         m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap().segments.remove(0)
+    }
+
+    fn playlist(media_sequence: u64, extinfs: &[&str]) -> String {
+        let mut text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n");
+        for (i, extinf) in extinfs.iter().enumerate() {
+            text.push_str(&format!("#EXTINF:{extinf},\nout{i}.ts\n"));
+        }
+        text
+    }
+
+    fn stream() -> LiveStreamDoc {
+        LiveStreamDoc::new("live-s", "", 2, 5, 0)
+    }
+
+    #[test]
+    fn a_pushed_playlist_with_numbers_out_of_range_is_refused_whole() {
+        let refused = |text: String| pushed_segments(&stream(), text.as_bytes()).unwrap_err().to_string();
+        assert!(refused(playlist(u64::MAX, &["2.0"])).contains("EXT-X-MEDIA-SEQUENCE"));
+        assert!(refused(playlist(MAX_SEQUENCE_NUMBER, &["2.0", "2.0"])).contains("EXT-X-MEDIA-SEQUENCE"));
+        for bad in ["-5", "NaN", "inf", "0"] {
+            assert!(refused(playlist(0, &["2.0", bad])).contains("is not a positive duration"), "{bad}");
+        }
+        assert!(refused(playlist(0, &["1e30"])).contains("does not fit the stream's target duration"));
+        let taken = pushed_segments(&stream(), playlist(7, &["2.0", "1.5"]).as_bytes()).unwrap();
+        let numbers: Vec<_> = taken.iter().map(|s| (s.seq, s.duration_ms)).collect();
+        assert_eq!(numbers, [(7, 2000), (8, 1500)]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_pushed_playlist_is_refused_or_taken_in_range(
+            media_sequence in proptest::prop_oneof![proptest::num::u64::ANY, 0u64..10],
+            extinfs in proptest::collection::vec(proptest::num::f64::ANY, 0..8),
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let extinfs: Vec<String> = extinfs.iter().map(f64::to_string).collect();
+            let extinfs: Vec<&str> = extinfs.iter().map(String::as_str).collect();
+            let mut text = playlist(media_sequence, &extinfs).into_bytes();
+            text.extend(noise);
+            if let Ok(segments) = pushed_segments(&stream(), &text) {
+                for segment in segments {
+                    proptest::prop_assert!(segment.seq <= MAX_SEQUENCE_NUMBER);
+                    proptest::prop_assert!((1..=2499).contains(&segment.duration_ms));
+                }
+            }
+        }
     }
 
     #[test]

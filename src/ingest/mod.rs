@@ -90,6 +90,7 @@ pub struct Limits {
     pub max_upload_bytes: u64,
     pub default_target_duration_s: u64,
     pub default_dvr_window: u64,
+    pub max_sequence_jump: u64,
 }
 
 /// The write path of one engine, shared by every request.

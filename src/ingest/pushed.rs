@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use crate::model::keys;
 use crate::storage::object::{ObjectStore, StoreError, StoredObject};
 
-/// How long a playlist waits for a segment it names that is still uploading; also how long
-/// ending a stream waits for its requests in flight.
+/// How long a playlist waits for the segments it names that are still uploading; also how
+/// long ending a stream waits for its requests in flight.
 pub const UPLOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a playlist waits for a segment it names whose request has not started yet.
@@ -121,16 +121,21 @@ impl PushedSegments {
     }
 
     /// The stored segment at `key` once its upload is complete, taken out of the waiting ones;
-    /// `None` if it never arrives.
-    pub async fn claim(&self, store: &dyn ObjectStore, key: &str) -> Result<Option<StoredObject>, StoreError> {
+    /// `None` if it never arrives by `deadline` (one for all the segments of a playlist, so
+    /// that a playlist naming many that never come is given up on within [`UPLOAD_WAIT`]).
+    pub async fn claim(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<Option<StoredObject>, StoreError> {
         let known = self.state().segments.contains_key(key);
         if !known && let Some(stored) = store.stat_sha256(key).await? {
             return Ok(Some(stored)); // pushed before a restart
         }
-        let now = Instant::now();
-        let announced_by = now + ANNOUNCE_WAIT;
+        let announced_by = (Instant::now() + ANNOUNCE_WAIT).min(deadline);
         let claimed = self
-            .wait_for(now + UPLOAD_WAIT, Some(announced_by), |state, now| match state.segments.get(key) {
+            .wait_for(deadline, Some(announced_by), |state, now| match state.segments.get(key) {
                 Some(None) => None, // still uploading
                 Some(Some(_)) => Some(state.segments.remove(key).flatten()),
                 None if now < announced_by => None,
@@ -197,11 +202,12 @@ mod tests {
             })
         };
         let began = Instant::now();
-        assert_eq!(pushed.claim(&store, &key).await.unwrap(), Some(stored(7)));
+        assert_eq!(pushed.claim(&store, &key, began + UPLOAD_WAIT).await.unwrap(), Some(stored(7)));
         // Woken by the change itself (the clock is paused: no polling tick elapses).
         assert_eq!(began.elapsed(), Duration::from_millis(1500));
         finisher.await.unwrap();
-        assert_eq!(pushed.claim(&store, &key).await.unwrap(), None, "a segment is claimed once");
+        let deadline = Instant::now() + UPLOAD_WAIT;
+        assert_eq!(pushed.claim(&store, &key, deadline).await.unwrap(), None, "a segment is claimed once");
     }
 
     #[tokio::test(start_paused = true)]
@@ -209,22 +215,34 @@ mod tests {
         let (_dir, store) = empty_store();
         let pushed = Arc::new(PushedSegments::default());
         // Never announced: given up after the announce wait.
+        let claim = |key: String| {
+            let (pushed, store) = (&pushed, &store);
+            async move { pushed.claim(store, &key, Instant::now() + UPLOAD_WAIT).await.unwrap() }
+        };
         let began = Instant::now();
-        assert_eq!(pushed.claim(&store, &keys::live_incoming("s", "never.ts")).await.unwrap(), None);
+        assert_eq!(claim(keys::live_incoming("s", "never.ts")).await, None);
         assert_eq!(began.elapsed(), ANNOUNCE_WAIT);
         // Announced, never finished: given up after the upload wait.
         let key = keys::live_incoming("s", "stuck.ts");
         let stuck = pushed.request("s", Some(key.clone()));
         let began = Instant::now();
-        assert_eq!(pushed.claim(&store, &key).await.unwrap(), None);
+        assert_eq!(claim(key).await, None);
         assert_eq!(began.elapsed(), UPLOAD_WAIT);
         // Announced by a request that ended without storing it: not waited for.
         let key = keys::live_incoming("s", "refused.ts");
         drop(pushed.request("s", Some(key.clone())));
         let began = Instant::now();
-        assert_eq!(pushed.claim(&store, &key).await.unwrap(), None);
+        assert_eq!(claim(key).await, None);
         assert_eq!(began.elapsed(), ANNOUNCE_WAIT);
         drop(stuck);
+        // Many segments that never come, under one deadline: given up on once it passes.
+        let began = Instant::now();
+        let deadline = began + UPLOAD_WAIT;
+        for n in 0..2_000 {
+            let key = keys::live_incoming("s", &format!("missing{n}.ts"));
+            assert_eq!(pushed.claim(&store, &key, deadline).await.unwrap(), None);
+        }
+        assert_eq!(began.elapsed(), UPLOAD_WAIT);
         // A request in flight holds a drain until it ends.
         let request = pushed.request("s", None);
         let drained = {

@@ -35,11 +35,11 @@ fn set_float_precision() {
 
 /// Rounds a duration the way players compare it with `EXT-X-TARGETDURATION` (RFC 8216 4.3.3.1).
 pub fn rounded_seconds(duration_ms: u64) -> u64 {
-    (duration_ms + 500) / 1000
+    duration_ms.saturating_add(500) / 1000
 }
 
 fn pdt(ms: u64) -> Option<DateTime<FixedOffset>> {
-    DateTime::from_timestamp_millis(ms as i64).map(|t| t.fixed_offset())
+    DateTime::from_timestamp_millis(i64::try_from(ms).ok()?).map(|t| t.fixed_offset())
 }
 
 /// Renders the window. A missing slot takes the duration of the first segment after it (the
@@ -69,7 +69,7 @@ pub fn render(window: &LiveWindow) -> String {
                         .segments
                         .range(seq..)
                         .next()
-                        .map_or(window.target_duration_s * 1000, |(_, s)| s.duration_ms);
+                        .map_or(window.target_duration_s.saturating_mul(1000), |(_, s)| s.duration_ms);
                     MediaSegment {
                         uri: format!("gap/{seq}.ts"),
                         duration: estimate as f32 / 1000.0,

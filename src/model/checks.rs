@@ -1,7 +1,24 @@
 //! The checks on every name and number that reaches segflow from outside: ids and file names
 //! become path components, checksums are compared as text, so each has a small alphabet.
 
+use std::ops::RangeInclusive;
+
 use thiserror::Error;
+
+/// Largest sequence number: JavaScript players (hls.js) read it as a double, exact below 2^53.
+pub const MAX_SEQUENCE_NUMBER: u64 = (1 << 53) - 1;
+/// How far ahead of a stream's head a chunk may jump, unless the stream says otherwise.
+pub const DEFAULT_MAX_SEQUENCE_JUMP: u64 = 10_000;
+/// A stream's `EXT-X-TARGETDURATION`, in seconds.
+pub const TARGET_DURATION_S: RangeInclusive<u64> = 1..=60;
+/// Slots of a stream's DVR window.
+pub const DVR_WINDOW_SIZE: RangeInclusive<u64> = 1..=100_000;
+/// A segment's duration: above zero, and rounding to at most the largest target duration.
+pub const SEGMENT_DURATION_MS: RangeInclusive<u64> = 1..=60_499;
+/// How far an encoder's clock may be from segflow's when a segment arrives.
+pub const MAX_CLOCK_SKEW_MS: u64 = 24 * 3600 * 1000;
+/// Dates before 2000 or from 2100 on are refused outright (epoch milliseconds).
+pub const DATE_RANGE_MS: RangeInclusive<u64> = 946_684_800_000..=4_102_444_799_999;
 
 /// Why a value from outside was refused; the message names the value and the rule it broke.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -14,8 +31,13 @@ pub enum ValidationError {
     FileName(String),
     #[error("checksum {0:?} is not a hex SHA-256 (64 hex digits)")]
     Sha256(String),
-    #[error("program_date_time {0:?} is not an RFC 3339 date-time after 1970")]
+    #[error("program_date_time {0:?} is not an RFC 3339 date-time between 2000 and 2100")]
     ProgramDateTime(String),
+    #[error("program_date_time {date:?} is more than {MAX_CLOCK_SKEW_MS} ms from the arrival at {arrival_ms} ms")]
+    ClockSkew { date: String, arrival_ms: u64 },
+    /// A number outside the range segflow takes; `field` names it, `range` the rule.
+    #[error("{field} {value} is out of range: {range}")]
+    OutOfRange { field: &'static str, value: String, range: String },
     #[error("object_key {key:?} must start with \"{prefix}\"")]
     ForeignObjectKey { key: String, prefix: String },
     #[error("object_key {0:?} is nested too deep")]
@@ -35,6 +57,16 @@ pub enum ValidationError {
 pub const LIVE_ID_PREFIX: &str = "live-";
 /// Video ids start with this; the playback folder of an id depends on it.
 pub const VOD_ID_PREFIX: &str = "vod-";
+
+/// Refused unless `range` holds `value`.
+pub fn check_range(field: &'static str, value: u64, range: &RangeInclusive<u64>) -> Result<u64, ValidationError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        let range = format!("{} to {}", range.start(), range.end());
+        Err(ValidationError::OutOfRange { field, value: value.to_string(), range })
+    }
+}
 
 /// A stream or video id: 1-64 characters of `[A-Za-z0-9_-]`, not starting with `-`.
 pub fn validate_stream_id(id: &str) -> Result<(), ValidationError> {

@@ -15,14 +15,18 @@ pub enum DeadLetterReason {
     InvalidEvent,
     /// A live event for a stream that was never started.
     UnknownStream,
+    /// Processing the event failed inside segflow (a bug): the record is set aside so that
+    /// the dataflow goes on, and a restart does not replay the failure.
+    ProcessingFailed,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 4] = [
+    pub const ALL: [DeadLetterReason; 5] = [
         DeadLetterReason::CorruptRecord,
         DeadLetterReason::MalformedJson,
         DeadLetterReason::InvalidEvent,
         DeadLetterReason::UnknownStream,
+        DeadLetterReason::ProcessingFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +35,7 @@ impl DeadLetterReason {
             DeadLetterReason::MalformedJson => "malformed_json",
             DeadLetterReason::InvalidEvent => "invalid_event",
             DeadLetterReason::UnknownStream => "unknown_stream",
+            DeadLetterReason::ProcessingFailed => "processing_failed",
         }
     }
 }

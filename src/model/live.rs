@@ -24,7 +24,10 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::checks::{ValidationError, validate_sha256_hex, validate_stream_id};
+use super::checks::{
+    DATE_RANGE_MS, DEFAULT_MAX_SEQUENCE_JUMP, DVR_WINDOW_SIZE, MAX_CLOCK_SKEW_MS, MAX_SEQUENCE_NUMBER,
+    SEGMENT_DURATION_MS, TARGET_DURATION_S, ValidationError, check_range, validate_sha256_hex, validate_stream_id,
+};
 use super::keys;
 
 /// What a live event says happened. Legacy producers send no `event_type`: `chunk`.
@@ -82,6 +85,9 @@ pub struct LiveEvent<'a> {
     pub target_duration_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dvr_window_size: Option<u64>,
+    /// How far ahead of the head a chunk of the stream may jump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sequence_jump: Option<u64>,
 }
 
 /// A live event checked for the fields its kind needs.
@@ -91,6 +97,7 @@ pub enum LiveCommand {
         title: String,
         target_duration_s: u64,
         dvr_window_size: u64,
+        max_sequence_jump: u64,
         at_ms: u64,
     },
     /// Boxed: chunks are most of the traffic, and a small enum is cheap to move.
@@ -152,18 +159,18 @@ impl LiveEvent<'_> {
         let at_us = self.ingested_at_us.unwrap_or(0);
         let at_ms = at_us / 1000;
         match self.event_type {
-            LiveEventType::StreamStarted => Ok(LiveCommand::Start {
-                title: self.title.unwrap_or_default().into_owned(),
-                target_duration_s: self
-                    .target_duration_s
-                    .filter(|t| *t > 0)
-                    .ok_or(missing("stream_started", "target_duration_s > 0"))?,
-                dvr_window_size: self
-                    .dvr_window_size
-                    .filter(|w| *w > 0)
-                    .ok_or(missing("stream_started", "dvr_window_size > 0"))?,
-                at_ms,
-            }),
+            LiveEventType::StreamStarted => {
+                let target = self.target_duration_s.ok_or(missing("stream_started", "target_duration_s"))?;
+                let window = self.dvr_window_size.ok_or(missing("stream_started", "dvr_window_size"))?;
+                let jump = self.max_sequence_jump.unwrap_or(DEFAULT_MAX_SEQUENCE_JUMP);
+                Ok(LiveCommand::Start {
+                    title: self.title.unwrap_or_default().into_owned(),
+                    target_duration_s: check_range("target_duration_s", target, &TARGET_DURATION_S)?,
+                    dvr_window_size: check_range("dvr_window_size", window, &DVR_WINDOW_SIZE)?,
+                    max_sequence_jump: check_range("max_sequence_jump", jump, &(1..=MAX_SEQUENCE_NUMBER))?,
+                    at_ms,
+                })
+            }
             LiveEventType::StreamEnded => Ok(LiveCommand::End { at_ms }),
             LiveEventType::InitSegment => {
                 let key = self.object_key.ok_or(missing("init_segment", "object_key"))?;
@@ -176,13 +183,16 @@ impl LiveEvent<'_> {
                 if index != seq {
                     return Err(ValidationError::IndexMismatch { index, seq });
                 }
-                let duration_ms = self.duration_ms.filter(|d| *d > 0).ok_or(missing("chunk", "duration_ms > 0"))?;
+                check_range("sequence_number", seq, &(0..=MAX_SEQUENCE_NUMBER))?;
+                let duration_ms = self.duration_ms.ok_or(missing("chunk", "duration_ms"))?;
+                check_range("duration_ms", duration_ms, &SEGMENT_DURATION_MS)?;
                 let object_key =
                     self.object_key.map_or_else(|| keys::live_chunk(stream_id, seq, "ts"), Cow::into_owned);
                 keys::validate_live_object(stream_id, &object_key)?;
                 let [checksum, stored_sha256] = [self.checksum, self.stored_sha256].map(|sum| sum.map(sha256_hex));
+                let arrival_ms = (at_us > 0).then_some(at_ms);
                 let encoder_program_date_time_ms =
-                    self.program_date_time.as_deref().map(parse_program_date_time).transpose()?;
+                    self.program_date_time.as_deref().map(|text| program_date_time_at(text, arrival_ms)).transpose()?;
                 Ok(LiveCommand::Chunk(Box::new(Chunk {
                     chunk_index: index,
                     sequence_number: seq,
@@ -203,14 +213,27 @@ impl LiveEvent<'_> {
 }
 
 /// Milliseconds since the epoch of an RFC 3339 date-time, as HLS writes them; FFmpeg's
-/// offsets without a colon (`+0000`) are accepted too.
+/// offsets without a colon (`+0000`) are accepted too. Dates outside 2000-2100 are refused.
 pub fn parse_program_date_time(text: &str) -> Result<u64, ValidationError> {
     let text = text.trim();
     chrono::DateTime::parse_from_rfc3339(text)
         .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
         .ok()
         .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+        .filter(|ms| DATE_RANGE_MS.contains(ms))
         .ok_or_else(|| ValidationError::ProgramDateTime(text.to_string()))
+}
+
+/// Like [`parse_program_date_time`], refused when more than [`MAX_CLOCK_SKEW_MS`] from the
+/// segment's arrival (when it is known).
+pub fn program_date_time_at(text: &str, arrival_ms: Option<u64>) -> Result<u64, ValidationError> {
+    let ms = parse_program_date_time(text)?;
+    match arrival_ms {
+        Some(arrival_ms) if ms.abs_diff(arrival_ms) > MAX_CLOCK_SKEW_MS => {
+            Err(ValidationError::ClockSkew { date: text.trim().to_string(), arrival_ms })
+        }
+        _ => Ok(ms),
+    }
 }
 
 /// A checked hex SHA-256 in lower case, so checksums compare as plain strings.
@@ -244,6 +267,9 @@ pub struct LiveStreamDoc {
     pub ended_at_ms: Option<u64>,
     pub dvr_window_size: u64,
     pub target_duration_s: u64,
+    /// How far ahead of the head a chunk may jump (further is `too_far_ahead`).
+    #[serde(default = "default_max_sequence_jump")]
+    pub max_sequence_jump: u64,
     pub manifest_path: String,
     pub init_object_key: Option<String>,
     /// Highest sequence number accepted, and the first one the playlist shows.
@@ -268,6 +294,7 @@ impl LiveStreamDoc {
             ended_at_ms: None,
             dvr_window_size,
             target_duration_s,
+            max_sequence_jump: DEFAULT_MAX_SEQUENCE_JUMP,
             manifest_path: keys::live_playlist(stream_id),
             init_object_key: None,
             head_sequence: None,
@@ -281,6 +308,10 @@ impl LiveStreamDoc {
             manifest_updated_at_ms: None,
         }
     }
+}
+
+fn default_max_sequence_jump() -> u64 {
+    DEFAULT_MAX_SEQUENCE_JUMP
 }
 
 /// What the dataflow tells the write path once a batch is durable: a stream's playlist was
@@ -306,6 +337,8 @@ pub enum ChunkStatus {
     TooLong,
     /// Arrived after the stream ended.
     AfterEnd,
+    /// Its sequence number jumped further ahead of the head than the stream allows.
+    TooFarAhead,
 }
 
 /// One document per live chunk (`live_metadata`), keyed by `(stream_id, chunk_index)`.
@@ -359,6 +392,36 @@ mod tests {
         assert!(chunk(&"ab".repeat(32), Some(&"aB".repeat(32))).checksum_ok());
         assert!(!chunk(&"AB".repeat(32), Some(&"cd".repeat(32))).checksum_ok());
         assert!(!chunk(&"AB".repeat(32), None).checksum_ok());
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_with_the_rule() {
+        let at_us = 1_795_348_087_945_000;
+        let chunk = |seq: u64, duration_ms: u64, date: Option<&'static str>| LiveEvent {
+            stream_id: "s".into(),
+            sequence_number: Some(seq),
+            duration_ms: Some(duration_ms),
+            program_date_time: date.map(Into::into),
+            ingested_at_us: Some(at_us),
+            ..Default::default()
+        };
+        let refused = |event: LiveEvent| event.validate().unwrap_err().to_string();
+        assert!(refused(chunk(u64::MAX, 2000, None)).contains("sequence_number 18446744073709551615 is out of range"));
+        assert!(refused(chunk(1, u64::MAX, None)).contains("duration_ms"));
+        assert!(refused(chunk(1, 0, None)).contains("duration_ms 0 is out of range"));
+        assert!(refused(chunk(1, 2000, Some("9999-12-31T23:59:59Z"))).contains("between 2000 and 2100"));
+        assert!(refused(chunk(1, 2000, Some("2026-11-20T11:48:07Z"))).contains("from the arrival"));
+        assert!(chunk(MAX_SEQUENCE_NUMBER, 2000, Some("2026-11-22T11:48:07.945+0000")).validate().is_ok());
+        let start = |target: u64, window: u64| LiveEvent {
+            event_type: LiveEventType::StreamStarted,
+            stream_id: "s".into(),
+            target_duration_s: Some(target),
+            dvr_window_size: Some(window),
+            ..Default::default()
+        };
+        assert!(refused(start(2, u64::MAX)).contains("dvr_window_size"));
+        assert!(refused(start(u64::MAX, 5)).contains("target_duration_s"));
+        assert!(start(60, 100_000).validate().is_ok());
     }
 
     #[test]

@@ -258,3 +258,89 @@ async fn a_put_whose_client_hangs_up_is_still_taken_and_counted() {
     }
     panic!("{counted} is {}", engine.metric(counted).await);
 }
+
+/// Numbers from outside that once took the process down (a sequence number near `u64::MAX`
+/// made the playlist walk 2^64 slots): refused at the API with nothing changed, and set aside
+/// by the dataflow when a producer writes them to the log itself, so a restart replays nothing
+/// that fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_out_of_range_change_nothing_and_a_restart_replays_no_crash() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 2).await;
+    let id = engine.start_stream(2).await;
+    assert_eq!(crate::common::put_segment(&engine.client, &engine.base, &id, 0).await, 201);
+    engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 1).await;
+    let before = snapshot(&engine).await;
+    let segment = |seq: &str, duration: &str, date: Option<&str>| {
+        let request = engine
+            .client
+            .put(engine.url(&format!("/ingest/{id}/x.ts")))
+            .header("X-Sequence-Number", seq)
+            .header("X-Duration-Ms", duration)
+            .body("x");
+        match date {
+            Some(date) => request.header("X-Program-Date-Time", date),
+            None => request,
+        }
+    };
+    let playlist = |media_sequence: &str, extinf: &str| {
+        let text = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n#EXTINF:{extinf},\nout.ts\n"
+        );
+        engine.client.put(engine.url(&format!("/ingest/{id}/live.m3u8"))).body(text)
+    };
+    let cases = vec![
+        ("sequence u64::MAX", segment("18446744073709551615", "2000", None), 422),
+        ("sequence 2^53", segment("9007199254740992", "2000", None), 422),
+        ("jump past the limit", segment("10001", "2000", None), 422),
+        ("duration u64::MAX", segment("1", "18446744073709551615", None), 422),
+        ("date in 9999", segment("1", "2000", Some("9999-12-31T23:59:59Z")), 400),
+        ("date a week off", segment("1", "2000", Some("2020-01-01T00:00:00Z")), 422),
+        ("media sequence u64::MAX", playlist("18446744073709551615", "2.0"), 422),
+        ("EXTINF -5", playlist("1", "-5"), 400),
+        ("EXTINF NaN", playlist("1", "NaN"), 400),
+        ("EXTINF 1e30", playlist("1", "1e30"), 422),
+    ];
+    for (name, request, expected) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, expected, "{name}: {body}");
+    }
+    assert_eq!(snapshot(&engine).await, before, "refused requests wrote nothing");
+    engine.shutdown().await;
+
+    // A producer writes what the API refuses straight to the log.
+    {
+        let log = EmbeddedLog::open(&data.path().join("log")).unwrap();
+        let poison = [
+            format!(r#"{{"stream_id":"{id}","sequence_number":18446744073709551615,"duration_ms":2000}}"#),
+            format!(r#"{{"stream_id":"{id}","sequence_number":20000,"duration_ms":2000}}"#),
+            format!(r#"{{"stream_id":"{id}","sequence_number":1,"duration_ms":18446744073709551615}}"#),
+            r#"{"event_type":"stream_started","stream_id":"live-huge","target_duration_s":2,"dvr_window_size":18446744073709551615}"#.into(),
+        ];
+        for event in poison {
+            log.append(Topic::LiveChunks, &id, event.into_bytes()).await.unwrap();
+        }
+        log.close();
+    }
+    for _ in 0..2 {
+        // Twice: the first run sets them aside, the second finds nothing left to replay.
+        let engine = TestEngine::start(data.path(), 2).await;
+        let doc = engine.wait_stream(&id, |doc| doc["rejected_chunks"] == 1).await;
+        assert_eq!((doc["head_sequence"].as_u64(), doc["chunks_accepted"].as_u64()), (Some(0), Some(1)), "{doc}");
+        let (_, letters) = engine.get_json("/dead-letters").await;
+        let reasons: Vec<&str> =
+            letters["dead_letters"].as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap()).collect();
+        assert_eq!(reasons, ["invalid_event"; 3], "{letters}");
+        let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
+        assert!(chunks.to_string().contains(r#""status":"too_far_ahead""#), "{chunks}");
+        let (status, health) = engine.get_json("/health").await;
+        assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+        engine.shutdown().await;
+    }
+    let engine = TestEngine::start(data.path(), 2).await;
+    assert_eq!(crate::common::put_segment(&engine.client, &engine.base, &id, 1).await, 201);
+    engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 2).await;
+    engine.shutdown().await;
+}

@@ -106,13 +106,15 @@ pub async fn restore_streams(
         if stream_hash(&doc.stream_id) as usize % peers != index {
             continue;
         }
-        let chunks = match (doc.status, doc.dvr_window_start, doc.head_sequence) {
-            (StreamStatus::Live, Some(start), Some(head)) => {
-                metadata.chunks(&doc.stream_id, start, (head - start + 1) as usize).await?
+        let empty = LiveStream::new(doc);
+        let chunks = match (empty.doc.status, empty.slots()) {
+            (StreamStatus::Live, Some((start, head))) => {
+                let slots = usize::try_from(head - start + 1).unwrap_or(usize::MAX);
+                metadata.chunks(&empty.doc.stream_id, start, slots).await?
             }
             _ => Vec::new(),
         };
-        streams.insert(doc.stream_id.clone(), LiveStream::restore(doc, chunks));
+        streams.insert(empty.doc.stream_id.clone(), LiveStream::restore(empty.doc, chunks));
     }
     Ok(streams)
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::media::live_playlist::{self, LiveWindow, WindowSegment, rounded_seconds};
+use crate::model::checks::{DVR_WINDOW_SIZE, MAX_SEQUENCE_NUMBER};
 use crate::model::{Chunk, ChunkStatus, LiveChunkDoc, LiveStreamDoc, StreamStatus, keys};
 
 /// What became of one chunk event.
@@ -21,6 +22,8 @@ pub enum ChunkOutcome {
     ChecksumFailed,
     TooLong,
     AfterEnd,
+    /// Further ahead of the head than the stream's `max_sequence_jump`.
+    TooFarAhead,
 }
 
 impl ChunkOutcome {
@@ -32,6 +35,7 @@ impl ChunkOutcome {
             ChunkOutcome::ChecksumFailed => "checksum_failed",
             ChunkOutcome::TooLong => "too_long",
             ChunkOutcome::AfterEnd => "after_end",
+            ChunkOutcome::TooFarAhead => "too_far_ahead",
         }
     }
 
@@ -43,6 +47,7 @@ impl ChunkOutcome {
             ChunkOutcome::ChecksumFailed => Some(ChunkStatus::ChecksumFailed),
             ChunkOutcome::TooLong => Some(ChunkStatus::TooLong),
             ChunkOutcome::AfterEnd => Some(ChunkStatus::AfterEnd),
+            ChunkOutcome::TooFarAhead => Some(ChunkStatus::TooFarAhead),
         }
     }
 }
@@ -77,8 +82,15 @@ impl LiveStream {
         stream
     }
 
+    /// First and last slot of the window; never more slots than the window has, whatever a
+    /// stored document says.
     pub fn slots(&self) -> Option<(u64, u64)> {
-        self.doc.dvr_window_start.zip(self.doc.head_sequence)
+        let (start, head) = self.doc.dvr_window_start.zip(self.doc.head_sequence)?;
+        Some((start.max(head.saturating_sub(self.window_size() - 1)).min(head), head))
+    }
+
+    fn window_size(&self) -> u64 {
+        self.doc.dvr_window_size.clamp(1, *DVR_WINDOW_SIZE.end())
     }
 
     pub fn ended(&self) -> bool {
@@ -95,14 +107,16 @@ impl LiveStream {
     pub fn apply_chunk(&mut self, chunk: Box<Chunk>) -> (ChunkOutcome, Option<LiveChunkDoc>) {
         self.events_applied += 1;
         let seq = chunk.sequence_number;
-        let window_size = self.doc.dvr_window_size.max(1);
+        let window_size = self.window_size();
         let program_date_time_ms = self.program_date_time(&chunk);
         let outcome = if self.ended() {
             ChunkOutcome::AfterEnd
         } else if self.window.contains_key(&seq) {
             ChunkOutcome::Duplicate
-        } else if rounded_seconds(chunk.duration_ms) > self.doc.target_duration_s {
+        } else if chunk.duration_ms == 0 || rounded_seconds(chunk.duration_ms) > self.doc.target_duration_s {
             ChunkOutcome::TooLong
+        } else if self.too_far_ahead(seq) {
+            ChunkOutcome::TooFarAhead
         } else if !chunk.checksum_ok() {
             ChunkOutcome::ChecksumFailed
         } else {
@@ -113,13 +127,13 @@ impl LiveStream {
                     ChunkOutcome::Accepted { new_gaps: 0, filled_gap: true }
                 }
                 Some((start, head)) => {
-                    let new_start = start.max((seq + 1).saturating_sub(window_size));
+                    let new_start = start.max(seq.saturating_add(1).saturating_sub(window_size));
                     self.doc.head_sequence = Some(seq);
                     self.doc.dvr_window_start = Some(new_start);
                     while self.window.first_key_value().is_some_and(|(first, _)| *first < new_start) {
                         self.window.pop_first();
                     }
-                    ChunkOutcome::Accepted { new_gaps: seq - head - 1, filled_gap: false }
+                    ChunkOutcome::Accepted { new_gaps: seq.saturating_sub(head).saturating_sub(1), filled_gap: false }
                 }
                 None => {
                     self.doc.head_sequence = Some(seq);
@@ -138,7 +152,7 @@ impl LiveStream {
             ChunkOutcome::Duplicate => self.doc.duplicate_chunks += 1,
             ChunkOutcome::Late => self.doc.late_chunks += 1,
             ChunkOutcome::ChecksumFailed => self.doc.checksum_failures += 1,
-            ChunkOutcome::TooLong | ChunkOutcome::AfterEnd => self.doc.rejected_chunks += 1,
+            ChunkOutcome::TooLong | ChunkOutcome::AfterEnd | ChunkOutcome::TooFarAhead => self.doc.rejected_chunks += 1,
         }
         let doc = outcome.status().map(|status| LiveChunkDoc {
             stream_id: self.doc.stream_id.clone(),
@@ -170,14 +184,15 @@ impl LiveStream {
         }
         let (seq, duration_ms) = (chunk.sequence_number, chunk.duration_ms);
         let received = (chunk.ingested_at_us / 1000).saturating_sub(duration_ms);
+        // Saturating: the numbers come from outside (checked, but this must not panic anyway).
         let before = self.window.range(..seq).next_back().map(|(&p, prev)| {
-            let end = prev.program_date_time_ms + prev.duration_ms;
-            (end, end + (seq - p - 1) * duration_ms)
+            let end = prev.program_date_time_ms.saturating_add(prev.duration_ms);
+            (end, end.saturating_add((seq - p - 1).saturating_mul(duration_ms)))
         });
-        let after =
-            self.window.range(seq + 1..).next().map(|(&n, next)| {
-                next.program_date_time_ms.saturating_sub((n - seq - 1) * next.duration_ms + duration_ms)
-            });
+        let after = self.window.range(seq.saturating_add(1)..).next().map(|(&n, next)| {
+            let room = (n - seq - 1).saturating_mul(next.duration_ms).saturating_add(duration_ms);
+            next.program_date_time_ms.saturating_sub(room)
+        });
         match (before, after) {
             (Some((prev_end, follows)), Some(precedes)) => follows.min(precedes).max(prev_end),
             (None, Some(precedes)) => precedes,
@@ -189,8 +204,16 @@ impl LiveStream {
 
     /// True when a date computed from the durations is too far from the arrival clock.
     fn off_the_clock(&self, follows: u64, received: u64) -> bool {
-        let target_ms = self.doc.target_duration_s * 1000;
-        received > follows + target_ms || follows > received + self.doc.dvr_window_size * target_ms
+        let target_ms = self.doc.target_duration_s.saturating_mul(1000);
+        received > follows.saturating_add(target_ms)
+            || follows > received.saturating_add(self.window_size().saturating_mul(target_ms))
+    }
+
+    /// True when `seq` is further ahead of the head than the stream allows (the first chunk
+    /// may take any number).
+    fn too_far_ahead(&self, seq: u64) -> bool {
+        seq > MAX_SEQUENCE_NUMBER
+            || self.doc.head_sequence.is_some_and(|head| seq > head.saturating_add(self.doc.max_sequence_jump))
     }
 
     /// Records the stream's fMP4 initialization segment; true if the playlist changes.
@@ -301,6 +324,62 @@ mod tests {
         assert_eq!(dated(&mut s, chunk(6, 2000, T0_MS + 2300)), T0_MS + 8000);
         // Chunk 5 cannot fit between them; it starts where chunk 3 ends, not with it.
         assert_eq!(dated(&mut s, chunk(5, 2000, T0_MS + 2400)), T0_MS + 8000);
+    }
+
+    #[test]
+    fn a_jump_past_the_allowed_distance_is_refused_and_the_window_stays_small() {
+        let mut s = stream();
+        dated(&mut s, chunk(0, 2000, T0_MS + 2000));
+        for seq in [u64::MAX, MAX_SEQUENCE_NUMBER + 1, 10_001] {
+            let (outcome, doc) = s.apply_chunk(Box::new(chunk(seq, 2000, T0_MS + 4000)));
+            assert_eq!(outcome, ChunkOutcome::TooFarAhead, "{seq}");
+            assert_eq!(doc.unwrap().status, ChunkStatus::TooFarAhead);
+        }
+        assert_eq!(s.slots(), Some((0, 0)));
+        dated(&mut s, chunk(10_000, 2000, T0_MS + 4000));
+        assert_eq!((s.slots(), s.doc.gaps_total, s.doc.rejected_chunks), (Some((9991, 10_000)), 9999, 3));
+        assert_eq!(s.render().matches("#EXTINF").count(), 10);
+    }
+
+    #[test]
+    fn a_stored_document_cannot_make_the_window_larger_than_it_is() {
+        let mut doc = LiveStreamDoc::new("s", "", 2, 10, T0_MS);
+        (doc.dvr_window_start, doc.head_sequence) = (Some(0), Some(u64::MAX));
+        let s = LiveStream::restore(doc, []);
+        assert_eq!(s.slots(), Some((u64::MAX - 9, u64::MAX)));
+        assert_eq!(s.render().matches("#EXTINF").count(), 10);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunks_keep_the_window_within_its_size(
+            window in 1u64..40,
+            jump in 1u64..500,
+            chunks in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![proptest::num::u64::ANY, 0u64..300],
+                    proptest::prop_oneof![3 => 0u64..3000, 1 => proptest::num::u64::ANY],
+                    proptest::num::u64::ANY,
+                ),
+                1..120,
+            ),
+        ) {
+            let mut doc = LiveStreamDoc::new("s", "", 2, window, T0_MS);
+            doc.max_sequence_jump = jump;
+            let mut s = LiveStream::new(doc);
+            for (seq, duration_ms, received_ms) in chunks {
+                let head = s.doc.head_sequence;
+                let (outcome, _) = s.apply_chunk(Box::new(chunk(seq, duration_ms, received_ms / 1000)));
+                if matches!(outcome, ChunkOutcome::Accepted { .. }) {
+                    proptest::prop_assert!(seq <= MAX_SEQUENCE_NUMBER);
+                    proptest::prop_assert!(head.is_none_or(|head| seq <= head + jump));
+                }
+                if let Some((start, head)) = s.slots() {
+                    proptest::prop_assert!(start <= head && head - start < window);
+                }
+                proptest::prop_assert!(s.render().matches("#EXTINF").count() as u64 <= window);
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! log partition, read by one worker, through one FIFO channel, so arrival order is log order.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use prometheus::IntCounter;
@@ -28,7 +29,7 @@ use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, 
 /// use timely::dataflow::operators::{Inspect, ToStream};
 ///
 /// timely::example(|scope| {
-///     let start = LiveCommand::Start { title: "t".into(), target_duration_s: 2, dvr_window_size: 3, at_ms: 0 };
+///     let start = LiveCommand::Start { title: "t".into(), target_duration_s: 2, dvr_window_size: 3, max_sequence_jump: 10, at_ms: 0 };
 ///     vec![LiveInput::Command { stream_id: "s1".into(), partition: 0, offset: 0, command: start }]
 ///         .to_stream(scope).container::<Vec<_>>()
 ///         .live_window(HashMap::new(), Arc::default())
@@ -71,36 +72,43 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                                     (stream_id, partition, offset, command)
                                 }
                             };
-                            let changed = match command {
-                                LiveCommand::Start { title, target_duration_s, dvr_window_size, at_ms } => {
-                                    if streams.contains_key(&stream_id) {
-                                        continue; // a replayed start changes nothing
-                                    }
-                                    let doc = LiveStreamDoc::new(
-                                        &stream_id,
-                                        &title,
-                                        target_duration_s,
-                                        dvr_window_size,
-                                        at_ms,
-                                    );
-                                    streams.insert(stream_id.clone(), LiveStream::new(doc));
+                            let applied = guarded(|| {
+                                let stream = streams.get_mut(&stream_id);
+                                apply(stream, &stream_id, command, &counters, &mut |op| session.give(op))
+                            });
+                            let changed = match applied {
+                                Ok(Applied::Changed(changed)) => changed,
+                                Ok(Applied::Started(stream)) => {
+                                    streams.insert(stream_id.clone(), *stream);
                                     true
                                 }
-                                other => {
-                                    let Some(stream) = streams.get_mut(&stream_id) else {
-                                        counters.unknown_stream.inc();
-                                        session.give(SinkOp::DeadLetter(DeadLetterDoc {
-                                            topic: Topic::LiveChunks.name().into(),
-                                            partition,
-                                            offset,
-                                            reason: DeadLetterReason::UnknownStream,
-                                            error: format!("no stream {stream_id:?} was started"),
-                                            payload_preview: format!("{other:?}").chars().take(256).collect(),
-                                            at_ms: now_ms(),
-                                        }));
-                                        continue;
-                                    };
-                                    apply(stream, other, &counters, &mut |op| session.give(op))
+                                Ok(Applied::Unknown(preview)) => {
+                                    counters.unknown_stream.inc();
+                                    let error = format!("no stream {stream_id:?} was started");
+                                    let dead =
+                                        dead_letter(partition, offset, DeadLetterReason::UnknownStream, error, preview);
+                                    session.give(SinkOp::DeadLetter(dead));
+                                    continue;
+                                }
+                                Ok(Applied::Nothing) => continue,
+                                Err(error) => {
+                                    tracing::error!(
+                                        stream_id,
+                                        partition,
+                                        offset,
+                                        error,
+                                        "a live event failed; set aside as a dead letter"
+                                    );
+                                    counters.processing_failed.inc();
+                                    let dead = dead_letter(
+                                        partition,
+                                        offset,
+                                        DeadLetterReason::ProcessingFailed,
+                                        error,
+                                        String::new(),
+                                    );
+                                    session.give(SinkOp::DeadLetter(dead));
+                                    continue;
                                 }
                             };
                             match touched.get_mut(&stream_id) {
@@ -140,11 +148,12 @@ struct Counters {
     gaps_filled: IntCounter,
     checksum_failures: IntCounter,
     unknown_stream: IntCounter,
+    processing_failed: IntCounter,
 }
 
 impl Counters {
     fn new(metrics: &Metrics) -> Counters {
-        let outcomes = ["accepted", "duplicate", "late", "checksum_failed", "too_long", "after_end"]
+        let outcomes = ["accepted", "duplicate", "late", "checksum_failed", "too_long", "after_end", "too_far_ahead"]
             .into_iter()
             .map(|label| (label, metrics.live_chunks_total.with_label_values(&[label])))
             .collect();
@@ -154,14 +163,43 @@ impl Counters {
             gaps_filled: metrics.live_gaps_filled_total.clone(),
             checksum_failures: metrics.chunk_checksum_failures_total.clone(),
             unknown_stream: metrics.dead_letters_total.with_label_values(&["unknown_stream"]),
+            processing_failed: metrics.dead_letters_total.with_label_values(&["processing_failed"]),
         }
     }
 }
 
-/// Applies a non-start command to a stream; returns whether its playlist changed.
-fn apply(stream: &mut LiveStream, command: LiveCommand, counters: &Counters, give: &mut impl FnMut(SinkOp)) -> bool {
-    match command {
-        LiveCommand::Start { .. } => false,
+/// What applying one command did.
+enum Applied {
+    /// To a known stream; whether its playlist changed.
+    Changed(bool),
+    /// A new stream started.
+    Started(Box<LiveStream>),
+    /// A command for a stream never started (its debug text, shortened).
+    Unknown(String),
+    /// Nothing (a replayed start).
+    Nothing,
+}
+
+/// Applies a command to its stream (`None` when that was never started).
+fn apply(
+    stream: Option<&mut LiveStream>,
+    stream_id: &str,
+    command: LiveCommand,
+    counters: &Counters,
+    give: &mut impl FnMut(SinkOp),
+) -> Applied {
+    let Some(stream) = stream else {
+        return match command {
+            LiveCommand::Start { title, target_duration_s, dvr_window_size, max_sequence_jump, at_ms } => {
+                let mut doc = LiveStreamDoc::new(stream_id, &title, target_duration_s, dvr_window_size, at_ms);
+                doc.max_sequence_jump = max_sequence_jump;
+                Applied::Started(Box::new(LiveStream::new(doc)))
+            }
+            other => Applied::Unknown(format!("{other:?}").chars().take(256).collect()),
+        };
+    };
+    Applied::Changed(match command {
+        LiveCommand::Start { .. } => return Applied::Nothing, // a replayed start changes nothing
         LiveCommand::Init { object_key } => stream.set_init(&object_key),
         LiveCommand::End { at_ms } => stream.end(at_ms),
         LiveCommand::Chunk(chunk) => {
@@ -183,5 +221,37 @@ fn apply(stream: &mut LiveStream, command: LiveCommand, counters: &Counters, giv
             }
             matches!(outcome, ChunkOutcome::Accepted { .. })
         }
+    })
+}
+
+/// The dead letter of a live record the operator could not apply.
+fn dead_letter(partition: u32, offset: u64, reason: DeadLetterReason, error: String, preview: String) -> DeadLetterDoc {
+    DeadLetterDoc {
+        topic: Topic::LiveChunks.name().into(),
+        partition,
+        offset,
+        reason,
+        error,
+        payload_preview: preview,
+        at_ms: now_ms(),
+    }
+}
+
+/// Runs `work`; a panic in it becomes its message, so one bad event cannot stop the worker.
+fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
+        let text = panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+        format!("processing panicked: {}", text.unwrap_or("(no message)"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_its_message() {
+        assert_eq!(guarded(|| 7), Ok(7));
+        assert_eq!(guarded(|| -> u8 { panic!("slot {} is bad", 3) }), Err("processing panicked: slot 3 is bad".into()));
     }
 }

@@ -23,6 +23,23 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Moves `from` to `to` unless `to` exists, in one atomic step; false (and `from` left as it
+/// is) when it does. Write-once objects are made this way.
+pub fn rename_new(from: &Path, to: &Path) -> io::Result<bool> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        // A file system without the flag: a hard link is exclusive too.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => match std::fs::hard_link(from, to) {
+            Ok(()) => std::fs::remove_file(from).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The hidden file `.{name}.{n}` beside `path` that holds its spare version `n`.
 pub fn spare_path(path: &Path, n: usize) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();

@@ -101,6 +101,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
+            StoreError::Exists(_) => ApiError::Conflict(e.to_string()),
             StoreError::Empty => ApiError::BadRequest("segment is empty".into()),
             StoreError::InvalidKey(_) | StoreError::Upload(_) => ApiError::BadRequest(e.to_string()),
             StoreError::NotFound(_) | StoreError::Io { .. } | StoreError::Task { .. } => {
@@ -178,6 +179,7 @@ mod tests {
         let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert_eq!(status(StoreError::Upload(broken)), StatusCode::BAD_REQUEST);
         assert_eq!(status(StoreError::TooLarge(5)), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(status(StoreError::Exists(key())), StatusCode::CONFLICT);
         assert_eq!(status(LogError::Closed), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::ingest::{ChunkAccepted, SegmentInfo};
-use crate::model::checks::validate_file_name;
+use crate::model::checks::{IngestFile, ingest_file};
 use crate::storage::object::ByteStream;
 
 /// Largest playlist FFmpeg may PUT.
@@ -44,20 +44,27 @@ pub async fn put_file(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let ext = crate::ingest::extension(&file);
     let sequence_number = header::<u64>(&headers, "x-sequence-number");
-    let bare = matches!(ext.as_str(), "ts" | "m4s" | "aac") && !headers.contains_key("x-sequence-number");
+    let numbered = headers.contains_key("x-sequence-number");
+    let kind = ingest_file(&file, numbered).map_err(|e| match ext.as_str() {
+        "ts" | "m4s" | "aac" | "mp4" | "m3u8" => ApiError::Invalid(e),
+        _ => ApiError::UnsupportedMediaType(format!(
+            "unsupported file type {file:?}: send .ts, .m4s or .aac segments, an init.mp4 and .m3u8 playlists"
+        )),
+    });
+    let bare = kind.as_ref().is_ok_and(|k| *k == IngestFile::Segment) && !numbered;
     let _in_flight = state.ingest.request(&stream_id, bare.then_some(file.as_str()));
-    validate_file_name(&file)?;
+    let kind = kind?;
     let ingest = &state.ingest;
     let stream = ingest.live_stream(&stream_id).await?;
-    match ext.as_str() {
-        "m3u8" => {
+    match kind {
+        IngestFile::Playlist => {
             let bytes = axum::body::to_bytes(body, MAX_PLAYLIST_BYTES)
                 .await
                 .map_err(|_| ApiError::PayloadTooLarge(format!("playlist is over {MAX_PLAYLIST_BYTES} bytes")))?;
             let emitted = ingest.pushed_playlist(&stream, &bytes).await?;
             Ok((StatusCode::OK, Json(json!({ "stream_id": stream.stream_id, "chunks_emitted": emitted }))))
         }
-        "ts" | "m4s" | "mp4" | "aac" => match sequence_number? {
+        IngestFile::Segment | IngestFile::Init => match sequence_number? {
             Some(sequence_number) => {
                 let segment = SegmentInfo {
                     sequence_number,
@@ -71,17 +78,14 @@ pub async fn put_file(
                 Ok((StatusCode::CREATED, Json(chunk_reply(&accepted))))
             }
             None => {
-                let (key, stored) = match ext.as_str() {
-                    "mp4" => ingest.put_init(&stream, &file, body_stream(body)).await?,
+                let (key, stored) = match kind {
+                    IngestFile::Init => ingest.put_init(&stream, &file, body_stream(body)).await?,
                     _ => ingest.put_pushed_segment(&stream, &file, body_stream(body)).await?,
                 };
                 let reply = json!({ "object_key": key, "size_bytes": stored.size, "sha256": stored.sha256 });
                 Ok((StatusCode::CREATED, Json(reply)))
             }
         },
-        _ => Err(ApiError::UnsupportedMediaType(format!(
-            "unsupported file type {file:?}: send .ts, .m4s or .mp4 segments and .m3u8 playlists"
-        ))),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::model::{
     parse_program_date_time, program_date_time_at,
 };
 use crate::storage::metadata::MetaWrite;
-use crate::storage::object::{ByteStream, StoredObject};
+use crate::storage::object::{ByteStream, StoreError, StoredObject};
 
 /// How long a control call waits for the dataflow to write the stream's playlist.
 const PLAYLIST_WAIT: Duration = Duration::from_secs(10);
@@ -240,7 +240,16 @@ impl Ingest {
                 continue;
             };
             let key = keys::live_chunk(stream_id, seq, &extension(&name));
-            self.backends.store.rename(&incoming, &key).await?;
+            match self.backends.store.rename(&incoming, &key).await {
+                Err(StoreError::Exists(_)) => {
+                    // Another upload holds the number (a numbered PUT of it): that one stays.
+                    tracing::warn!(stream_id, seq, name, "pushed segment dropped: its number is stored already");
+                    self.backends.store.delete(&incoming).await?;
+                    *next_seq = seq + 1;
+                    continue;
+                }
+                moved => moved?,
+            }
             let mut event = chunk_event(stream_id, seq, duration_ms, &key, &stored, None);
             event.program_date_time = date.map(Into::into);
             self.append(Topic::LiveChunks, stream_id, &event).await?;

@@ -29,6 +29,11 @@ pub enum ValidationError {
     VodId(String),
     #[error("invalid file name {0:?}: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'")]
     FileName(String),
+    #[error(
+        "file name {0:?} is not one an encoder sends: <name>.ts|.m4s|.aac segments, init.mp4 or init_<name>.mp4, \
+         <name>.m3u8 playlists, <name> of 1-64 characters of [A-Za-z0-9_-]"
+    )]
+    IngestFile(String),
     #[error("checksum {0:?} is not a hex SHA-256 (64 hex digits)")]
     Sha256(String),
     #[error("program_date_time {0:?} is not an RFC 3339 date-time between 2000 and 2100")]
@@ -92,6 +97,36 @@ pub fn validate_file_name(name: &str) -> Result<(), ValidationError> {
     if ok { Ok(()) } else { Err(ValidationError::FileName(name.to_string())) }
 }
 
+/// What an encoder PUTs into a live stream, by its file name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestFile {
+    /// A media segment (`.ts`, `.m4s`, `.aac`; `.mp4` too when its number comes in a header).
+    Segment,
+    /// An fMP4 initialization section: `init.mp4`, or `init_<name>.mp4` (FFmpeg's `init_%v.mp4`).
+    Init,
+    /// FFmpeg's media playlist.
+    Playlist,
+}
+
+/// Classifies a file name an encoder sends: one `<name>.<ext>` with a plain name (FFmpeg's
+/// `out12.ts`, `stream_3.m4s`), a known extension in lower case; anything else is refused.
+pub fn ingest_file(name: &str, numbered: bool) -> Result<IngestFile, ValidationError> {
+    let refused = || ValidationError::IngestFile(name.to_string());
+    let (stem, ext) = name.split_once('.').ok_or_else(refused)?;
+    let plain =
+        |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !plain(stem) {
+        return Err(refused());
+    }
+    match ext {
+        "ts" | "m4s" | "aac" => Ok(IngestFile::Segment),
+        "mp4" if numbered => Ok(IngestFile::Segment),
+        "mp4" if stem == "init" || stem.strip_prefix("init_").is_some_and(plain) => Ok(IngestFile::Init),
+        "m3u8" => Ok(IngestFile::Playlist),
+        _ => Err(refused()),
+    }
+}
+
 /// 64 hex digits, in either case.
 pub fn validate_sha256_hex(s: &str) -> Result<(), ValidationError> {
     // `fold`, not `all`: no early exit, so the check runs on whole vectors.
@@ -118,5 +153,22 @@ mod tests {
         assert!(validate_file_name("seg00001.ts").is_ok());
         assert!(validate_vod_id("live-a").is_err());
         assert!(validate_vod_id("vod-a").is_ok());
+    }
+
+    #[test]
+    fn only_the_file_names_encoders_use_are_taken() {
+        for (name, kind) in [
+            ("out12.ts", IngestFile::Segment),
+            ("stream_3.m4s", IngestFile::Segment),
+            ("init.mp4", IngestFile::Init),
+            ("init_0.mp4", IngestFile::Init),
+            ("live.m3u8", IngestFile::Playlist),
+        ] {
+            assert_eq!(ingest_file(name, false), Ok(kind), "{name}");
+        }
+        assert_eq!(ingest_file("7.mp4", true), Ok(IngestFile::Segment));
+        for bad in ["movie.mp4", "a.b.ts", "x.TS", "x.exe", ".ts", "noext", "x.ts.m3u8", "init_.mp4", "a b.ts"] {
+            assert!(ingest_file(bad, false).is_err(), "{bad}");
+        }
     }
 }

@@ -7,6 +7,7 @@ on_both_backends!(
     ffmpeg_pushing_fragmented_mp4_gets_an_init_map_and_plays_back,
     producers_that_store_bytes_themselves_post_chunk_events,
     a_playlist_that_overtakes_its_segment_still_gets_it,
+    accepted_media_is_never_replaced,
 );
 
 use crate::common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
@@ -248,5 +249,64 @@ async fn a_playlist_that_overtakes_its_segment_still_gets_it(backends: Backends)
     assert_eq!(reply["chunks_emitted"], serde_json::json!([0]), "{reply}");
     let doc = engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 1).await;
     assert_eq!(doc["gaps_total"], 0, "{doc}");
+    engine.shutdown().await;
+}
+
+/// Stored media is write-once: a re-PUT of a number, sent after it or racing it, of a `late`
+/// chunk or of the init section, with other bytes, is refused; what players get always hashes
+/// to the chunk's `stored_sha256`. Only the file names encoders use are taken.
+async fn accepted_media_is_never_replaced(backends: Backends) {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start_on(backends, data.path(), 2).await;
+    let (client, base) = (&engine.client, engine.base.as_str());
+    let id = crate::common::start_stream_at(client, base, r#"{"target_duration":2,"dvr_window_size":5}"#).await;
+    let put = |seq: u64, bytes: Vec<u8>| {
+        client
+            .put(format!("{base}/ingest/{id}/{seq}.ts"))
+            .header("X-Sequence-Number", seq.to_string())
+            .header("X-Duration-Ms", "2000")
+            .body(bytes)
+            .send()
+    };
+    let bytes = |seq: u64, version: u8| format!("segment {seq} version {version}").repeat(200).into_bytes();
+    assert_eq!(put(0, bytes(0, 0)).await.unwrap().status(), 201);
+    // Pairs of uploads of one number with different bytes, at once (number 5 is left a gap).
+    let mut winners = std::collections::HashMap::new();
+    for seq in (1..=20).filter(|seq| *seq != 5) {
+        let (a, b) = tokio::join!(put(seq, bytes(seq, 1)), put(seq, bytes(seq, 2)));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let statuses = [a.status().as_u16(), b.status().as_u16()];
+        let created: Vec<_> = [a, b].into_iter().filter(|r| r.status() == 201).collect();
+        assert_eq!(created.len(), 1, "seq {seq}: {statuses:?}");
+        assert!(statuses.contains(&409), "seq {seq}: {statuses:?}");
+        let reply: serde_json::Value = created.into_iter().next().unwrap().json().await.unwrap();
+        winners.insert(seq, reply["sha256"].as_str().unwrap().to_string());
+    }
+    engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 20).await;
+    // After it: refused too. A late chunk is stored once, then refused like any other.
+    assert_eq!(put(3, bytes(3, 3)).await.unwrap().status(), 409);
+    assert_eq!(put(5, bytes(5, 1)).await.unwrap().status(), 201);
+    engine.wait_stream(&id, |doc| doc["late_chunks"] == 1).await;
+    assert_eq!(put(5, bytes(5, 2)).await.unwrap().status(), 409);
+    let store = crate::common::open_store(backends, data.path()).await;
+    let (_, listed) = engine.get_json(&format!("/streams/{id}/chunks?limit=100")).await;
+    let chunks = listed["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len(), 21, "{listed}");
+    for chunk in chunks {
+        let stored = store.get_bytes(chunk["object_key"].as_str().unwrap()).await.unwrap().unwrap();
+        assert_eq!(sha256_hex(&stored), chunk["stored_sha256"].as_str().unwrap(), "{chunk}");
+        if let Some(winner) = winners.get(&chunk["sequence_number"].as_u64().unwrap()) {
+            assert_eq!(winner, chunk["stored_sha256"].as_str().unwrap(), "{chunk}");
+        }
+    }
+    // The init section: stored once; a replacement under live players is refused.
+    let init = |body: &'static str| client.put(format!("{base}/ingest/{id}/init.mp4")).body(body).send();
+    assert_eq!(init("an init section").await.unwrap().status(), 201);
+    assert_eq!(init("an init section").await.unwrap().status(), 201, "the same bytes again: a retry");
+    assert_eq!(init("another init section").await.unwrap().status(), 409);
+    for name in ["movie.mp4", "a.b.ts", "x.TS"] {
+        let response = client.put(format!("{base}/ingest/{id}/{name}")).body("x").send().await.unwrap();
+        assert_eq!(response.status(), 400, "{name}");
+    }
     engine.shutdown().await;
 }

@@ -379,3 +379,52 @@ async fn a_server_that_is_down_fails_fast_naming_s3() {
     let message = error.to_string();
     assert!(message.contains("S3") && message.contains("http://127.0.0.1:1"), "{message}");
 }
+
+/// Stored media is write-once on S3 too (`If-None-Match: *` on PutObject, on completing a
+/// multipart upload and on CopyObject): other bytes are refused however close two uploads race,
+/// the same bytes again are a retry and taken; FFmpeg's output is still replaced.
+#[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
+async fn stored_media_is_write_once_however_close_uploads_race() {
+    let f = Fixture::new().await;
+    let store = f.store.clone();
+    for (name, len) in [("small.ts", 10_000), ("large.mp4", 9 * MIB)] {
+        let key = format!("live-streams/w1/chunks/{name}");
+        let (first, second) = (data(len, 1), data(len, 2));
+        let stored = store.put_stream(&key, body(&first, MIB), u64::MAX).await.unwrap();
+        let refused = store.put_stream(&key, body(&second, MIB), u64::MAX).await;
+        assert!(matches!(&refused, Err(StoreError::Exists(_))), "{name}: {refused:?}");
+        assert_eq!(store.put_stream(&key, body(&first, MIB), u64::MAX).await.unwrap(), stored, "{name}: a retry");
+        assert_eq!(store.get_bytes(&key).await.unwrap(), Some(first), "{name}: the first bytes stay");
+        assert_eq!(f.pending_uploads("live-streams", &format!("w1/chunks/{name}")).await, 0, "{name}");
+    }
+    for n in 0..10u64 {
+        let key = format!("live-streams/w1/chunks/{n}.ts");
+        let put = |seed: u64| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.put_stream(&key, body(&data(50_000, seed), 7_000), u64::MAX).await })
+        };
+        let (a, b) = (put(2 * n + 10), put(2 * n + 11));
+        let results = [a.await.unwrap(), b.await.unwrap()];
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        assert_eq!(store.stat_sha256(&key).await.unwrap().as_ref(), Some(won[0]));
+    }
+    // A move onto a taken key is refused and leaves the source; with the same bytes it moves.
+    store.put_stream("live-streams/w1/incoming/a.ts", body(&data(500, 3), 100), u64::MAX).await.unwrap();
+    let refused = store.rename("live-streams/w1/incoming/a.ts", "live-streams/w1/chunks/small.ts").await;
+    assert!(matches!(&refused, Err(StoreError::Exists(_))), "{refused:?}");
+    assert!(f.exists("live-streams/w1/incoming/a.ts").await.unwrap());
+    store.put_stream("live-streams/w1/incoming/b.ts", body(&data(10_000, 1), 100), u64::MAX).await.unwrap();
+    store.rename("live-streams/w1/incoming/b.ts", "live-streams/w1/chunks/small.ts").await.unwrap();
+    assert!(!f.exists("live-streams/w1/incoming/b.ts").await.unwrap());
+    // FFmpeg's files are segflow's own: a job run again replaces them.
+    let scratch = tempfile::tempdir().unwrap();
+    for seed in [4, 5] {
+        let file = scratch.path().join("seg_000.ts");
+        std::fs::write(&file, data(1_000, seed)).unwrap();
+        store.put_file("vod-variants/w1/720p/seg_000.ts", &file).await.unwrap();
+        assert_eq!(store.get_bytes("vod-variants/w1/720p/seg_000.ts").await.unwrap(), Some(data(1_000, seed)));
+    }
+    f.cleanup().await;
+}

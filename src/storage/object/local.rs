@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteStream, ObjectStore, Playback, Rewrite, StoreError, StoredObject, io, task};
+use super::{ByteStream, ObjectStore, Playback, Rewrite, StoreError, StoredObject, io, same_bytes_or_exists, task};
 use crate::files::{self, temp_path};
 
 pub struct LocalStore {
@@ -142,8 +142,18 @@ impl ObjectStore for LocalStore {
             remove_empty_parent(&path).await;
             return Err(e);
         }
-        tokio::fs::rename(&tmp, &path).await.map_err(io(key))?;
-        Ok(StoredObject { size, sha256: hex::encode(hasher.finalize()) })
+        let ours = StoredObject { size, sha256: hex::encode(hasher.finalize()) };
+        let moved = tokio::task::spawn_blocking(move || {
+            let moved = files::rename_new(&tmp, &path);
+            if !matches!(moved, Ok(true)) {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            moved
+        });
+        if !moved.await.map_err(task(key))?.map_err(io(key))? {
+            same_bytes_or_exists(key, self.stat_sha256(key).await?, &ours)?;
+        }
+        Ok(ours)
     }
 
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError> {
@@ -167,7 +177,13 @@ impl ObjectStore for LocalStore {
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let (from_path, to_path) = (self.path(from)?, self.path(to)?);
         create_parent(&to_path, to).await?;
-        tokio::fs::rename(&from_path, &to_path).await.map_err(io(from))
+        let moved = tokio::task::spawn_blocking(move || files::rename_new(&from_path, &to_path));
+        if !moved.await.map_err(task(from))?.map_err(io(from))? {
+            let ours = self.stat_sha256(from).await?.ok_or_else(|| StoreError::NotFound(from.to_string()))?;
+            same_bytes_or_exists(to, self.stat_sha256(to).await?, &ours)?;
+            self.delete(from).await?;
+        }
+        Ok(())
     }
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
@@ -251,6 +267,36 @@ mod tests {
             let refused = store.playback(bad, Duration::from_secs(1)).await;
             assert!(matches!(refused, Err(StoreError::InvalidKey(_))), "{bad}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stored_media_is_write_once_however_close_uploads_race() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(dir.path()).unwrap());
+        let first = store.put_stream("b/s/0.ts", body(&[b"first"]), 100).await.unwrap();
+        assert!(matches!(store.put_stream("b/s/0.ts", body(&[b"second"]), 100).await, Err(StoreError::Exists(_))));
+        assert_eq!(store.put_stream("b/s/0.ts", body(&[b"first"]), 100).await.unwrap(), first, "a retry is taken");
+        // Pairs of different uploads to one key at once: one wins, the other is refused, and
+        // the stored bytes are the winner's.
+        for n in 0..20 {
+            let key = format!("b/race/{n}.ts");
+            let put = |bytes: &'static [u8]| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move { store.put_stream(&key, body(&[bytes]), 100).await })
+            };
+            let (a, b) = (put(b"bytes a"), put(b"bytes b"));
+            let results = [a.await.unwrap(), b.await.unwrap()];
+            let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(won.len(), 1, "{results:?}");
+            assert_eq!(store.stat_sha256(&key).await.unwrap().as_ref(), Some(won[0]));
+        }
+        // A move onto a taken key is refused the same way, and leaves the source.
+        store.put_stream("b/in/a.ts", body(&[b"other"]), 100).await.unwrap();
+        assert!(matches!(store.rename("b/in/a.ts", "b/s/0.ts").await, Err(StoreError::Exists(_))));
+        assert!(store.stat_sha256("b/in/a.ts").await.unwrap().is_some());
+        store.put_stream("b/in/b.ts", body(&[b"first"]), 100).await.unwrap();
+        store.rename("b/in/b.ts", "b/s/0.ts").await.unwrap();
+        assert_eq!(store.stat_sha256("b/in/b.ts").await.unwrap(), None, "the same bytes: moved");
     }
 
     #[tokio::test]

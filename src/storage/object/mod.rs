@@ -29,6 +29,9 @@ pub enum StoreError {
     /// An object an operation needs is not there.
     #[error("no object {0}")]
     NotFound(String),
+    /// A write-once key holds other bytes already: stored media is never replaced.
+    #[error("{0} is stored already with other bytes; stored media is never replaced")]
+    Exists(String),
     #[error("object store I/O on {key}: {source}")]
     Io {
         key: String,
@@ -92,6 +95,15 @@ pub struct StoredObject {
     pub sha256: String,
 }
 
+/// A write-once `key` was found taken while storing `ours`: the same bytes are the upload
+/// retried, and taken; other bytes are refused.
+fn same_bytes_or_exists(key: &str, existing: Option<StoredObject>, ours: &StoredObject) -> Result<(), StoreError> {
+    match existing {
+        Some(existing) if existing == *ours => Ok(()),
+        _ => Err(StoreError::Exists(key.to_string())),
+    }
+}
+
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// A new version of a small object that is rewritten often.
@@ -121,10 +133,13 @@ pub trait ObjectStore: Send + Sync + 'static {
             .await
     }
     /// Streams `body` to `key`, hashing it on the way; refuses more than `max_bytes` or none,
-    /// leaving nothing behind. The object appears atomically and durably.
+    /// leaving nothing behind. The object appears atomically and durably, and is write-once:
+    /// if `key` holds other bytes already (however close two uploads race) it is refused with
+    /// [`StoreError::Exists`]; the same bytes again are taken (a retried upload).
     async fn put_stream(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError>;
     /// Size and SHA-256 of an object, `None` if absent.
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError>;
+    /// Moves an object to a write-once key, as [`put_stream`](Self::put_stream) stores one.
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
     /// Moves a finished local file (FFmpeg output) into the store at `key`, durably.
     async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<(), StoreError>;

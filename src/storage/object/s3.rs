@@ -22,7 +22,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-    MetadataDirective, Tag, Tagging, TaggingDirective,
+    Tag, Tagging,
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -30,7 +30,7 @@ use futures_util::stream::BoxStream;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ByteStream, ObjectStore, Playback, StoreError, StoredObject, content_type, io};
+use super::{ByteStream, ObjectStore, Playback, StoreError, StoredObject, content_type, io, same_bytes_or_exists};
 use crate::model::checks::{validate_file_name, validate_sha256_hex};
 use crate::model::keys::bucket;
 
@@ -238,8 +238,11 @@ impl S3Store {
         key: &str,
         mut body: Chunks,
         max_bytes: u64,
-        allow_empty: bool,
+        write: Write,
     ) -> Result<StoredObject, StoreError> {
+        let write_once = write == Write::Once;
+        // `If-None-Match: *`: the server refuses the write when the key holds an object.
+        let if_none_match = write_once.then(|| "*".to_string());
         let (bucket, object) = self.locate(key)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -265,36 +268,48 @@ impl S3Store {
                     }
                 }
             }
-            if size == 0 && !allow_empty {
+            if size == 0 && write_once {
                 return Err(StoreError::Empty);
             }
             let sha256 = hex::encode(hasher.finalize_reset());
-            match &mut multipart {
+            let taken = match &mut multipart {
                 None => {
-                    self.client
+                    let put = self
+                        .client
                         .put_object()
                         .bucket(&bucket)
                         .key(object)
                         .content_type(content_type(key))
                         .metadata(SHA256, &sha256)
+                        .set_if_none_match(if_none_match)
                         .body(S3Body::from(buffer.split().freeze()))
                         .send()
-                        .await
-                        .map_err(|e| caused(key, e))?;
+                        .await;
+                    match put {
+                        Err(e) if is_taken(&e) => true,
+                        put => put.map(|_| false).map_err(|e| caused(key, e))?,
+                    }
                 }
                 Some(upload) => {
                     upload.upload_part(key, buffer.split().freeze()).await?;
-                    let etag = upload.complete(key).await?;
-                    self.tag_sha256(key, &bucket, object, &sha256, etag.as_deref()).await;
+                    match upload.complete(key, if_none_match).await? {
+                        Completed::Taken => true,
+                        Completed::Stored(etag) => {
+                            self.tag_sha256(key, &bucket, object, &sha256, etag.as_deref()).await;
+                            false
+                        }
+                    }
                 }
+            };
+            let ours = StoredObject { size, sha256 };
+            if taken {
+                same_bytes_or_exists(key, self.stat_sha256(key).await?, &ours)?;
             }
-            Ok(StoredObject { size, sha256 })
+            Ok(ours)
         }
         .await;
-        if uploaded.is_err()
-            && let Some(upload) = multipart
-        {
-            upload.abort().await;
+        if let Some(upload) = multipart {
+            upload.abort().await; // unless completed: refused, or the key was taken
         }
         uploaded
     }
@@ -413,8 +428,29 @@ impl Multipart {
         Ok(())
     }
 
-    /// Completes the upload; returns the object's ETag.
-    async fn complete(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+    /// Adds the object `source` (`bucket/key`, URL-encoded) as the next part, if its ETag is
+    /// still `if_match`.
+    async fn copy_part(&mut self, key: &str, source: String, if_match: Option<String>) -> Result<(), StoreError> {
+        let number = self.parts.len() as i32 + 1;
+        let copied = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(&self.object)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .copy_source(source)
+            .set_copy_source_if_match(if_match)
+            .send()
+            .await
+            .map_err(|e| caused(key, e))?;
+        let etag = copied.copy_part_result().and_then(|r| r.e_tag()).map(String::from);
+        self.parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+        Ok(())
+    }
+
+    /// Completes the upload (unless the key holds an object, with `if_none_match` of `*`).
+    async fn complete(&mut self, key: &str, if_none_match: Option<String>) -> Result<Completed, StoreError> {
         let parts = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build();
         let completed = self
             .client
@@ -423,11 +459,17 @@ impl Multipart {
             .key(&self.object)
             .upload_id(&self.upload_id)
             .multipart_upload(parts)
+            .set_if_none_match(if_none_match)
             .send()
-            .await
-            .map_err(|e| caused(key, e))?;
-        self.finished = true;
-        Ok(completed.e_tag().map(String::from))
+            .await;
+        match completed {
+            Err(e) if is_taken(&e) => Ok(Completed::Taken), // the caller aborts the upload
+            completed => {
+                let completed = completed.map_err(|e| caused(key, e))?;
+                self.finished = true;
+                Ok(Completed::Stored(completed.e_tag().map(String::from)))
+            }
+        }
     }
 
     async fn abort(mut self) {
@@ -486,7 +528,7 @@ impl ObjectStore for S3Store {
 
     async fn put_stream(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError> {
         let chunks = body.map(|chunk| chunk.map_err(StoreError::Upload)).boxed();
-        self.upload(key, chunks, max_bytes, false).await
+        self.upload(key, chunks, max_bytes, Write::Once).await
     }
 
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError> {
@@ -502,32 +544,51 @@ impl ObjectStore for S3Store {
         }
     }
 
-    /// A server-side copy, then a delete of the source. Objects up to 5 GiB (CopyObject's limit):
-    /// this moves live segments.
+    /// A server-side copy onto a write-once key, then a delete of the source. MinIO ignores
+    /// `If-None-Match` on CopyObject, so the copy is one part of a multipart upload, whose
+    /// completion it does check. Objects up to 5 GiB (a part's limit): this moves live segments.
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let (from_bucket, from_object) = self.locate(from)?;
         let (to_bucket, to_object) = self.locate(to)?;
         let head = self.head(from, &from_bucket, from_object).await?.ok_or_else(|| Self::not_found(from))?;
         if from == to {
-            return Ok(()); // S3 refuses a plain copy onto itself; there is nothing to move
+            return Ok(()); // there is nothing to move
         }
-        let mut copy = self
+        let ours = match self.recorded_sha256(&from_bucket, from_object, &head).await {
+            Some((sha256, _)) => StoredObject { size: head.content_length().unwrap_or(0).max(0) as u64, sha256 },
+            None => self.hash_object(from, &from_bucket, from_object).await?.ok_or_else(|| Self::not_found(from))?,
+        };
+        let created = self
             .client
-            .copy_object()
-            .bucket(to_bucket)
+            .create_multipart_upload()
+            .bucket(&to_bucket)
             .key(to_object)
-            .copy_source(url_encode(&format!("{from_bucket}/{from_object}")))
-            // The bytes copied are the ones the hash below was read for.
-            .set_copy_source_if_match(head.e_tag().map(String::from));
-        if let Some((sha256, true)) = self.recorded_sha256(&from_bucket, from_object, &head).await {
-            // A hash held in tags moves into the copy's metadata (the copy gets a new ETag).
-            copy = copy
-                .metadata_directive(MetadataDirective::Replace)
-                .set_content_type(head.content_type().map(String::from))
-                .metadata(SHA256, sha256)
-                .tagging_directive(TaggingDirective::Replace);
+            .set_content_type(head.content_type().map(String::from))
+            .metadata(SHA256, &ours.sha256)
+            .send()
+            .await
+            .map_err(|e| caused(to, e))?;
+        let upload_id =
+            created.upload_id().ok_or_else(|| backend(to, "CreateMultipartUpload answered no upload id"))?.to_string();
+        let mut upload = Multipart {
+            client: self.client.clone(),
+            bucket: to_bucket,
+            object: to_object.to_string(),
+            upload_id,
+            parts: Vec::new(),
+            finished: false,
+        };
+        let source = url_encode(&format!("{from_bucket}/{from_object}"));
+        // The bytes copied are the ones the hash above was read for.
+        let completed = async {
+            upload.copy_part(to, source, head.e_tag().map(String::from)).await?;
+            upload.complete(to, Some("*".into())).await
         }
-        copy.send().await.map_err(|e| caused(from, e))?;
+        .await;
+        upload.abort().await; // unless completed
+        if let Completed::Taken = completed? {
+            same_bytes_or_exists(to, self.stat_sha256(to).await?, &ours)?;
+        }
         self.delete(from).await
     }
 
@@ -535,7 +596,7 @@ impl ObjectStore for S3Store {
     /// on the local store.
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
         let opened = tokio::fs::File::open(file).await.map_err(io(key))?;
-        self.upload(key, file_chunks(opened, key.to_string()), u64::MAX, true).await?;
+        self.upload(key, file_chunks(opened, key.to_string()), u64::MAX, Write::Replace).await?;
         if let Err(error) = tokio::fs::remove_file(file).await {
             tracing::warn!(key, file = %file.display(), %error, "removing a stored file failed");
         }
@@ -665,6 +726,31 @@ fn backend(key: &str, message: impl Into<String>) -> StoreError {
 fn caused(key: &str, e: impl Error + Send + Sync + 'static) -> StoreError {
     let message = DisplayErrorContext(&e).to_string();
     StoreError::Backend { backend: BACKEND, key: key.to_string(), message, source: Some(Box::new(e)) }
+}
+
+/// A write refused by `If-None-Match: *` because the key holds an object (412), or because
+/// another conditional write to it is in progress (409).
+fn is_taken<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    let code = e.as_service_error().and_then(|e| e.code());
+    matches!(code, Some("PreconditionFailed" | "ConditionalRequestConflict"))
+        || e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
+}
+
+/// What completing a multipart upload did.
+enum Completed {
+    /// Stored; the object's ETag.
+    Stored(Option<String>),
+    /// Refused: the key holds an object already.
+    Taken,
+}
+
+/// Whether an upload may replace what a key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Write {
+    /// Media from outside: never replaced, and never empty.
+    Once,
+    /// segflow's own output (FFmpeg's files), written again when a job runs again.
+    Replace,
 }
 
 /// A missing object (`NoSuchKey`, or a bodiless 404 on HEAD); a missing bucket is a failure.

@@ -123,7 +123,7 @@ async fn main() {
     let mut floor = disk_floor(data.path(), rate, floor_seconds);
     // The engine runs as its own process, as deployed; this process is only the client.
     let (mut engine, base) = common::spawn_segflow(data.path());
-    let client = reqwest::Client::new();
+    let client = common::admin_client(data.path());
     let mut ids = Vec::new();
     for _ in 0..streams {
         ids.push(common::start_stream_at(&client, &base, r#"{"target_duration":2,"dvr_window_size":10}"#).await);

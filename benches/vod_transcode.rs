@@ -74,7 +74,7 @@ async fn main() {
 
     let data = tempfile::tempdir().unwrap();
     let (mut engine, base) = common::spawn_segflow(data.path());
-    let client = reqwest::Client::new();
+    let client = common::admin_client(data.path());
     let (mut by_hand, mut per_rung_times, mut segflow, mut server_side) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
         // Alternate the order so that drift of the machine does not favour one side.

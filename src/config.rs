@@ -69,6 +69,11 @@ pub struct Config {
     pub mongo_uri: Option<String>,
     /// MongoDB database (`MONGO_DB`).
     pub mongo_database: String,
+    /// Serve without authentication (`--no-auth`): refused unless `listen` is a loopback address.
+    pub no_auth: bool,
+    /// An admin token to accept (`sft_…`, from `segflow token create` on another data dir, or
+    /// a secret store); without one, the first start makes one and prints it once.
+    pub admin_token: Option<Secret>,
 }
 
 /// A credential: read from config like a string, shown as `***`.
@@ -122,6 +127,8 @@ impl Default for Config {
             s3_bucket_prefix: String::new(),
             mongo_uri: None,
             mongo_database: "segflow".into(),
+            no_auth: false,
+            admin_token: None,
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct Overrides {
     pub s3_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongo_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_auth: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,10 +202,25 @@ impl Config {
         if self.transcode_jobs == 0 {
             return invalid("transcode_jobs must be at least 1");
         }
+        if self.no_auth && !is_loopback(&self.listen) {
+            return Err(ConfigError::Invalid(format!(
+                "no_auth is refused on {}: anyone who reaches it could publish and read; listen on 127.0.0.1 \
+                 or ::1, or keep authentication on",
+                self.listen
+            )));
+        }
         if self.s3_endpoint.is_some() && (self.s3_access_key.is_none() || self.s3_secret_key.is_none()) {
             return invalid("s3_endpoint needs s3_access_key and s3_secret_key (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)");
         }
         Ok(())
+    }
+}
+
+/// Whether `listen` (`host:port`) only takes connections from this machine.
+pub fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(address) => address.ip().is_loopback(),
+        Err(_) => listen.rsplit_once(':').is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
     }
 }
 
@@ -241,6 +265,14 @@ mod tests {
                 Config::load(Some(Path::new("nope.toml")), &Overrides::default()),
                 Err(ConfigError::MissingFile(_))
             ));
+            jail.set_env("SEGFLOW_WORKERS", "1");
+            let open = Overrides { no_auth: Some(true), listen: Some("0.0.0.0:8080".into()), ..Default::default() };
+            let refused = Config::load(None, &open).unwrap_err().to_string();
+            assert!(refused.contains("no_auth is refused on 0.0.0.0:8080"), "{refused}");
+            for loopback in ["127.0.0.1:0", "[::1]:80", "localhost:8080"] {
+                let flags = Overrides { no_auth: Some(true), listen: Some(loopback.into()), ..Default::default() };
+                assert!(Config::load(None, &flags).is_ok(), "{loopback}");
+            }
             Ok(())
         });
     }

@@ -35,6 +35,8 @@ pub enum EngineError {
     Http(#[source] std::io::Error),
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    #[error(transparent)]
+    Auth(#[from] api::auth::AdoptError),
     /// timely could not start its workers, or one of them panicked (timely's own message).
     #[error("timely workers: {0}")]
     Timely(String),
@@ -57,6 +59,7 @@ pub struct Engine {
     workers: tokio::task::JoinHandle<WorkerResults>,
     workers_done: tokio::sync::oneshot::Receiver<()>,
     offsets_committed: tokio::task::JoinHandle<()>,
+    first_admin_token: Option<String>,
 }
 
 /// What timely's workers returned: each worker's own result, or timely's message of a panic.
@@ -69,6 +72,12 @@ impl Engine {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         let backends = Backends::open(&config).await?;
+        let first_admin_token = if config.no_auth {
+            tracing::warn!(listen = config.listen, "authentication is off (--no-auth): loopback only");
+            None
+        } else {
+            api::auth::bootstrap(backends.metadata.as_ref(), config.admin_token.as_ref().map(|t| t.0.as_str())).await?
+        };
         let signer = UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs)
             .map_err(|source| EngineError::SigningKey { path: data_dir.clone(), source })?;
         let metrics = Arc::new(Metrics::new());
@@ -127,8 +136,14 @@ impl Engine {
             max_sequence_jump: config.max_sequence_jump,
         };
         let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
-        let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), metrics };
-        Ok(Engine { state, stop, workers, workers_done, offsets_committed })
+        let auth = Arc::new(api::auth::Auth::new(!config.no_auth, backends.metadata.clone()));
+        let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), auth, metrics };
+        Ok(Engine { state, stop, workers, workers_done, offsets_committed, first_admin_token })
+    }
+
+    /// The admin token this start made because none existed: to be shown once, now.
+    pub fn first_admin_token(&self) -> Option<&str> {
+        self.first_admin_token.as_deref()
     }
 
     /// Serves the API on `listener` until `shutdown` resolves, then drains: the API stops
@@ -139,7 +154,7 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), EngineError> {
-        let Engine { state, stop, workers, workers_done, offsets_committed } = self;
+        let Engine { state, stop, workers, workers_done, offsets_committed, .. } = self;
         let backends = state.backends.clone();
         let stopping = stop.0.clone();
         let served = axum::serve(listener, api::router(state))

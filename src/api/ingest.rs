@@ -35,10 +35,32 @@ fn body_stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 
-/// `PUT /ingest/{stream_id}/{file}`.
+/// `PUT /ingest/{stream_id}/{file}`, the stream's key in a header.
 pub async fn put_file(
     State(state): State<AppState>,
     Path((stream_id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    put(state, stream_id, None, file, headers, body).await
+}
+
+/// `PUT /ingest/{stream_id}/{stream_key}/{file}`: for encoders that send no headers (FFmpeg's
+/// HLS muxer puts its segments beside the playlist URL, so the key rides along).
+pub async fn put_file_with_key(
+    State(state): State<AppState>,
+    Path((stream_id, key, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    put(state, stream_id, Some(key), file, headers, body).await
+}
+
+async fn put(
+    state: AppState,
+    stream_id: String,
+    path_key: Option<String>,
+    file: String,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -56,6 +78,7 @@ pub async fn put_file(
     let kind = kind?;
     let ingest = &state.ingest;
     let stream = ingest.live_stream(&stream_id).await?;
+    state.auth.stream_access(&headers, path_key.as_deref(), &stream).await?;
     match kind {
         IngestFile::Playlist => {
             let bytes = axum::body::to_bytes(body, MAX_PLAYLIST_BYTES)

@@ -1,11 +1,13 @@
 //! The HTTP API: control plane (streams), data plane (segment ingest), signed playback,
 //! health and metrics, on one axum router.
 
+pub mod auth;
 mod error;
 mod ingest;
 mod live;
 mod play;
 pub mod signed;
+pub mod tokens;
 mod vod;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub struct AppState {
     pub backends: Backends,
     pub ingest: Arc<Ingest>,
     pub signer: Arc<UrlSigner>,
+    pub auth: Arc<auth::Auth>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -48,11 +51,18 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{stream_id}/metadata", get(live::metadata))
         .route("/streams/{stream_id}/live", get(live::live_url))
         .route("/streams/{stream_id}/chunks", post(live::post_chunk).get(live::list_chunks))
+        .route("/streams/{stream_id}/key", post(live::rotate_key))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{token_id}", axum::routing::delete(tokens::revoke))
         .route("/dead-letters", get(live::dead_letters))
         .route("/vod/{stream_id}/metadata", get(vod::metadata))
         .route("/vod/{stream_id}/manifest", get(vod::manifest))
         .layer(DefaultBodyLimit::max(json_limit))
         .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/ingest/{stream_id}/{stream_key}/{file}",
+            put(ingest::put_file_with_key).layer(DefaultBodyLimit::disable()),
+        )
         .route("/vod/upload", post(vod::upload).layer(DefaultBodyLimit::disable()))
         .route("/play/{*signed_path}", get(play::play))
         .layer(middleware::from_fn(error::json_errors))

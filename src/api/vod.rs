@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::live::rfc3339;
 use super::{ApiError, AppState, parse_json, public_base};
 use crate::ingest::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, Upload, check_length};
+use crate::model::auth::{PlaybackPolicy, Scope};
 use crate::model::checks::validate_vod_id;
 use crate::model::keys::{VOD_MANIFEST_FILE, VOD_POSTER_FILE};
 use crate::model::{VodDoc, VodEvent, VodStatus, now_ms};
@@ -30,10 +31,14 @@ pub struct StoredUpload {
     title: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    playback_policy: PlaybackPolicy,
 }
 
-/// `POST /vod/upload`: multipart (`video`, `title`, `description`) or JSON ([`StoredUpload`]).
+/// `POST /vod/upload` (a `publish` token): multipart (`video`, `title`, `description`,
+/// `playback_policy`) or JSON ([`StoredUpload`]).
 pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.auth.require(request.headers(), Scope::Publish).await?;
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let event = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
@@ -47,7 +52,8 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
             .await
             .map_err(|_| ApiError::PayloadTooLarge(format!("JSON body is over {limit} bytes")))?;
         let upload: StoredUpload = parse_json(&body, None)?;
-        state.ingest.stored_upload(upload.source_key, upload.stream_id, upload.title, upload.description).await?
+        let StoredUpload { source_key, stream_id, title, description, playback_policy } = upload;
+        state.ingest.stored_upload(source_key, stream_id, title, description, playback_policy).await?
     };
     Ok((
         StatusCode::CREATED,
@@ -58,6 +64,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
             "source_key": event.source_key,
             "size_bytes": event.size_bytes,
             "sha256": event.source_sha256,
+            "playback_policy": event.playback_policy,
         })),
     ))
 }
@@ -65,6 +72,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
 /// Streams the `video` part to `vod-raw/{id}/source.{ext}` as it arrives.
 async fn multipart_upload(state: &AppState, mut multipart: Multipart) -> Result<VodEvent, ApiError> {
     let (mut title, mut description) = (String::new(), String::new());
+    let mut playback_policy = PlaybackPolicy::default();
     let mut source: Option<(String, String, StoredObject)> = None;
     let mut stored_key = None;
     let result = async {
@@ -74,6 +82,12 @@ async fn multipart_upload(state: &AppState, mut multipart: Multipart) -> Result<
             match field.name().unwrap_or_default() {
                 "title" => title = field_text(field, "title", MAX_TITLE_CHARS).await?,
                 "description" => description = field_text(field, "description", MAX_DESCRIPTION_CHARS).await?,
+                "playback_policy" => {
+                    let text = field_text(field, "playback_policy", 16).await?;
+                    playback_policy = serde_json::from_value(json!(text)).map_err(|_| {
+                        ApiError::BadRequest(format!("playback_policy {text:?} is not public or signed"))
+                    })?;
+                }
                 "video" if source.is_none() => {
                     let (stream_id, key) = state.ingest.new_upload(field.file_name());
                     let (body, pump) = field_stream(field);
@@ -88,7 +102,8 @@ async fn multipart_upload(state: &AppState, mut multipart: Multipart) -> Result<
         let Some((stream_id, source_key, stored)) = source.take() else {
             return Err(ApiError::BadRequest("multipart body has no `video` file".into()));
         };
-        Ok(state.ingest.accept_upload(Upload { stream_id, title, description, source_key, stored }).await?)
+        let upload = Upload { stream_id, title, description, source_key, stored, playback_policy };
+        Ok(state.ingest.accept_upload(upload).await?)
     }
     .await;
     if let (Err(_), Some(key)) = (&result, &stored_key) {
@@ -142,19 +157,28 @@ async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc, ApiError>
         .ok_or_else(|| ApiError::NotFound(format!("no video {stream_id:?}")))
 }
 
-/// `GET /vod/{id}/metadata`.
-pub async fn metadata(State(state): State<AppState>, Path(stream_id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `GET /vod/{id}/metadata` (a `read` token).
+pub async fn metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(stream_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.require(&headers, Scope::Read).await?;
     let doc = find_vod(&state, &stream_id).await?;
     Ok(Json(serde_json::to_value(doc).unwrap_or_default()))
 }
 
-/// `GET /vod/{id}/manifest`: a signed URL of the master playlist once `ready`; 409 before.
+/// `GET /vod/{id}/manifest`: a signed URL of the master playlist once `ready`; 409 before. A
+/// `signed` video needs a `read` token.
 pub async fn manifest(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(stream_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let doc = find_vod(&state, &stream_id).await?;
+    if doc.playback_policy == PlaybackPolicy::Signed {
+        state.auth.require(&headers, Scope::Read).await?;
+    }
     if doc.status != VodStatus::Ready {
         let status = json!(doc.status);
         let message = format!("video {stream_id} is {}, not ready", status.as_str().unwrap_or_default());

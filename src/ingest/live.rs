@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::pushed::RequestInFlight;
 use super::{Ingest, IngestError, MAX_TITLE_CHARS, check_length};
 use crate::media::live_playlist::rounded_seconds;
+use crate::model::auth::{self, PlaybackPolicy};
 use crate::model::checks::{
     DVR_WINDOW_SIZE, LIVE_ID_PREFIX, MAX_SEQUENCE_NUMBER, TARGET_DURATION_S, check_range, validate_file_name,
     validate_sha256_hex, validate_stream_id,
@@ -29,6 +30,14 @@ pub struct StartStream {
     pub title: Option<String>,
     pub target_duration: Option<u64>,
     pub dvr_window_size: Option<u64>,
+    pub playback_policy: Option<PlaybackPolicy>,
+}
+
+/// A stream started, and its key: shown this once, only its hash is kept.
+#[derive(Debug)]
+pub struct StartedStream {
+    pub doc: LiveStreamDoc,
+    pub stream_key: String,
 }
 
 /// What an encoder says of a segment besides its bytes.
@@ -57,7 +66,7 @@ pub struct ChunkAccepted {
 impl Ingest {
     /// Starts a stream: its document, then its `stream_started` event; waits (bounded) until
     /// the dataflow has written its first playlist.
-    pub async fn start_stream(&self, request: StartStream) -> Result<LiveStreamDoc, IngestError> {
+    pub async fn start_stream(&self, request: StartStream) -> Result<StartedStream, IngestError> {
         let title = request.title.unwrap_or_default();
         check_length("title", &title, MAX_TITLE_CHARS)?;
         let target = request.target_duration.unwrap_or(self.limits.default_target_duration_s);
@@ -68,6 +77,9 @@ impl Ingest {
         let at_us = now_us();
         let mut doc = LiveStreamDoc::new(&stream_id, &title, target, window, at_us / 1000);
         doc.max_sequence_jump = self.limits.max_sequence_jump;
+        let key = auth::new_stream_key();
+        doc.stream_key_sha256 = Some(key.sha256.clone());
+        doc.playback_policy = request.playback_policy.unwrap_or_default();
         self.backends.metadata.apply(std::sync::Arc::new(vec![MetaWrite::Stream(doc.clone())])).await?;
         self.live.insert(&doc);
         let event = LiveEvent {
@@ -77,6 +89,8 @@ impl Ingest {
             target_duration_s: Some(target),
             dvr_window_size: Some(window),
             max_sequence_jump: Some(doc.max_sequence_jump),
+            stream_key_sha256: Some(key.sha256.as_str().into()),
+            playback_policy: Some(doc.playback_policy),
             ingested_at_us: Some(at_us),
             ..Default::default()
         };
@@ -87,7 +101,26 @@ impl Ingest {
             );
         }
         tracing::info!(stream_id, "live stream started");
-        Ok(doc)
+        Ok(StartedStream { doc, stream_key: key.text })
+    }
+
+    /// Gives a live stream a new key; the old one stops working at once here (and in other
+    /// processes once the dataflow has written the stream's document). Returns the new key.
+    pub async fn rotate_stream_key(&self, stream: &LiveStreamDoc) -> Result<String, IngestError> {
+        let key = auth::new_stream_key();
+        let event = LiveEvent {
+            event_type: LiveEventType::StreamKeyRotated,
+            stream_id: stream.stream_id.as_str().into(),
+            stream_key_sha256: Some(key.sha256.as_str().into()),
+            ingested_at_us: Some(now_us()),
+            ..Default::default()
+        };
+        self.append(Topic::LiveChunks, &stream.stream_id, &event).await?;
+        let mut rotated = stream.clone();
+        rotated.stream_key_sha256 = Some(key.sha256);
+        self.live.insert(&rotated);
+        tracing::info!(stream_id = stream.stream_id, "stream key rotated");
+        Ok(key.text)
     }
 
     /// Ends a stream once its requests in flight are done: its playlist gets `EXT-X-ENDLIST`.
@@ -313,8 +346,8 @@ impl Ingest {
         let Some(fresh) = self.backends.metadata.get_stream(&stream.stream_id).await? else {
             return Err(IngestError::NoStream(stream.stream_id.clone()));
         };
-        if fresh.status == StreamStatus::Live {
-            self.live.insert(&fresh);
+        if let Some(head) = fresh.head_sequence {
+            self.live.advance_head(&fresh.stream_id, head);
         }
         if within(fresh.head_sequence) {
             return Ok(());

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::broadcast;
 
-pub use live::{ChunkAccepted, SegmentInfo, StartStream, extension};
+pub use live::{ChunkAccepted, SegmentInfo, StartStream, StartedStream, extension};
 pub use pushed::RequestInFlight;
 pub use vod::Upload;
 
@@ -124,8 +124,8 @@ impl Ingest {
 }
 
 /// Live streams known to take chunks: their documents as of start (status and target
-/// duration do not change while live), so that a segment costs no metadata read; an ended
-/// stream is dropped and read afresh.
+/// duration do not change while live), with their newest key and a head that lags the real
+/// one, so that a segment costs no metadata read; an ended stream is dropped and read afresh.
 #[derive(Default)]
 struct LiveStreams(Mutex<HashMap<String, LiveStreamDoc>>);
 
@@ -136,6 +136,13 @@ impl LiveStreams {
 
     fn insert(&self, doc: &LiveStreamDoc) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(doc.stream_id.clone(), doc.clone());
+    }
+
+    /// Moves a cached stream's head up to `head` (only that: its key may be newer here).
+    fn advance_head(&self, stream_id: &str, head: u64) {
+        if let Some(doc) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(stream_id) {
+            doc.head_sequence = Some(doc.head_sequence.map_or(head, |h| h.max(head)));
+        }
     }
 
     fn remove(&self, stream_id: &str) {

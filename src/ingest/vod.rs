@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::{Ingest, IngestError, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, check_length};
+use crate::model::auth::PlaybackPolicy;
 use crate::model::checks::{VOD_ID_PREFIX, validate_vod_id};
 use crate::model::{Topic, VOD_UPLOADED, VodDoc, VodEvent, VodStatus, keys, now_ms, now_us};
 use crate::storage::metadata::MetaWrite;
@@ -18,6 +19,7 @@ pub struct Upload {
     pub description: String,
     pub source_key: String,
     pub stored: StoredObject,
+    pub playback_policy: PlaybackPolicy,
 }
 
 impl Ingest {
@@ -57,6 +59,7 @@ impl Ingest {
         stream_id: Option<String>,
         title: String,
         description: String,
+        playback_policy: PlaybackPolicy,
     ) -> Result<VodEvent, IngestError> {
         let stream_id = stream_id.unwrap_or_else(|| source_key.split('/').nth(1).unwrap_or_default().to_string());
         validate_vod_id(&stream_id)?;
@@ -71,7 +74,7 @@ impl Ingest {
             .stat_sha256(&source_key)
             .await?
             .ok_or_else(|| IngestError::NoObject(source_key.clone()))?;
-        self.accept_upload(Upload { stream_id, title, description, source_key, stored }).await
+        self.accept_upload(Upload { stream_id, title, description, source_key, stored, playback_policy }).await
     }
 
     /// Records the video as `uploaded` and appends its event to `vod-chunks`.
@@ -86,6 +89,7 @@ impl Ingest {
             uploaded_at_us: now_us(),
             title: upload.title,
             description: upload.description,
+            playback_policy: upload.playback_policy,
         };
         let doc = VodDoc::from_event(&event);
         self.backends.metadata.apply(Arc::new(vec![MetaWrite::Vod(doc.clone())])).await?;

@@ -24,6 +24,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::PlaybackPolicy;
 use super::checks::{
     DATE_RANGE_MS, DEFAULT_MAX_SEQUENCE_JUMP, DVR_WINDOW_SIZE, MAX_CLOCK_SKEW_MS, MAX_SEQUENCE_NUMBER,
     SEGMENT_DURATION_MS, TARGET_DURATION_S, ValidationError, check_range, validate_sha256_hex, validate_stream_id,
@@ -40,6 +41,8 @@ pub enum LiveEventType {
     /// The stream's fMP4 initialization section is stored.
     InitSegment,
     StreamEnded,
+    /// The stream's key was replaced: the old one stops working.
+    StreamKeyRotated,
 }
 
 /// One record of the `live-chunks` topic (see the module's doc). Fields a kind does not use
@@ -88,6 +91,11 @@ pub struct LiveEvent<'a> {
     /// How far ahead of the head a chunk of the stream may jump.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sequence_jump: Option<u64>,
+    /// SHA-256 (hex) of the stream's key (`stream_started`, `stream_key_rotated`).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub stream_key_sha256: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_policy: Option<PlaybackPolicy>,
 }
 
 /// A live event checked for the fields its kind needs.
@@ -98,7 +106,12 @@ pub enum LiveCommand {
         target_duration_s: u64,
         dvr_window_size: u64,
         max_sequence_jump: u64,
+        stream_key_sha256: Option<String>,
+        playback_policy: PlaybackPolicy,
         at_ms: u64,
+    },
+    RotateKey {
+        stream_key_sha256: String,
     },
     /// Boxed: chunks are most of the traffic, and a small enum is cheap to move.
     Chunk(Box<Chunk>),
@@ -168,8 +181,14 @@ impl LiveEvent<'_> {
                     target_duration_s: check_range("target_duration_s", target, &TARGET_DURATION_S)?,
                     dvr_window_size: check_range("dvr_window_size", window, &DVR_WINDOW_SIZE)?,
                     max_sequence_jump: check_range("max_sequence_jump", jump, &(1..=MAX_SEQUENCE_NUMBER))?,
+                    stream_key_sha256: self.stream_key_sha256.map(sha256_hex).transpose()?,
+                    playback_policy: self.playback_policy.unwrap_or_default(),
                     at_ms,
                 })
+            }
+            LiveEventType::StreamKeyRotated => {
+                let sum = self.stream_key_sha256.ok_or(missing("stream_key_rotated", "stream_key_sha256"))?;
+                Ok(LiveCommand::RotateKey { stream_key_sha256: sha256_hex(sum)? })
             }
             LiveEventType::StreamEnded => Ok(LiveCommand::End { at_ms }),
             LiveEventType::InitSegment => {
@@ -270,6 +289,11 @@ pub struct LiveStreamDoc {
     /// How far ahead of the head a chunk may jump (further is `too_far_ahead`).
     #[serde(default = "default_max_sequence_jump")]
     pub max_sequence_jump: u64,
+    /// SHA-256 (hex) of the key its encoder must present; never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_key_sha256: Option<String>,
+    #[serde(default)]
+    pub playback_policy: PlaybackPolicy,
     pub manifest_path: String,
     pub init_object_key: Option<String>,
     /// Highest sequence number accepted, and the first one the playlist shows.
@@ -295,6 +319,8 @@ impl LiveStreamDoc {
             dvr_window_size,
             target_duration_s,
             max_sequence_jump: DEFAULT_MAX_SEQUENCE_JUMP,
+            stream_key_sha256: None,
+            playback_policy: PlaybackPolicy::default(),
             manifest_path: keys::live_playlist(stream_id),
             init_object_key: None,
             head_sequence: None,

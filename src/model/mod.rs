@@ -2,6 +2,7 @@
 //! documents the metadata store keeps, every object key, and the checks on what comes from
 //! outside. It depends on nothing else of segflow's.
 
+pub mod auth;
 pub mod checks;
 mod dead_letter;
 pub mod keys;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::PlaybackPolicy;
 use super::checks::{ValidationError, validate_vod_id};
 use super::keys;
 
@@ -40,6 +41,8 @@ pub struct VodEvent {
     pub title: String,
     #[serde(default)]
     pub description: String,
+    #[serde(default)]
+    pub playback_policy: PlaybackPolicy,
 }
 
 fn vod_uploaded() -> String {
@@ -127,6 +130,8 @@ pub struct VodDoc {
     pub error: Option<String>,
     pub keyframe_aligned: bool,
     pub audio_track_id: Option<String>,
+    #[serde(default)]
+    pub playback_policy: PlaybackPolicy,
 }
 
 impl VodDoc {
@@ -153,6 +158,7 @@ impl VodDoc {
             error: None,
             keyframe_aligned: false,
             audio_track_id: None,
+            playback_policy: PlaybackPolicy::default(),
         }
     }
 
@@ -162,6 +168,7 @@ impl VodDoc {
         let mut doc = VodDoc::new(&event.stream_id, &event.title, &event.description, &event.source_key, at_ms);
         doc.size_bytes = event.size_bytes;
         doc.source_sha256 = event.source_sha256.clone();
+        doc.playback_policy = event.playback_policy;
         doc
     }
 

@@ -237,10 +237,10 @@ async fn a_put_whose_client_hangs_up_is_still_taken_and_counted() {
     use tokio::io::AsyncWriteExt;
     let data = tempfile::tempdir().unwrap();
     let engine = TestEngine::start(data.path(), 1).await;
-    let id = engine.start_stream(2).await;
+    let (id, key) = engine.start_stream_keyed(2).await;
     let body = b"a segment FFmpeg pushed".repeat(1000);
     let head = format!(
-        "PUT /ingest/{id}/0.ts HTTP/1.1\r\nHost: segflow\r\nX-Sequence-Number: 0\r\nX-Duration-Ms: 2000\r\n\
+        "PUT /ingest/{id}/{key}/0.ts HTTP/1.1\r\nHost: segflow\r\nX-Sequence-Number: 0\r\nX-Duration-Ms: 2000\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
     );
@@ -249,7 +249,7 @@ async fn a_put_whose_client_hangs_up_is_still_taken_and_counted() {
     connection.write_all(&body).await.unwrap();
     drop(connection); // gone before the answer
     engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 1).await;
-    let counted = r#"api_requests_total{method="PUT",route="/ingest/{stream_id}/{file}",status="201"}"#;
+    let counted = r#"api_requests_total{method="PUT",route="/ingest/{stream_id}/{stream_key}/{file}",status="201"}"#;
     for _ in 0..200 {
         if engine.metric(counted).await == 1.0 {
             return engine.shutdown().await;

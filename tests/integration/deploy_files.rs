@@ -898,7 +898,7 @@ impl Drop for Image {
 /// Starts the binary with the Dockerfile's ENTRYPOINT and CMD, only the listen address and
 /// data dir changed (port 0, a temp dir), without the compose backends' variables (the
 /// embedded backends stand in). Returns the process and its base URL.
-fn start_image_command(data_dir: &Path) -> (Image, String) {
+fn start_image_command(data_dir: &Path) -> (Image, String, String) {
     let (entrypoint, mut args) = entrypoint_and_cmd(&dockerfile());
     assert_eq!(entrypoint, ["segflow"], "the image runs the segflow binary");
     let mut swap = |flag: &str, value: &str| {
@@ -916,11 +916,20 @@ fn start_image_command(data_dir: &Path) -> (Image, String) {
             command.env_remove(key);
         }
     }
-    let mut child = command.spawn().expect("the segflow binary runs");
+    let mut child = command.stderr(Stdio::piped()).spawn().expect("the segflow binary runs");
+    // A first start prints the admin token it made, once, on stderr: the operator copies it.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut token = None;
     let mut line = String::new();
+    while token.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+        token = line.split_whitespace().find(|w| w.starts_with("sft_")).map(String::from);
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::stderr()));
+    let token = token.expect("the first start prints an admin token");
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line:?}"));
-    (Image(child), base.to_string())
+    (Image(child), base.to_string(), token)
 }
 
 /// Sample names in Prometheus text exposition, with the label names seen on each. Each sample's
@@ -948,8 +957,8 @@ fn exposition(text: &str) -> BTreeMap<String, BTreeSet<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_command_serves_health_and_every_metric_the_dashboard_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut image, base) = start_image_command(&dir.path().join("data"));
-    let client = reqwest::Client::new();
+    let (mut image, base, token) = start_image_command(&dir.path().join("data"));
+    let client = crate::common::client_with(&token);
 
     let health = client.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200, "the HEALTHCHECK endpoint");

@@ -151,7 +151,14 @@ async fn ffmpeg_pushing_fragmented_mp4_gets_an_init_map_and_plays_back(backends:
 async fn ffmpeg_push_round_trip(backends: Backends, segment_type: &str) -> String {
     let data = tempfile::tempdir().unwrap();
     let engine = TestEngine::start_on(backends, data.path(), 1).await;
-    let id = engine.start_stream(2).await;
+    let (id, key) = engine.start_stream_keyed(2).await;
+    // An encoder has no API token, only the stream's key: in the URL path (whose folder
+    // FFmpeg puts the segments in too), or in a header FFmpeg's `-headers` sends.
+    let (key_header, playlist_url) = match segment_type {
+        "fmp4" => (String::new(), engine.url(&format!("/ingest/{id}/{key}/live.m3u8"))),
+        _ => (format!("X-Stream-Key: {key}\r\n"), engine.url(&format!("/ingest/{id}/live.m3u8"))),
+    };
+    let headers: &[&str] = if key_header.is_empty() { &[] } else { &["-headers", &key_header] };
     let status = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440"])
@@ -160,7 +167,8 @@ async fn ffmpeg_push_round_trip(backends: Backends, segment_type: &str) -> Strin
         .args(["-hls_segment_type", segment_type, "-method", "PUT"])
         // FFmpeg dates the fMP4 run's segments itself; segflow dates the other run's.
         .args(if segment_type == "fmp4" { &["-hls_flags", "program_date_time"][..] } else { &[] })
-        .arg(engine.url(&format!("/ingest/{id}/live.m3u8")))
+        .args(headers)
+        .arg(playlist_url)
         .status()
         .unwrap();
     assert!(status.success());

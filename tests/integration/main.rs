@@ -9,6 +9,7 @@
 #[macro_use]
 mod common;
 
+mod auth;
 mod bad_input;
 mod deploy_files;
 mod kafka;

@@ -54,7 +54,7 @@ fn uris(playlist: &str, id: &str) -> Vec<String> {
 
 async fn kill_9_loses_nothing_and_sigterm_drains(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::common::admin_client(data.path());
     let spawn = |dir: &Path| spawn_on(backends, dir);
     let first = spawn(data.path());
     let id = start_stream_at(&client, &first.base, r#"{"target_duration":2,"dvr_window_size":20}"#).await;
@@ -102,7 +102,7 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing(backe
     let spawn = |dir: &Path| spawn_on(backends, dir);
     let media = tempfile::tempdir().unwrap();
     let source = crate::common::clip(media.path(), "clip.mp4", "1280x720", 6, true);
-    let client = reqwest::Client::new();
+    let client = crate::common::admin_client(data.path());
     let mut first = spawn(data.path());
     let (status, reply) = crate::common::upload_video(&client, &first.base, &source, "interrupted").await;
     assert_eq!(status, 201, "{reply}");

@@ -29,7 +29,8 @@ use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, 
 /// use timely::dataflow::operators::{Inspect, ToStream};
 ///
 /// timely::example(|scope| {
-///     let start = LiveCommand::Start { title: "t".into(), target_duration_s: 2, dvr_window_size: 3, max_sequence_jump: 10, at_ms: 0 };
+///     let start = LiveCommand::Start { title: "t".into(), target_duration_s: 2, dvr_window_size: 3, max_sequence_jump: 10,
+///     stream_key_sha256: None, playback_policy: Default::default(), at_ms: 0 };
 ///     vec![LiveInput::Command { stream_id: "s1".into(), partition: 0, offset: 0, command: start }]
 ///         .to_stream(scope).container::<Vec<_>>()
 ///         .live_window(HashMap::new(), Arc::default())
@@ -190,9 +191,19 @@ fn apply(
 ) -> Applied {
     let Some(stream) = stream else {
         return match command {
-            LiveCommand::Start { title, target_duration_s, dvr_window_size, max_sequence_jump, at_ms } => {
+            LiveCommand::Start {
+                title,
+                target_duration_s,
+                dvr_window_size,
+                max_sequence_jump,
+                stream_key_sha256,
+                playback_policy,
+                at_ms,
+            } => {
                 let mut doc = LiveStreamDoc::new(stream_id, &title, target_duration_s, dvr_window_size, at_ms);
                 doc.max_sequence_jump = max_sequence_jump;
+                doc.stream_key_sha256 = stream_key_sha256;
+                doc.playback_policy = playback_policy;
                 Applied::Started(Box::new(LiveStream::new(doc)))
             }
             other => Applied::Unknown(format!("{other:?}").chars().take(256).collect()),
@@ -202,6 +213,10 @@ fn apply(
         LiveCommand::Start { .. } => return Applied::Nothing, // a replayed start changes nothing
         LiveCommand::Init { object_key } => stream.set_init(&object_key),
         LiveCommand::End { at_ms } => stream.end(at_ms),
+        LiveCommand::RotateKey { stream_key_sha256 } => {
+            stream.doc.stream_key_sha256 = Some(stream_key_sha256);
+            false
+        }
         LiveCommand::Chunk(chunk) => {
             let (outcome, doc) = stream.apply_chunk(chunk);
             counters.outcomes[outcome.label()].inc();

@@ -10,12 +10,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{MetaWrite, MetadataError, MetadataStore};
+use crate::model::auth::TokenDoc;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_streams");
 const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("live_metadata");
 const VODS: TableDefinition<&str, &[u8]> = TableDefinition::new("vod_metadata");
 const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 
 fn backend(e: impl Into<redb::Error>) -> MetadataError {
     MetadataError::Embedded(Box::new(e.into()))
@@ -42,6 +44,7 @@ impl EmbeddedMetadata {
         txn.open_table(CHUNKS).map_err(backend)?;
         txn.open_table(DEAD_LETTERS).map_err(backend)?;
         txn.open_table(VODS).map_err(backend)?;
+        txn.open_table(TOKENS).map_err(backend)?;
         txn.commit().map_err(backend)?;
         Ok(EmbeddedMetadata { db: Arc::new(db) })
     }
@@ -61,6 +64,19 @@ impl EmbeddedMetadata {
         .await
     }
 
+    /// Every document of a table keyed by id.
+    async fn list_all<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+    ) -> Result<Vec<T>, MetadataError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(table).map_err(backend)?;
+            table.iter().map_err(backend)?.map(|entry| parse(entry.map_err(backend)?.1.value())).collect()
+        })
+        .await
+    }
+
     /// Applies a batch in one transaction with the given durability.
     async fn write(&self, writes: Arc<Vec<MetaWrite>>, durability: Durability) -> Result<(), MetadataError> {
         if writes.is_empty() {
@@ -74,6 +90,7 @@ impl EmbeddedMetadata {
                 let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
                 let mut dead = txn.open_table(DEAD_LETTERS).map_err(backend)?;
                 let mut vods = txn.open_table(VODS).map_err(backend)?;
+                let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
                 for write in writes.iter() {
                     match write {
                         MetaWrite::Stream(doc) => {
@@ -91,6 +108,9 @@ impl EmbeddedMetadata {
                         }
                         MetaWrite::Vod(doc) => {
                             vods.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
+                        }
+                        MetaWrite::Token(doc) => {
+                            tokens.insert(doc.token_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
                         }
                     }
                 }
@@ -138,12 +158,15 @@ impl MetadataStore for EmbeddedMetadata {
     }
 
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(STREAMS).map_err(backend)?;
-            table.iter().map_err(backend)?.map(|entry| parse(entry.map_err(backend)?.1.value())).collect()
-        })
-        .await
+        self.list_all(STREAMS).await
+    }
+
+    async fn get_token(&self, token_id: &str) -> Result<Option<TokenDoc>, MetadataError> {
+        self.get_by_id(TOKENS, token_id).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenDoc>, MetadataError> {
+        self.list_all(TOKENS).await
     }
 
     async fn get_chunk(&self, stream_id: &str, chunk_index: u64) -> Result<Option<LiveChunkDoc>, MetadataError> {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use super::BoxError;
+use crate::model::auth::TokenDoc;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
 #[derive(Debug, Error)]
@@ -42,6 +43,8 @@ pub enum MetaWrite {
     DeadLetter(DeadLetterDoc),
     /// Upsert keyed by `stream_id`.
     Vod(VodDoc),
+    /// Upsert keyed by `token_id`.
+    Token(TokenDoc),
 }
 
 #[async_trait]
@@ -66,6 +69,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError>;
     async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError>;
+    async fn get_token(&self, token_id: &str) -> Result<Option<TokenDoc>, MetadataError>;
+    async fn list_tokens(&self) -> Result<Vec<TokenDoc>, MetadataError>;
     /// Whether the store answers (for `/health`).
     async fn health(&self) -> Result<(), MetadataError> {
         Ok(())

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{MetaWrite, MetadataError, MetadataStore};
+use crate::model::auth::TokenDoc;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: &str = "live_streams";
@@ -28,6 +29,7 @@ const STREAMS: &str = "live_streams";
 const CHUNKS: &str = "live_metadata";
 const VODS: &str = "vod_metadata";
 const DEAD_LETTERS: &str = "dead_letters";
+const TOKENS: &str = "api_tokens";
 
 /// Server selection and connect timeouts, unless the URI sets its own: a server that is down at
 /// start is reported within seconds, not after the driver's default 30 s.
@@ -62,6 +64,7 @@ enum Key {
     Chunk(String, u64),
     DeadLetter(String, u32, u64),
     Vod(String),
+    Token(String),
 }
 
 impl MongoMetadata {
@@ -94,6 +97,7 @@ impl MongoMetadata {
             (CHUNKS, doc! { "stream_id": 1, "chunk_index": 1 }),
             (VODS, doc! { "stream_id": 1 }),
             (DEAD_LETTERS, doc! { "topic": 1, "partition": 1, "offset": 1 }),
+            (TOKENS, doc! { "token_id": 1 }),
         ];
         for (collection, keys) in indexes {
             // Default index names, so an identical index made by another tool is a no-op.
@@ -159,6 +163,11 @@ impl MongoMetadata {
                 (Key::DeadLetter(doc.topic.clone(), doc.partition, doc.offset), op)
             }
             MetaWrite::Vod(doc) => (Key::Vod(doc.stream_id.clone()), self.by_stream_id(VODS, &doc.stream_id, doc)?),
+            MetaWrite::Token(doc) => {
+                let filter = doc! { "token_id": &doc.token_id };
+                let op = Op { collection: TOKENS, filter, doc: self.encode(doc)?, overwrite: true };
+                (Key::Token(doc.token_id.clone()), op)
+            }
         })
     }
 
@@ -313,6 +322,14 @@ impl MetadataStore for MongoMetadata {
 
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {
         self.find_one(STREAMS, doc! { "stream_id": stream_id }).await
+    }
+
+    async fn get_token(&self, token_id: &str) -> Result<Option<TokenDoc>, MetadataError> {
+        self.find_one(TOKENS, doc! { "token_id": token_id }).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenDoc>, MetadataError> {
+        self.find(TOKENS, doc! {}, doc! { "created_at_ms": 1 }, None).await
     }
 
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {

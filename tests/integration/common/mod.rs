@@ -45,6 +45,7 @@ impl Backends {
     /// tests never see each other's topics, buckets or documents, and an engine restarted on
     /// the same data dir finds its own.
     fn configure(self, config: &mut Config) {
+        config.admin_token = Some(Secret(admin_token(&config.data_dir)));
         if self == Backends::Embedded {
             return;
         }
@@ -80,6 +81,7 @@ impl Backends {
             ("S3_BUCKET_PREFIX", Some(config.s3_bucket_prefix)),
             ("MONGO_URI", config.mongo_uri),
             ("MONGO_DATABASE", Some(config.mongo_database)),
+            ("ADMIN_TOKEN", config.admin_token.map(|s| s.0)),
         ];
         settings.into_iter().filter_map(|(k, v)| v.map(|v| (format!("SEGFLOW_{k}"), v))).collect()
     }
@@ -206,6 +208,25 @@ pub fn service_env(name: &str) -> String {
     })
 }
 
+/// The admin token an engine on `data_dir` is configured with (`SEGFLOW_ADMIN_TOKEN`), as an
+/// operator keeps one in a secret store: the same for every start on that data dir.
+pub fn admin_token(data_dir: &Path) -> String {
+    let seed = sha256_hex(data_dir.as_os_str().as_encoded_bytes());
+    format!("sft_{}_{}", &seed[..12], sha256_hex(format!("{seed} secret").as_bytes()))
+}
+
+/// An HTTP client that sends `token` with every request, as an API client configured with one.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// A client holding the admin token of the engine on `data_dir`.
+pub fn admin_client(data_dir: &Path) -> reqwest::Client {
+    client_with(&admin_token(data_dir))
+}
+
 /// A short name unique to a data dir.
 fn namespace(data_dir: &Path) -> String {
     format!("t{}", &sha256_hex(data_dir.as_os_str().as_encoded_bytes())[..10])
@@ -242,7 +263,7 @@ impl TestEngine {
         let mut task = tokio::spawn(segflow::engine::run(config, listener, async {
             let _ = stopped.await;
         }));
-        let client = reqwest::Client::new();
+        let client = admin_client(&data_dir);
         // Requests wait in the listen backlog while the engine starts; one that fails to start
         // says why here rather than as a reset connection later.
         let health = client.get(format!("{base}/health")).send();
@@ -278,11 +299,17 @@ impl TestEngine {
     }
 
     pub async fn start_stream(&self, target_duration: u64) -> String {
+        self.start_stream_keyed(target_duration).await.0
+    }
+
+    /// Starts a stream; returns its id and its key (for the encoder).
+    pub async fn start_stream_keyed(&self, target_duration: u64) -> (String, String) {
         let (status, body) =
             self.post_json("/streams/start", &format!(r#"{{"target_duration":{target_duration}}}"#)).await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["status"], "live");
-        body["stream_id"].as_str().unwrap().to_string()
+        let key = body["stream_key"].as_str().expect("the stream's key, shown once").to_string();
+        (body["stream_id"].as_str().unwrap().to_string(), key)
     }
 
     /// Polls the stream document until `done` holds (the dataflow is asynchronous to requests).
@@ -357,6 +384,12 @@ pub fn ffmpeg_decode(url: &str) -> (bool, usize, String) {
 /// A `segflow` process started by a test or bench; killed when dropped while still running,
 /// so a failed assertion leaves no engine behind.
 pub struct EngineProcess(Child);
+
+impl From<Child> for EngineProcess {
+    fn from(child: Child) -> EngineProcess {
+        EngineProcess(child)
+    }
+}
 
 impl EngineProcess {
     /// SIGKILL, as a crash.

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, refuse_declared_over};
 use crate::ingest::{ChunkAccepted, SegmentInfo};
 use crate::model::checks::validate_file_name;
 use crate::storage::object::ByteStream;
@@ -43,6 +43,8 @@ pub async fn put_file(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let ext = crate::ingest::extension(&file);
+    let limit = if ext == "m3u8" { MAX_PLAYLIST_BYTES as u64 } else { state.config.max_segment_bytes };
+    refuse_declared_over(&headers, limit, "upload")?;
     let sequence_number = header::<u64>(&headers, "x-sequence-number");
     let bare = matches!(ext.as_str(), "ts" | "m4s" | "aac") && !headers.contains_key("x-sequence-number");
     let _in_flight = state.ingest.request(&stream_id, bare.then_some(file.as_str()));

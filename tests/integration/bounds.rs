@@ -1,5 +1,5 @@
 //! What one client may take of the server: header-read and idle timeouts, the connection
-//! cap, the header size limit.
+//! cap, header and declared body limits.
 
 use std::time::Duration;
 
@@ -152,5 +152,39 @@ async fn a_header_over_the_limit_gets_431() {
     // A header under the limit is served.
     let fine = engine.client.get(engine.url("/health")).header("X-Big", "a".repeat(8 * 1024)).send().await.unwrap();
     assert_eq!(fine.status(), 200);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = start(&data, |_| {}).await;
+    let id = engine.start_stream(2).await;
+    let segment_limit = Config::default().max_segment_bytes;
+    let nine_gib = 9u64 << 30;
+    let requests = [
+        format!(
+            "PUT /ingest/{id}/0.ts HTTP/1.1\r\nHost: s\r\nX-Sequence-Number: 0\r\nX-Duration-Ms: 2000\r\n\
+             Content-Length: {}\r\n\r\n",
+            segment_limit + 1
+        ),
+        format!("PUT /ingest/{id}/seg0.ts HTTP/1.1\r\nHost: s\r\nContent-Length: {}\r\n\r\n", segment_limit + 1),
+        format!("PUT /ingest/{id}/live.m3u8 HTTP/1.1\r\nHost: s\r\nContent-Length: {}\r\n\r\n", 2 << 20),
+        format!(
+            "POST /vod/upload HTTP/1.1\r\nHost: s\r\nContent-Type: multipart/form-data; boundary=x\r\n\
+             Expect: 100-continue\r\nContent-Length: {nine_gib}\r\n\r\n"
+        ),
+        format!("POST /vod/upload HTTP/1.1\r\nHost: s\r\nContent-Length: {}\r\n\r\n", 1 << 20),
+        format!("POST /streams/start HTTP/1.1\r\nHost: s\r\nContent-Length: {}\r\n\r\n", 1 << 20),
+    ];
+    for request in requests {
+        let mut stream = connect(&engine).await;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (head, body) = read_response(&mut stream).await;
+        assert!(head.starts_with("http/1.1 413"), "{request}: {head}");
+        assert!(String::from_utf8_lossy(&body).contains("payload_too_large"), "{request}");
+    }
+    let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
+    assert_eq!(chunks["chunks"], serde_json::json!([]), "nothing was taken");
     engine.shutdown().await;
 }

@@ -94,11 +94,19 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
     if is_json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let text = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let reason = status.canonical_reason().unwrap_or("error");
     let message = String::from_utf8_lossy(&text).trim().to_string();
     let code = reason.to_ascii_lowercase().replace(' ', "_");
-    json_error(status, &code, if message.is_empty() { reason } else { &message })
+    let mut json = json_error(status, &code, if message.is_empty() { reason } else { &message });
+    // The answer's other headers stay: a 416's `Content-Range`, a 405's `Allow`.
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (name, value) in &parts.headers {
+        json.headers_mut().append(name, value.clone());
+    }
+    json
 }
 
 /// Whether an error, or one it wraps, is a full disk or quota: answered 507, not 500.

@@ -5,6 +5,7 @@ mod error;
 mod ingest;
 mod live;
 mod play;
+mod range;
 pub mod server;
 pub mod signed;
 mod vod;

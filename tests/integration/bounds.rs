@@ -1,5 +1,5 @@
-//! What one client may take of the server: header-read and idle timeouts, the connection
-//! cap, header and declared body limits.
+//! What one client may take of the server, and the one reading of what it sends: header-read
+//! and idle timeouts, the connection cap, header and declared body limits, `Range` by RFC 9110.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use segflow::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Backends, TestEngine};
+use crate::common::{Backends, TestEngine, put_segment};
 
 /// A generous bound on what must happen within a 1 s timeout, so that a hang fails the test.
 const WITHIN: Duration = Duration::from_secs(10);
@@ -186,5 +186,50 @@ async fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
     }
     let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
     assert_eq!(chunks["chunks"], serde_json::json!([]), "nothing was taken");
+    engine.shutdown().await;
+}
+
+/// An engine with one stored segment, and the signed URL of that segment.
+async fn with_segment(data: &tempfile::TempDir) -> (TestEngine, String) {
+    let engine = start(data, |_| {}).await;
+    let id = engine.start_stream(2).await;
+    assert_eq!(put_segment(&engine.client, &engine.base, &id, 0).await, 201);
+    let (_, live) = engine.get_json(&format!("/streams/{id}/live")).await;
+    let url = live["manifest_url"].as_str().unwrap().replace("live.m3u8", "chunks/0.ts");
+    (engine, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_are_read_by_rfc_9110() {
+    let data = tempfile::tempdir().unwrap();
+    let (engine, url) = with_segment(&data).await;
+    let get = |range: &str| engine.client.get(&url).header("Range", range).send();
+    let whole = engine.client.get(&url).send().await.unwrap().bytes().await.unwrap();
+    let n = whole.len();
+    assert!(n > 1000);
+
+    for ignored in ["garbage", "bytes=0-1,5-6", "items=0-1", "bytes=5-4", "bytes=0x1-2"] {
+        let response = get(ignored).await.unwrap();
+        assert_eq!(response.status(), 200, "{ignored}");
+        assert_eq!(response.bytes().await.unwrap(), whole, "{ignored}");
+    }
+    let parts = [
+        ("bytes=-500", n - 500, n - 1),
+        ("bytes=500-", 500, n - 1),
+        ("bytes=10-19", 10, 19),
+        ("bytes=10-99999999", 10, n - 1),
+        ("bytes=0-99999999999999999999999", 0, n - 1),
+    ];
+    for (range, first, last) in parts {
+        let response = get(range).await.unwrap();
+        assert_eq!(response.status(), 206, "{range}");
+        assert_eq!(response.headers()["content-range"], format!("bytes {first}-{last}/{n}").as_str(), "{range}");
+        assert_eq!(response.bytes().await.unwrap(), whole.slice(first..=last), "{range}");
+    }
+    for unsatisfiable in [format!("bytes={n}-"), "bytes=-0".into(), "bytes=99999999999999999999999-".into()] {
+        let response = get(&unsatisfiable).await.unwrap();
+        assert_eq!(response.status(), 416, "{unsatisfiable}");
+        assert_eq!(response.headers()["content-range"], format!("bytes */{n}").as_str(), "{unsatisfiable}");
+    }
     engine.shutdown().await;
 }

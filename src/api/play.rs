@@ -23,7 +23,8 @@ fn forbidden() -> ApiError {
 
 /// `GET /play/{expires}/{sig}/{stream_id}/{*path}`: serves a playlist or segment, with
 /// `Range` support ([`range`]), once the signature checks out. One catch-all route, so that a URL
-/// missing its expiry or signature gets 403 like a wrong one, not 404.
+/// missing its expiry or signature gets 403 like a wrong one, not 404. A signed URL is taken
+/// only as [`UrlSigner::url`](super::signed::UrlSigner::url) writes it.
 pub async fn play(
     State(state): State<AppState>,
     UrlPath(signed_path): UrlPath<String>,
@@ -33,8 +34,13 @@ pub async fn play(
     let (Some(expires), Some(signature), Some(stream_id)) = (fields.next(), fields.next(), fields.next()) else {
         return Err(forbidden());
     };
-    let expires: u64 = expires.parse().map_err(|_| forbidden())?;
-    if expires < crate::model::now_ms() / 1000 || !state.signer.verify(stream_id, expires, signature) {
+    if !state.signer.check(stream_id, expires, signature, crate::model::now_ms() / 1000) {
+        return Err(forbidden());
+    }
+    // The signed fields as sent, not percent-decoded: a signed URL has one form.
+    let signed = format!("/play/{expires}/{signature}/{stream_id}");
+    let sent = request.uri().path();
+    if sent != signed && !sent.strip_prefix(&signed).is_some_and(|rest| rest.starts_with('/')) {
         return Err(forbidden());
     }
     let path = fields.next().unwrap_or_default();

@@ -1,5 +1,6 @@
 //! What one client may take of the server, and the one reading of what it sends: header-read
-//! and idle timeouts, the connection cap, header and declared body limits, `Range` by RFC 9110.
+//! and idle timeouts, the connection cap, header and declared body limits, `Range` by RFC 9110,
+//! signed URLs in their one form.
 
 use std::time::Duration;
 
@@ -231,5 +232,34 @@ async fn ranges_are_read_by_rfc_9110() {
         assert_eq!(response.status(), 416, "{unsatisfiable}");
         assert_eq!(response.headers()["content-range"], format!("bytes */{n}").as_str(), "{unsatisfiable}");
     }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_url_is_taken_only_in_its_own_form() {
+    let data = tempfile::tempdir().unwrap();
+    let (engine, url) = with_segment(&data).await;
+    // `/play/{expires}/{sig}/…`: any other spelling of the same expiry or signature is refused.
+    let path = url.strip_prefix(&format!("{}/play/", engine.base)).unwrap();
+    let (expires, rest) = path.split_once('/').unwrap();
+    let (signature, rest) = rest.split_once('/').unwrap();
+    let first_letter = signature.find(|c: char| c.is_ascii_lowercase()).expect("hex has a letter");
+    let encoded = format!(
+        "{}%{:x}{}",
+        &signature[..first_letter],
+        signature.as_bytes()[first_letter],
+        &signature[first_letter + 1..]
+    );
+    let forms = [
+        format!("{expires}/{}/{rest}", signature.to_uppercase()),
+        format!("0{expires}/{signature}/{rest}"),
+        format!("+{expires}/{signature}/{rest}"),
+        format!("{expires}/{encoded}/{rest}"),
+    ];
+    for form in forms {
+        let response = engine.client.get(format!("{}/play/{form}", engine.base)).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{form}");
+    }
+    assert_eq!(engine.client.get(&url).send().await.unwrap().status(), 200);
     engine.shutdown().await;
 }

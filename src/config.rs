@@ -44,6 +44,15 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest VOD upload accepted, in bytes (413 above it).
     pub max_upload_bytes: u64,
+    /// Seconds a client has to send a request's headers: from the connection's start, or from
+    /// the first byte of a later request on it.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted (kept below the open file limit).
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes (431 above it).
+    pub max_header_bytes: usize,
     /// FFmpeg transcodes running at once in this process (each one uses every core).
     pub transcode_jobs: usize,
     /// One FFmpeg decoding once for every rung (`split`), or one FFmpeg per rung (`per_rung`).
@@ -114,6 +123,10 @@ impl Default for Config {
             signed_url_ttl_secs: 3600,
             public_url: None,
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
             transcode_jobs: 1,
             transcode_mode: TranscodeMode::Split,
             kafka: None,
@@ -198,6 +211,15 @@ impl Config {
         }
         if !(1..=MAX_SEQUENCE_NUMBER).contains(&self.max_sequence_jump) {
             return invalid("max_sequence_jump must be at least 1");
+        }
+        if self.header_read_timeout_secs == 0 || self.idle_timeout_secs == 0 {
+            return invalid("header_read_timeout_secs and idle_timeout_secs must be at least 1 second");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1");
+        }
+        if self.max_header_bytes < 1024 {
+            return invalid("max_header_bytes must be at least 1024");
         }
         if self.transcode_jobs == 0 {
             return invalid("transcode_jobs must be at least 1");

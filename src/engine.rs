@@ -9,6 +9,7 @@ use std::time::Instant;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
+use crate::api::server::ConnectionLimits;
 use crate::api::{self, AppState, signed::UrlSigner};
 use crate::backends::{BackendError, Backends};
 use crate::config::Config;
@@ -31,8 +32,6 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("HTTP server: {0}")]
-    Http(#[source] std::io::Error),
     #[error(transparent)]
     Worker(#[from] WorkerError),
     #[error(transparent)]
@@ -157,21 +156,19 @@ impl Engine {
         let Engine { state, stop, workers, workers_done, offsets_committed, .. } = self;
         let backends = state.backends.clone();
         let stopping = stop.0.clone();
-        let served = axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
-                    _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
-                }
-                stopping.store(true, Ordering::SeqCst);
-            })
-            .await
-            .map_err(EngineError::Http);
+        let limits = ConnectionLimits::from_config(&state.config);
+        api::server::serve(listener, api::router(state), limits, async move {
+            tokio::select! {
+                _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
+                _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
+            }
+            stopping.store(true, Ordering::SeqCst);
+        })
+        .await;
         stop.now();
         let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
         let _ = offsets_committed.await; // the workers' last offsets, after a final sync
         backends.log.close();
-        served?;
         check(results)?;
         tracing::info!("drained; bye");
         Ok(())

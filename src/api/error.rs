@@ -35,6 +35,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The disk (or quota) is full.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -99,15 +103,50 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
     if is_json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let text = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let reason = status.canonical_reason().unwrap_or("error");
     let message = String::from_utf8_lossy(&text).trim().to_string();
     let code = reason.to_ascii_lowercase().replace(' ', "_");
-    json_error(status, &code, if message.is_empty() { reason } else { &message })
+    let mut json = json_error(status, &code, if message.is_empty() { reason } else { &message });
+    // The answer's other headers stay: a 416's `Content-Range`, a 405's `Allow`.
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (name, value) in &parts.headers {
+        json.headers_mut().append(name, value.clone());
+    }
+    json
+}
+
+/// Whether an error, or one it wraps, is a full disk or quota: answered 507, not 500.
+fn storage_full(mut error: &(dyn std::error::Error + 'static)) -> bool {
+    /// `ENOSPC`, for an error made from a raw OS code on a target that does not name it.
+    const ENOSPC: i32 = 28;
+    loop {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+            if matches!(io.kind(), StorageFull | QuotaExceeded) || io.raw_os_error() == Some(ENOSPC) {
+                return true;
+            }
+            // An `io::Error` wrapping another error hides it from `source()`.
+            if let Some(inner) = io.get_ref() {
+                error = inner;
+                continue;
+            }
+        }
+        match error.source() {
+            Some(source) => error = source,
+            None => return false,
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // An upload's own I/O errors are the client's stream breaking, never the disk.
+        if !matches!(e, StoreError::Upload(_)) && storage_full(&e) {
+            return ApiError::InsufficientStorage(e.to_string());
+        }
         match e {
             StoreError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
             StoreError::Exists(_) => ApiError::Conflict(e.to_string()),
@@ -152,12 +191,20 @@ impl From<IngestError> for ApiError {
 
 impl From<MetadataError> for ApiError {
     fn from(e: MetadataError) -> Self {
-        ApiError::Internal(e.to_string())
+        let full = match &e {
+            // redb's errors name no source.
+            MetadataError::Embedded(error) => matches!(&**error, redb::Error::Io(io) if storage_full(io)),
+            other => storage_full(other),
+        };
+        if full { ApiError::InsufficientStorage(e.to_string()) } else { ApiError::Internal(e.to_string()) }
     }
 }
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
+        if storage_full(&e) {
+            return ApiError::InsufficientStorage(e.to_string());
+        }
         match e {
             LogError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
             LogError::Closed => ApiError::Unavailable("the engine is shutting down".into()),
@@ -190,5 +237,42 @@ mod tests {
         assert_eq!(status(StoreError::TooLarge(5)), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(status(StoreError::Exists(key())), StatusCode::CONFLICT);
         assert_eq!(status(LogError::Closed), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_full_disk_is_507() {
+        use std::io::{Error, ErrorKind};
+        let full = || Error::from_raw_os_error(28); // ENOSPC
+        let key = || "vod-raw/v/source.mp4".to_string();
+        let cases: Vec<Error> = vec![
+            full(),
+            Error::from(ErrorKind::StorageFull),
+            Error::from(ErrorKind::QuotaExceeded),
+            Error::other(full()), // wrapped, as a blocking task's error is
+        ];
+        for source in cases {
+            let shown = source.to_string();
+            assert_eq!(status(StoreError::Io { key: key(), source }), StatusCode::INSUFFICIENT_STORAGE, "{shown}");
+        }
+        let log = LogError::Io { path: "log/live-chunks/0.log".into(), source: full() };
+        assert_eq!(status(log), StatusCode::INSUFFICIENT_STORAGE);
+        let redb = MetadataError::Embedded(Box::new(redb::Error::Io(full())));
+        assert_eq!(status(redb), StatusCode::INSUFFICIENT_STORAGE);
+        let mongo = MetadataError::Mongo { message: "write failed".into(), source: Some(Box::new(full())) };
+        assert_eq!(status(mongo), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(
+            status(IngestError::Store(StoreError::Io { key: key(), source: full() })),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        // Other I/O failures stay 500; a client's broken upload stays 400.
+        let denied = Error::from(ErrorKind::PermissionDenied);
+        assert_eq!(status(StoreError::Io { key: key(), source: denied }), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status(MetadataError::Embedded(Box::new(redb::Error::PreviousIo))),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(status(StoreError::Upload(full())), StatusCode::BAD_REQUEST);
+        let response = ApiError::from(StoreError::Io { key: key(), source: full() }).into_response();
+        assert_eq!(response.headers()["content-type"], "application/json");
     }
 }

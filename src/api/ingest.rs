@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, refuse_declared_over};
 use crate::ingest::{ChunkAccepted, SegmentInfo};
 use crate::model::checks::{IngestFile, ingest_file};
 use crate::storage::object::ByteStream;
@@ -65,6 +65,8 @@ async fn put(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let ext = crate::ingest::extension(&file);
+    let limit = if ext == "m3u8" { MAX_PLAYLIST_BYTES as u64 } else { state.config.max_segment_bytes };
+    refuse_declared_over(&headers, limit, "upload")?;
     let sequence_number = header::<u64>(&headers, "x-sequence-number");
     let numbered = headers.contains_key("x-sequence-number");
     let kind = ingest_file(&file, numbered).map_err(|e| match ext.as_str() {

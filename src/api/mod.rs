@@ -6,6 +6,8 @@ mod error;
 mod ingest;
 mod live;
 mod play;
+mod range;
+pub mod server;
 pub mod signed;
 pub mod tokens;
 mod vod;
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/vod/{stream_id}/metadata", get(vod::metadata))
         .route("/vod/{stream_id}/manifest", get(vod::manifest))
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(middleware::from_fn_with_state(json_limit as u64, refuse_large_json))
         .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))
         .route(
             "/ingest/{stream_id}/{stream_key}/{file}",
@@ -131,6 +134,25 @@ fn backend_state(kind: &str, error: Option<String>) -> serde_json::Value {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Middleware of the JSON routes: 413 at once for a body declared over the limit.
+async fn refuse_large_json(State(limit): State<u64>, request: Request, next: Next) -> Response {
+    match refuse_declared_over(request.headers(), limit, "JSON body") {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// 413 before any of the body is read, when its declared `Content-Length` is over `limit`.
+fn refuse_declared_over(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), ApiError> {
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(declared) if declared > limit => {
+            Err(ApiError::PayloadTooLarge(format!("{what} of {declared} bytes is over the {limit} byte limit")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Parses a JSON body; an empty body means `T::default()` where `T` allows it.

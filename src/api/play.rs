@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
+use super::error::json_error;
+use super::range::{self, Requested};
 use super::{ApiError, AppState};
 use crate::model::checks::{validate_file_name, validate_stream_id};
 use crate::model::keys;
@@ -20,19 +22,25 @@ fn forbidden() -> ApiError {
 }
 
 /// `GET /play/{expires}/{sig}/{stream_id}/{*path}`: serves a playlist or segment, with
-/// `Range` support, once the signature checks out. One catch-all route, so that a URL
-/// missing its expiry or signature gets 403 like a wrong one, not 404.
+/// `Range` support ([`range`]), once the signature checks out. One catch-all route, so that a URL
+/// missing its expiry or signature gets 403 like a wrong one, not 404. A signed URL is taken
+/// only as [`UrlSigner::url`](super::signed::UrlSigner::url) writes it.
 pub async fn play(
     State(state): State<AppState>,
     UrlPath(signed_path): UrlPath<String>,
-    request: Request,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
     let mut fields = signed_path.splitn(4, '/');
     let (Some(expires), Some(signature), Some(stream_id)) = (fields.next(), fields.next(), fields.next()) else {
         return Err(forbidden());
     };
-    let expires: u64 = expires.parse().map_err(|_| forbidden())?;
-    if expires < crate::model::now_ms() / 1000 || !state.signer.verify(stream_id, expires, signature) {
+    if !state.signer.check(stream_id, expires, signature, crate::model::now_ms() / 1000) {
+        return Err(forbidden());
+    }
+    // The signed fields as sent, not percent-decoded: a signed URL has one form.
+    let signed = format!("/play/{expires}/{signature}/{stream_id}");
+    let sent = request.uri().path();
+    if sent != signed && !sent.strip_prefix(&signed).is_some_and(|rest| rest.starts_with('/')) {
         return Err(forbidden());
     }
     let path = fields.next().unwrap_or_default();
@@ -63,14 +71,35 @@ pub async fn play(
             return Ok((headers, body).into_response());
         }
     };
+    let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
+    let len = match tokio::fs::metadata(&file).await {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => return Err(ApiError::Internal(format!("reading {}: {e}", file.display()))),
+    };
+    match request.headers().get(header::RANGE).map(|v| range::requested(v.as_bytes(), len)) {
+        None | Some(Requested::Full) => drop(request.headers_mut().remove(header::RANGE)),
+        // Handed to ServeFile in the one form it reads the same way.
+        Some(Requested::Part(part)) => {
+            let value = HeaderValue::from_str(&format!("bytes={}-{}", part.start(), part.end())).expect("ASCII");
+            request.headers_mut().insert(header::RANGE, value);
+        }
+        Some(Requested::Unsatisfiable) => {
+            let message = format!("the range is past the object's {len} bytes");
+            let mut response = json_error(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", &message);
+            let content_range = HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII");
+            response.headers_mut().insert(header::CONTENT_RANGE, content_range);
+            return Ok(response);
+        }
+    }
     let mime: mime::Mime = content_type(path).parse().expect("static MIME types parse");
     let mut response = ServeFile::new_with_mime(file, &mime)
         .oneshot(request)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .into_response();
-    if response.status() == axum::http::StatusCode::NOT_FOUND {
-        return Err(ApiError::NotFound(format!("no object {path:?} for stream {stream_id}")));
+    if response.status() == StatusCode::NOT_FOUND {
+        return Err(not_found());
     }
     let cache = if path.ends_with(".m3u8") { "no-cache" } else { "public, max-age=86400, immutable" };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));

@@ -12,13 +12,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::live::rfc3339;
-use super::{ApiError, AppState, parse_json, public_base};
+use super::{ApiError, AppState, parse_json, public_base, refuse_declared_over};
 use crate::ingest::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, Upload, check_length};
 use crate::model::auth::{PlaybackPolicy, Scope};
 use crate::model::checks::validate_vod_id;
 use crate::model::keys::{VOD_MANIFEST_FILE, VOD_POSTER_FILE};
 use crate::model::{VodDoc, VodEvent, VodStatus, now_ms};
 use crate::storage::object::{ByteStream, StoredObject};
+
+/// Room in a multipart upload besides the video, for its other fields and the part headers:
+/// a body declared larger than `max_upload_bytes` and this is refused before it is read.
+const MULTIPART_FIELDS_BYTES: u64 = 64 * 1024;
 
 /// `POST /vod/upload` with a JSON body: the source is already in the store.
 #[derive(Debug, Deserialize)]
@@ -41,6 +45,8 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
     state.auth.require(request.headers(), Scope::Publish).await?;
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let event = if content_type.starts_with("multipart/form-data") {
+        let limit = state.config.max_upload_bytes.saturating_add(MULTIPART_FIELDS_BYTES);
+        refuse_declared_over(request.headers(), limit, "upload")?;
         let multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::BadRequest(format!("invalid multipart body: {e}")))?;
@@ -48,6 +54,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Result<(
     } else {
         // This route has no body limit (uploads are large): a JSON body stops at `max_json_bytes`.
         let limit = state.config.max_json_bytes;
+        refuse_declared_over(request.headers(), limit as u64, "JSON body")?;
         let body = axum::body::to_bytes(request.into_body(), limit)
             .await
             .map_err(|_| ApiError::PayloadTooLarge(format!("JSON body is over {limit} bytes")))?;

@@ -1,0 +1,308 @@
+//! The HTTP accept loop, segflow's own rather than `axum::serve`: that one sets neither a
+//! header size limit nor a header-read or idle timeout, nor a cap on open connections, so idle
+//! clients could hold every file descriptor.
+//!
+//! HTTP/1.1 only, as before (axum's `http2` feature is off), and without upgrades (no route
+//! uses them). hyper's own `header_read_timeout` is not used: its timer also runs while a
+//! kept-alive connection waits, so idle and header-read timeouts could not differ.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// What one connection may take.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// To send a request's head: from the connection's start, or from the first byte of a
+    /// later request on it.
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection waiting for its next request.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Request line and headers; hyper answers 431 above it.
+    pub max_header_bytes: usize,
+}
+
+impl ConnectionLimits {
+    pub fn from_config(config: &crate::config::Config) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            max_connections: below_file_limit(config.max_connections),
+            max_header_bytes: config.max_header_bytes,
+        }
+    }
+}
+
+/// `max_connections`, lowered to 3/4 of the open file limit: the rest is for the log, the
+/// stores and the files being served.
+fn below_file_limit(max_connections: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let Some(files) = limit.map(|n| usize::try_from(n / 4 * 3).unwrap_or(usize::MAX)) else {
+        return max_connections;
+    };
+    if max_connections > files {
+        tracing::warn!(max_connections, files, "max_connections lowered below the open file limit");
+    }
+    max_connections.min(files).max(1)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting and waits for
+/// the open connections to finish their requests (idle ones close at once).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.header_read_timeout(None).max_header_size(limits.max_header_bytes);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    let mut full = false;
+    loop {
+        if permits.available_permits() == 0 && !full {
+            tracing::warn!(limits.max_connections, "connection limit reached: new connections wait");
+        }
+        full = permits.available_permits() == 0;
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e, &mut shutdown).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Watched { stream, activity: activity.clone() });
+        let (router, busy) = (router.clone(), activity.clone());
+        // Each request marks the connection busy until its response has been written.
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let busy = Busy::start(busy.clone());
+            let router = router.clone();
+            async move {
+                let Ok(response) = router.oneshot(request).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+            }
+        });
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            let _permit = permit;
+            watch_timeouts(connection, &activity, limits).await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// After a failed accept: connection errors are the client's; others (out of file
+/// descriptors, say) are waited out for a second, as `axum::serve` does.
+async fn accept_failed(e: std::io::Error, shutdown: &mut Pin<&mut impl Future<Output = ()>>) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        () = shutdown.as_mut() => {}
+    }
+}
+
+/// Drives a connection until it ends, or until it has waited too long for a request head: then
+/// it is dropped, which closes it.
+async fn watch_timeouts<E: std::fmt::Display>(
+    connection: impl Future<Output = Result<(), E>>,
+    activity: &Activity,
+    limits: ConnectionLimits,
+) {
+    let mut connection = pin!(connection);
+    loop {
+        let deadline = activity.deadline(limits);
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = activity.changed.notified() => {}
+            () = expired => {
+                if activity.deadline(limits).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!("closing a connection that sent no complete request in time");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Where a connection is between requests, which sets its deadline.
+struct Activity {
+    phase: Mutex<Phase>,
+    /// Woken when the phase changes, so that the deadline is computed again.
+    changed: Notify,
+}
+
+#[derive(Clone, Copy)]
+struct Phase {
+    /// Requests whose response is not written yet.
+    in_flight: usize,
+    /// When the connection started waiting for a request: accepted, or its last response done.
+    waiting_since: Instant,
+    /// No request served yet: the first head is due `header_read_timeout` after the accept.
+    fresh: bool,
+    /// When the first byte of the awaited head came.
+    head_started: Option<Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        let phase = Phase { in_flight: 0, waiting_since: Instant::now(), fresh: true, head_started: None };
+        Activity { phase: Mutex::new(phase), changed: Notify::new() }
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// When the connection is closed unless a request head comes; `None` while busy.
+    fn deadline(&self, limits: ConnectionLimits) -> Option<Instant> {
+        let phase = *self.phase();
+        if phase.in_flight > 0 {
+            return None;
+        }
+        Some(match (phase.fresh, phase.head_started) {
+            (true, _) => phase.waiting_since + limits.header_read_timeout,
+            (false, Some(started)) => started + limits.header_read_timeout,
+            (false, None) => phase.waiting_since + limits.idle_timeout,
+        })
+    }
+
+    fn bytes_read(&self) {
+        let mut phase = self.phase();
+        if phase.in_flight == 0 && phase.head_started.is_none() {
+            phase.head_started = Some(Instant::now());
+            drop(phase);
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// Held from a request's start until its response has been written (or abandoned).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: Arc<Activity>) -> Busy {
+        activity.phase().in_flight += 1;
+        activity.changed.notify_one();
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut phase = self.0.phase();
+        phase.in_flight -= 1;
+        if phase.in_flight == 0 {
+            *phase = Phase { in_flight: 0, waiting_since: Instant::now(), fresh: false, head_started: None };
+        }
+        drop(phase);
+        self.0.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its connection busy until hyper drops it, written.
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's socket, telling [`Activity`] when a request's first bytes arrive.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}

@@ -184,7 +184,7 @@ impl Ingest {
         if let Some(text) = &segment.program_date_time {
             program_date_time_at(text, Some(now_ms()))?;
         }
-        self.check_sequence(stream, seq, seq).await?;
+        self.check_sequence(stream, seq).await?;
         let existing = self.backends.metadata.get_chunk(stream_id, seq).await?;
         if existing.is_some_and(|chunk| chunk.status == ChunkStatus::Live) {
             return Err(IngestError::AlreadyAccepted { stream_id: stream_id.to_string(), seq });
@@ -261,8 +261,8 @@ impl Ingest {
                 new.len()
             )));
         }
-        if let (Some(first), Some(last)) = (new.first(), new.last()) {
-            self.check_sequence(stream, first.seq, last.seq).await?;
+        if let Some(last) = new.last() {
+            self.check_sequence(stream, last.seq).await?;
         }
         let deadline = tokio::time::Instant::now() + super::pushed::UPLOAD_WAIT;
         let mut emitted = Vec::new();
@@ -313,7 +313,7 @@ impl Ingest {
             unreachable!("a chunk event validates into a chunk command")
         };
         check_duration(stream, chunk.duration_ms)?;
-        self.check_sequence(stream, chunk.sequence_number, chunk.sequence_number).await?;
+        self.check_sequence(stream, chunk.sequence_number).await?;
         let stored = self
             .backends
             .store
@@ -334,9 +334,10 @@ impl Ingest {
         })
     }
 
-    /// Refused when sequence numbers `first..=last` go beyond the largest one, or further ahead
-    /// of the stream's head than it allows (the dataflow checks again: this answers early).
-    async fn check_sequence(&self, stream: &LiveStreamDoc, first: u64, last: u64) -> Result<(), IngestError> {
+    /// Refused when sequence number `last` (the highest of a request) is beyond the largest
+    /// one, or further ahead of the stream's head than it allows (the dataflow checks again:
+    /// this answers early).
+    async fn check_sequence(&self, stream: &LiveStreamDoc, last: u64) -> Result<(), IngestError> {
         check_range("sequence_number", last, &(0..=MAX_SEQUENCE_NUMBER))?;
         let within = |head: Option<u64>| head.is_none_or(|head| last <= head.saturating_add(stream.max_sequence_jump));
         // The cached head is behind the real one: reading the document is needed only past it.
@@ -354,7 +355,7 @@ impl Ingest {
         }
         let head = fresh.head_sequence.unwrap_or_default();
         Err(IngestError::OutOfRange(format!(
-            "sequence number {first} is more than {} ahead of the stream's head {head}",
+            "sequence number {last} is more than {} ahead of the stream's head {head}",
             stream.max_sequence_jump
         )))
     }

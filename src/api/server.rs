@@ -96,7 +96,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched { stream, activity: activity.clone() });
+        let io = TokioIo::new(Watched { stream: Some(stream), activity: activity.clone() });
         let (router, busy) = (router.clone(), activity.clone());
         // Each request marks the connection busy until its response has been written.
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -263,17 +263,55 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// The connection's socket, telling [`Activity`] when a request's first bytes arrive.
+/// The connection's socket, telling [`Activity`] when a request's first bytes arrive; closed
+/// by lingering ([`linger`]) when dropped. `None` only once dropped.
 struct Watched {
-    stream: TcpStream,
+    stream: Option<TcpStream>,
     activity: Arc<Activity>,
+}
+
+impl Watched {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.stream.as_mut().expect("a live connection's socket"))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let (Some(stream), Ok(runtime)) = (self.stream.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(linger(stream));
+        }
+    }
+}
+
+/// How long, and how many bytes, a closed connection still reads from its client.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// A lingering close, as nginx does: the response is sent and the write side shut, then what
+/// the client is still sending is read and dropped for a while. Closed at once instead, with
+/// unread bytes, the kernel answers a reset that can destroy the response before the client
+/// reads it, such as an early 413 to a client still sending its body.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let (mut sink, mut left) = (vec![0u8; 16 * 1024], LINGER_BYTES);
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(read)) if read > 0 => left = left.saturating_sub(read),
+            _ => return,
+        }
+    }
 }
 
 impl AsyncRead for Watched {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let polled = this.stream().poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.bytes_read();
         }
@@ -283,7 +321,7 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        self.get_mut().stream().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -291,18 +329,18 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        self.get_mut().stream().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream.as_ref().is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        self.get_mut().stream().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        self.get_mut().stream().poll_shutdown(cx)
     }
 }

@@ -78,6 +78,10 @@ pub struct Config {
     pub mongo_uri: Option<String>,
     /// MongoDB database (`MONGO_DB`).
     pub mongo_database: String,
+    /// Control-plane requests (start, end, key, tokens, uploads) per second per credential,
+    /// after a burst of `control_plane_burst`; 429 beyond.
+    pub control_plane_rate_per_s: u32,
+    pub control_plane_burst: u32,
     /// Serve without authentication (`--no-auth`): refused unless `listen` is a loopback address.
     pub no_auth: bool,
     /// An admin token to accept (`sft_…`, from `segflow token create` on another data dir, or
@@ -140,6 +144,8 @@ impl Default for Config {
             s3_bucket_prefix: String::new(),
             mongo_uri: None,
             mongo_database: "segflow".into(),
+            control_plane_rate_per_s: 10,
+            control_plane_burst: 50,
             no_auth: false,
             admin_token: None,
         }

@@ -7,6 +7,7 @@ mod ingest;
 mod live;
 mod play;
 mod range;
+mod rate_limit;
 pub mod server;
 pub mod signed;
 pub mod tokens;
@@ -45,17 +46,18 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.max_json_bytes;
+    let limit = rate_limit::layer(state.config.control_plane_rate_per_s, state.config.control_plane_burst);
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/streams/start", post(live::start))
-        .route("/streams/end", post(live::end))
+        .route("/streams/start", post(live::start).layer(limit.clone()))
+        .route("/streams/end", post(live::end).layer(limit.clone()))
         .route("/streams/{stream_id}/metadata", get(live::metadata))
         .route("/streams/{stream_id}/live", get(live::live_url))
         .route("/streams/{stream_id}/chunks", post(live::post_chunk).get(live::list_chunks))
-        .route("/streams/{stream_id}/key", post(live::rotate_key))
-        .route("/tokens", post(tokens::create).get(tokens::list))
-        .route("/tokens/{token_id}", axum::routing::delete(tokens::revoke))
+        .route("/streams/{stream_id}/key", post(live::rotate_key).layer(limit.clone()))
+        .route("/tokens", post(tokens::create).get(tokens::list).layer(limit.clone()))
+        .route("/tokens/{token_id}", axum::routing::delete(tokens::revoke).layer(limit.clone()))
         .route("/dead-letters", get(live::dead_letters))
         .route("/vod/{stream_id}/metadata", get(vod::metadata))
         .route("/vod/{stream_id}/manifest", get(vod::manifest))
@@ -66,7 +68,10 @@ pub fn router(state: AppState) -> Router {
             "/ingest/{stream_id}/{stream_key}/{file}",
             put(ingest::put_file_with_key).layer(DefaultBodyLimit::disable()),
         )
-        .route("/vod/upload", post(vod::upload).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/vod/upload",
+            post(vod::upload).layer::<_, std::convert::Infallible>(limit).layer(DefaultBodyLimit::disable()),
+        )
         .route("/play/{*signed_path}", get(play::play))
         .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), run_to_end_and_count))

@@ -286,3 +286,32 @@ async fn no_auth_is_an_explicit_flag_refused_off_loopback() {
     let anonymous = reqwest::Client::new();
     assert_eq!(send(anonymous.post(format!("{base}/streams/start")).body("{}")).await.0, 201);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_requests_are_rate_limited_per_credential() {
+    let data = tempfile::tempdir().unwrap();
+    let config = segflow::config::Config {
+        control_plane_rate_per_s: 1,
+        control_plane_burst: 3,
+        ..crate::common::Backends::Embedded.config(data.path())
+    };
+    let engine = TestEngine::start_with(config).await;
+    let (_, publish) = engine.post_json("/tokens", r#"{"name":"farm","scopes":["publish"]}"#).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = engine.client.post(engine.url("/streams/start")).body("{}").send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "too_many_requests", "{body}");
+        }
+    }
+    // The admin token had made a token already: two more starts, then refused.
+    assert_eq!(statuses, [201, 201, 429, 429, 429]);
+    // Another credential has its own bucket; reads are not limited.
+    let farm = client_with(publish["token"].as_str().unwrap());
+    assert_eq!(send(farm.post(engine.url("/streams/start")).body("{}")).await.0, 201);
+    assert_eq!(engine.get_json("/dead-letters").await.0, 200);
+    engine.shutdown().await;
+}

@@ -467,10 +467,18 @@ pub async fn fetch_json(client: &reqwest::Client, url: &str) -> Value {
 
 /// `POST /streams/start` with `body`; returns the new stream's id.
 pub async fn start_stream_at(client: &reqwest::Client, base: &str, body: &str) -> String {
-    let response = client.post(format!("{base}/streams/start")).body(body.to_string()).send().await.unwrap();
-    assert_eq!(response.status(), 201);
-    let started: Value = response.json().await.unwrap();
-    started["stream_id"].as_str().unwrap().to_string()
+    loop {
+        let response = client.post(format!("{base}/streams/start")).body(body.to_string()).send().await.unwrap();
+        if response.status() == 429 {
+            // Rate limited, as a client that starts many streams may be: wait as told.
+            let wait = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            continue;
+        }
+        assert_eq!(response.status(), 201);
+        let started: Value = response.json().await.unwrap();
+        return started["stream_id"].as_str().unwrap().to_string();
+    }
 }
 
 /// Encodes a test clip with FFmpeg's own sources (`ultrafast`: only the test's input).

@@ -14,6 +14,11 @@
 //! (which would flush other files' data too). Writes cover whole [`BLOCK`]s, so the kernel never
 //! reads a block back from disk to change part of it. Committed offsets live in
 //! `{partition}.offset` files, replaced atomically.
+//!
+//! Damage is never taken for the end: a record that fails its checksum, or whose length cannot
+//! be true, is skipped up to the next position where a whole record validates, and reported
+//! (a `corrupt_record` dead letter). Only a tail after which nothing validates is a torn write,
+//! cut off at open.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -152,7 +157,7 @@ impl EmbeddedLog {
                     .open(&path)
                     .map_err(io_err(&path))?;
                 let committed = read_offset(&offset_path(dir, topic, p))?;
-                let (end, dirty_end) = scan_valid_end(&mut file, committed).map_err(io_err(&path))?;
+                let (end, dirty_end) = scan_valid_end(&mut file, committed, &path).map_err(io_err(&path))?;
                 if dirty_end > end {
                     // Zeros over what follows the last whole record (not a truncation, which
                     // would give the space back and make the next appends change metadata).
@@ -238,7 +243,7 @@ impl EmbeddedLog {
         let position = self.committed(topic, partition)?;
         file.seek(SeekFrom::Start(position)).map_err(io_err(&path))?;
         let ends = self.inner.ends[&(topic, partition)].clone();
-        Ok(PartitionReader { topic, partition, file, path, position, ends, buffer: Vec::new(), stuck: false })
+        Ok(PartitionReader { topic, partition, file, path, position, ends, buffer: Vec::new() })
     }
 
     /// End of the partition's last durable record.
@@ -288,20 +293,62 @@ fn read_offset(path: &Path) -> Result<u64, LogError> {
     }
 }
 
-/// The end of the last whole record at or after `from`, and the end of the non-zero bytes
-/// after it (beyond the first if a crash tore a record).
-fn scan_valid_end(file: &mut File, from: u64) -> io::Result<(u64, u64)> {
+/// The end of the last valid record at or after `from`, and the end of the non-zero bytes
+/// after it (beyond the first if a crash tore a record). A damaged stretch followed by a valid
+/// record is kept, for the readers to report: only a tail after which nothing validates is cut.
+fn scan_valid_end(file: &mut File, from: u64, path: &Path) -> io::Result<(u64, u64)> {
     let len = file.metadata()?.len();
     let from = from.min(len);
     file.seek(SeekFrom::Start(from))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
+    // No header starts after the last non-zero byte.
+    let dirty = bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
     let mut pos = 0;
-    while let Some(Parsed::Record { next, .. }) = parse_record(&bytes[pos..]) {
-        pos += next;
+    loop {
+        match parse_record(&bytes[pos..]) {
+            Parsed::Record { next, .. } => pos += next,
+            _ => match resync(&bytes, pos + 1, dirty) {
+                Some(next) => {
+                    let (start, end) = (from + pos as u64, from + next as u64);
+                    tracing::error!(path = %path.display(), start, end, "damaged bytes before valid records: kept, to be reported");
+                    pos = next;
+                }
+                None => break,
+            },
+        }
     }
-    let dirty = bytes[pos..].iter().rposition(|b| *b != 0).map_or(pos, |last| pos + last + 1);
-    Ok((from + pos as u64, from + dirty as u64))
+    Ok((from + pos as u64, from + dirty.max(pos) as u64))
+}
+
+/// The first position in `from..until` where a whole valid record starts.
+fn resync(bytes: &[u8], from: usize, until: usize) -> Option<usize> {
+    let mut at = from;
+    while at < until {
+        // A header's length is not zero: a record starts at most 3 bytes before a non-zero byte.
+        let non_zero = next_non_zero(bytes, at);
+        if non_zero >= until {
+            return None;
+        }
+        at = at.max(non_zero.saturating_sub(3));
+        if let Parsed::Record { .. } = parse_record(&bytes[at..]) {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The first non-zero byte at or after `from` (`bytes.len()` if none), eight bytes at a time.
+fn next_non_zero(bytes: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while bytes.get(at..at + 8).is_some_and(|word| word == [0; 8]) {
+        at += 8;
+    }
+    while bytes.get(at).is_some_and(|b| *b == 0) {
+        at += 1;
+    }
+    at
 }
 
 fn encode(payload: &[u8], out: &mut Vec<u8>) {
@@ -311,27 +358,29 @@ fn encode(payload: &[u8], out: &mut Vec<u8>) {
 }
 
 enum Parsed<'a> {
-    Record { payload: &'a [u8], next: usize },
-    Corrupt { next: Option<usize> },
+    Record {
+        payload: &'a [u8],
+        next: usize,
+    },
+    /// Its header or payload runs past the end of `bytes`.
+    Incomplete,
+    /// Not a record: a length that cannot be true, or a checksum that does not match.
+    Bad(RecordError),
 }
 
-/// Parses the record at the start of `bytes`; `None` if it is not all there yet, or if it is
-/// the zero-filled space after the last record.
-fn parse_record(bytes: &[u8]) -> Option<Parsed<'_>> {
-    let header = bytes.get(..HEADER)?;
+/// Parses the record at the start of `bytes`.
+fn parse_record(bytes: &[u8]) -> Parsed<'_> {
+    let Some(header) = bytes.get(..HEADER) else { return Parsed::Incomplete };
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    if len == 0 {
-        return None;
+    if len == 0 || len > MAX_RECORD_BYTES {
+        return Parsed::Bad(RecordError::Length);
     }
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if len > MAX_RECORD_BYTES {
-        return Some(Parsed::Corrupt { next: None });
-    }
-    let payload = bytes.get(HEADER..HEADER + len)?;
+    let Some(payload) = bytes.get(HEADER..HEADER + len) else { return Parsed::Incomplete };
     if crc32fast::hash(payload) != crc {
-        return Some(Parsed::Corrupt { next: Some(HEADER + len) });
+        return Parsed::Bad(RecordError::Checksum);
     }
-    Some(Parsed::Record { payload, next: HEADER + len })
+    Parsed::Record { payload, next: HEADER + len }
 }
 
 /// Writes batches of appends and shows them to readers, then hands them to a second thread
@@ -471,16 +520,12 @@ pub struct PartitionReader {
     /// The writer's ends: nothing past the written end is read.
     ends: Arc<Ends>,
     buffer: Vec<u8>,
-    /// Set on a record whose length cannot be trusted: reading stops there.
-    stuck: bool,
 }
 
 impl PartitionReader {
-    /// Appends up to `max` whole records to `out`; returns how many.
+    /// Appends up to `max` whole records to `out`; returns how many. A damaged stretch is one
+    /// record with an error for a payload, ending where the next valid record starts.
     pub fn poll(&mut self, max: usize, out: &mut Vec<LogRecord>) -> io::Result<usize> {
-        if self.stuck {
-            return Ok(0);
-        }
         let mut chunk = [0u8; 64 * 1024];
         let written = self.ends.written.load(Ordering::Acquire);
         loop {
@@ -498,43 +543,30 @@ impl PartitionReader {
                 break;
             }
         }
+        // Up to the written end, the bytes are whole records: a header or payload running past
+        // it is damage, not a record still to come.
+        let complete = self.position + self.buffer.len() as u64 >= written;
         let mut consumed = 0;
         let mut count = 0;
-        while count < max {
+        while count < max && consumed < self.buffer.len() {
             let offset = self.position + consumed as u64;
-            match parse_record(&self.buffer[consumed..]) {
-                None => break,
-                Some(Parsed::Record { payload, next }) => {
-                    consumed += next;
-                    out.push(LogRecord {
-                        partition: self.partition,
-                        offset,
-                        next_offset: offset + next as u64,
-                        payload: Ok(payload.to_vec()),
-                    });
+            let (next, payload) = match parse_record(&self.buffer[consumed..]) {
+                Parsed::Record { payload, next } => (next, Ok(payload.to_vec())),
+                Parsed::Incomplete if !complete => break,
+                bad => {
+                    let error = if let Parsed::Bad(error) = bad { error } else { RecordError::Length };
+                    let next = match resync(&self.buffer, consumed + 1, self.buffer.len()) {
+                        Some(next) => next,
+                        None if complete => self.buffer.len(),
+                        None => break, // the next valid record may be in what is not read yet
+                    };
+                    let end = self.position + next as u64;
+                    tracing::error!(path = %self.path.display(), offset, end, %error, "damaged record skipped");
+                    (next - consumed, Err(error))
                 }
-                Some(Parsed::Corrupt { next: Some(next) }) => {
-                    consumed += next;
-                    out.push(LogRecord {
-                        partition: self.partition,
-                        offset,
-                        next_offset: offset + next as u64,
-                        payload: Err(RecordError::Checksum),
-                    });
-                }
-                Some(Parsed::Corrupt { next: None }) => {
-                    tracing::error!(path = %self.path.display(), offset, "unreadable record length: partition stops here");
-                    self.stuck = true;
-                    out.push(LogRecord {
-                        partition: self.partition,
-                        offset,
-                        next_offset: offset,
-                        payload: Err(RecordError::Length),
-                    });
-                    count += 1;
-                    break;
-                }
-            }
+            };
+            out.push(LogRecord { partition: self.partition, offset, next_offset: offset + next as u64, payload });
+            consumed += next;
             count += 1;
         }
         self.buffer.drain(..consumed);
@@ -636,8 +668,100 @@ mod tests {
         fs::write(&path, bytes).unwrap();
         let records = drain(&mut log.reader(Topic::VodChunks, 1).unwrap());
         assert_eq!(records.len(), 3);
-        assert!(records[1].payload.is_err());
+        assert_eq!(
+            (records[1].payload.clone(), records[1].offset, records[1].next_offset),
+            (Err(RecordError::Checksum), 12, 24)
+        );
         assert_eq!(records[2].payload.as_deref().unwrap(), b"after");
+    }
+
+    /// `count` records of 40 to 80 bytes on partition 0 of `live-chunks`; their offsets, and
+    /// the end of the last one.
+    async fn write_records(dir: &Path, count: usize) -> Vec<u64> {
+        let log = EmbeddedLog::open(dir).unwrap();
+        let mut offsets = Vec::new();
+        for i in 0..count {
+            let payload = format!("{{\"record\":{i},\"pad\":\"{}\"}}", "x".repeat(20 + i % 40));
+            offsets.push(log.append_to(Topic::LiveChunks, 0, payload.into_bytes()).await.unwrap().offset);
+        }
+        offsets.push(log.end(Topic::LiveChunks, 0));
+        log.close();
+        offsets
+    }
+
+    fn damage(dir: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+        let path = partition_path(dir, Topic::LiveChunks, 0);
+        let mut bytes = fs::read(&path).unwrap();
+        change(&mut bytes);
+        fs::write(&path, bytes).unwrap();
+    }
+
+    fn payloads(records: &[LogRecord]) -> Vec<Option<usize>> {
+        let index = |p: &Vec<u8>| {
+            let doc: serde_json::Value = serde_json::from_slice(p).unwrap();
+            doc["record"].as_u64().unwrap() as usize
+        };
+        records.iter().map(|r| r.payload.as_ref().ok().map(index)).collect()
+    }
+
+    /// A flipped bit anywhere in a record, its length included, loses that record alone, on a
+    /// reader of the open log and across a reopen (which cuts nothing after it).
+    #[tokio::test]
+    async fn a_damaged_record_loses_only_itself() {
+        for (name, at) in [("length", 1), ("high length byte", 3), ("checksum", 5), ("payload", HEADER + 7)] {
+            let dir = tempfile::tempdir().unwrap();
+            let offsets = write_records(dir.path(), 40).await;
+            damage(dir.path(), |bytes| bytes[offsets[20] as usize + at] ^= 0x10);
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            assert_eq!(log.end(Topic::LiveChunks, 0), offsets[40], "{name}: nothing cut");
+            let records = drain(&mut log.reader(Topic::LiveChunks, 0).unwrap());
+            let mut expected: Vec<Option<usize>> = (0..40).map(Some).collect();
+            expected[20] = None;
+            assert_eq!(payloads(&records), expected, "{name}");
+            assert_eq!((records[20].offset, records[20].next_offset), (offsets[20], offsets[21]), "{name}");
+            let next = log.append_to(Topic::LiveChunks, 0, b"{\"record\":40}".to_vec()).await.unwrap();
+            assert_eq!(next.offset, offsets[40], "{name}: new records follow the old ones");
+        }
+    }
+
+    /// A zeroed stretch, or garbage over several records, is one damaged record; the records
+    /// after it are read.
+    #[tokio::test]
+    async fn a_damaged_stretch_is_one_record_and_reading_goes_on() {
+        for (name, fill) in [("zeros", 0u8), ("garbage", 0xa5)] {
+            let dir = tempfile::tempdir().unwrap();
+            let offsets = write_records(dir.path(), 100).await;
+            let (from, to) = (offsets[10] as usize + 3, offsets[30] as usize + 5);
+            damage(dir.path(), |bytes| bytes[from..to].fill(fill));
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            let records = drain(&mut log.reader(Topic::LiveChunks, 0).unwrap());
+            let expected: Vec<Option<usize>> = (0..10).map(Some).chain([None]).chain((31..100).map(Some)).collect();
+            assert_eq!(payloads(&records), expected, "{name}");
+            assert_eq!((records[10].offset, records[10].next_offset), (offsets[10], offsets[31]), "{name}");
+        }
+    }
+
+    /// The last record damaged while the log is open: reported, and the reader goes on with
+    /// the records appended after it.
+    #[tokio::test]
+    async fn a_damaged_last_record_is_reported_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        log.append_to(Topic::LiveChunks, 0, b"one".to_vec()).await.unwrap();
+        log.append_to(Topic::LiveChunks, 0, b"two".to_vec()).await.unwrap();
+        let path = partition_path(dir.path(), Topic::LiveChunks, 0);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff], 11 + 2).unwrap(); // the length of "two": past the end
+        let mut reader = log.reader(Topic::LiveChunks, 0).unwrap();
+        let records = drain(&mut reader);
+        assert_eq!(
+            records.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+            [Ok(b"one".to_vec()), Err(RecordError::Length)]
+        );
+        assert_eq!(records[1].next_offset, 22);
+        log.append_to(Topic::LiveChunks, 0, b"three".to_vec()).await.unwrap();
+        let records = drain(&mut reader);
+        assert_eq!(records.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), [Ok(b"three".to_vec())]);
     }
 
     #[tokio::test]

@@ -45,7 +45,7 @@ pub enum LogError {
 pub enum RecordError {
     #[error("record checksum mismatch")]
     Checksum,
-    /// The length in its header cannot be true: the partition is not read past it.
+    /// The length in its header cannot be true (zero, over the limit, or past the end).
     #[error("unreadable record length")]
     Length,
     #[error("record has no payload")]

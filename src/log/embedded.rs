@@ -18,7 +18,7 @@
 //! Damage is never taken for the end: a record that fails its checksum, or whose length cannot
 //! be true, is skipped up to the next position where a whole record validates, and reported
 //! (a `corrupt_record` dead letter). Only a tail after which nothing validates is a torn write,
-//! cut off at open.
+//! cut off at open. A partition file shorter than its committed offset, or missing, is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -139,8 +139,9 @@ struct Inner {
 
 impl EmbeddedLog {
     /// Opens (creating if needed) every topic's partition files under `dir`, cutting off a
-    /// record torn by a crash mid-write.
+    /// record torn by a crash mid-write; refuses partitions that lost committed records.
     pub fn open(dir: &Path) -> Result<EmbeddedLog, LogError> {
+        let mut damaged = Vec::new();
         let mut files = BTreeMap::new();
         let mut targets = BTreeMap::new();
         let mut ends = BTreeMap::new();
@@ -149,6 +150,11 @@ impl EmbeddedLog {
             fs::create_dir_all(&topic_dir).map_err(io_err(&topic_dir))?;
             for p in 0..topic.partitions() {
                 let path = partition_path(dir, topic, p);
+                let committed = read_offset(&offset_path(dir, topic, p))?;
+                if let Some(problem) = check_length(&path, &offset_path(dir, topic, p), committed)? {
+                    damaged.push(problem);
+                    continue;
+                }
                 let mut file = OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -156,7 +162,6 @@ impl EmbeddedLog {
                     .write(true)
                     .open(&path)
                     .map_err(io_err(&path))?;
-                let committed = read_offset(&offset_path(dir, topic, p))?;
                 let (end, dirty_end) = scan_valid_end(&mut file, committed, &path).map_err(io_err(&path))?;
                 if dirty_end > end {
                     // Zeros over what follows the last whole record (not a truncation, which
@@ -174,6 +179,9 @@ impl EmbeddedLog {
                 targets.insert((topic, p), SyncTarget { path: path.clone(), file: sync_file, ends: published.clone() });
                 files.insert((topic, p), PartitionFile { path, file, end, allocated, tail, ends: published });
             }
+        }
+        if !damaged.is_empty() {
+            return Err(LogError::Damaged(damaged.join("; ")));
         }
         let (to_sync, written) = mpsc::channel();
         let syncer = std::thread::Builder::new()
@@ -291,6 +299,38 @@ fn read_offset(path: &Path) -> Result<u64, LogError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(LogError::Io { path: path.to_path_buf(), source: e }),
     }
+}
+
+/// Why partition `path` cannot be opened, if it lost records its offset file says were
+/// processed: it is missing, or shorter than that offset (truncated).
+fn check_length(path: &Path, offset_file: &Path, committed: u64) -> Result<Option<String>, LogError> {
+    let len = match fs::metadata(path) {
+        Ok(metadata) => metadata.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if committed == 0 {
+                return Ok(None);
+            }
+            return Ok(Some(format!(
+                "partition file {} is missing, but {} says its first {committed} bytes were processed; \
+                 restore the file, or remove {} to accept the loss and start the partition afresh",
+                path.display(),
+                offset_file.display(),
+                offset_file.display(),
+            )));
+        }
+        Err(e) => return Err(LogError::Io { path: path.to_path_buf(), source: e }),
+    };
+    if len >= committed {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "partition file {} is {len} bytes, shorter than its committed offset {committed} (in {}): it was \
+         truncated and lost acknowledged records; restore it from a backup, or remove {} to accept the \
+         loss and reprocess the partition from its start",
+        path.display(),
+        offset_file.display(),
+        offset_file.display(),
+    )))
 }
 
 /// The end of the last valid record at or after `from`, and the end of the non-zero bytes
@@ -762,6 +802,36 @@ mod tests {
         log.append_to(Topic::LiveChunks, 0, b"three".to_vec()).await.unwrap();
         let records = drain(&mut reader);
         assert_eq!(records.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), [Ok(b"three".to_vec())]);
+    }
+
+    /// A partition file truncated below its committed offset, or missing, is refused with its
+    /// name and what to do; removing the offset file accepts the loss.
+    #[tokio::test]
+    async fn a_partition_shorter_than_its_committed_offset_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let offsets = write_records(dir.path(), 10).await;
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        log.commit(Topic::LiveChunks, 0, offsets[9]).unwrap();
+        log.close();
+        let path = partition_path(dir.path(), Topic::LiveChunks, 0);
+        let offset_file = offset_path(dir.path(), Topic::LiveChunks, 0);
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(offsets[5]).unwrap();
+        let Err(LogError::Damaged(message)) = EmbeddedLog::open(dir.path()) else {
+            panic!("a truncated partition opens")
+        };
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains(&format!("remove {}", offset_file.display())), "{message}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), offsets[5], "the file is left as it is");
+
+        fs::remove_file(&path).unwrap();
+        let Err(LogError::Damaged(message)) = EmbeddedLog::open(dir.path()) else {
+            panic!("a missing partition opens")
+        };
+        assert!(message.contains(&format!("{} is missing", path.display())), "{message}");
+
+        fs::remove_file(&offset_file).unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        assert_eq!((log.committed(Topic::LiveChunks, 0).unwrap(), log.end(Topic::LiveChunks, 0)), (0, 0));
     }
 
     #[tokio::test]

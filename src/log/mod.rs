@@ -27,6 +27,10 @@ pub enum LogError {
     TooLarge(usize),
     #[error("event log writer has stopped")]
     Closed,
+    /// Partition files lost records their offsets say were processed; the text names them
+    /// and says what to do.
+    #[error("event log is damaged: {0}")]
+    Damaged(String),
     /// A broker refused or did not answer; `source` is librdkafka's error, when there is one.
     #[error("Kafka at {brokers}: {message}")]
     Kafka {

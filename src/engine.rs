@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -54,13 +54,49 @@ pub async fn run(
 pub struct Engine {
     state: AppState,
     stop: StopWorkersOnDrop,
-    workers: tokio::task::JoinHandle<WorkerResults>,
-    workers_done: tokio::sync::oneshot::Receiver<()>,
+    workers: Workers,
     offsets_committed: tokio::task::JoinHandle<()>,
 }
 
 /// What timely's workers returned: each worker's own result, or timely's message of a panic.
 type WorkerResults = Vec<Result<Result<(), WorkerError>, String>>;
+
+/// A worker that has returned: its index, and why if it failed or panicked.
+type WorkerExit = (usize, Option<String>);
+
+/// How long the other workers may take to stop once one has failed. They may never: their
+/// dataflows wait for the failed worker's progress.
+const PEERS_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The running workers: each one's exit as it happens, and all their results at the end
+/// (joined on a thread of their own, which the runtime's shutdown never waits for).
+struct Workers {
+    exits: tokio::sync::mpsc::UnboundedReceiver<WorkerExit>,
+    results: tokio::sync::oneshot::Receiver<WorkerResults>,
+}
+
+/// Every worker's result; after a failure, `None` if they did not all stop in time.
+async fn join(
+    results: tokio::sync::oneshot::Receiver<WorkerResults>,
+    after_failure: bool,
+) -> Result<Option<WorkerResults>, EngineError> {
+    let results = async { results.await.map_err(|_| EngineError::Timely("the workers' join failed".into())) };
+    if !after_failure {
+        return results.await.map(Some);
+    }
+    match tokio::time::timeout(PEERS_STOP_WAIT, results).await {
+        Ok(results) => results.map(Some),
+        Err(_) => {
+            tracing::error!("the other workers did not stop within {PEERS_STOP_WAIT:?}; leaving them");
+            Ok(None)
+        }
+    }
+}
+
+/// Why a worker stopped before the engine told it to (`when`, e.g. " while starting").
+fn early_exit((index, reason): WorkerExit, when: &str) -> String {
+    format!("worker {index} stopped{when}: {}", reason.as_deref().unwrap_or("it returned early"))
+}
 
 impl Engine {
     /// Opens every backend (one that does not answer fails this, naming it) and starts the
@@ -97,25 +133,41 @@ impl Engine {
             ready,
             offsets,
         };
-        let workers =
-            timely::execute(timely::Config::process(config.workers), move |worker| run_worker(worker, &context))
-                .map_err(EngineError::Timely)?;
-        let (workers_done_tx, mut workers_done) = tokio::sync::oneshot::channel::<()>();
-        let workers = tokio::task::spawn_blocking(move || {
-            let results = workers.join();
-            let _ = workers_done_tx.send(());
-            results
-        });
-        for _ in 0..config.workers {
+        let (exited, exits) = tokio::sync::mpsc::unbounded_channel();
+        let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+            let index = worker.index();
+            // A panic becomes the worker's error, and the engine hears of it at once: the
+            // other workers may never stop, so it cannot wait for them all.
+            let result = crate::panics::caught(|| run_worker(worker, &context)).unwrap_or_else(|panic| {
+                tracing::error!(worker = index, panic, "a timely worker panicked");
+                Err(WorkerError::Panicked(panic))
+            });
+            let _ = exited.send((index, result.as_ref().err().map(ToString::to_string)));
+            result
+        })
+        .map_err(EngineError::Timely)?;
+        let (joined, results) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("segflow-join-workers".into())
+            .spawn(move || {
+                let _ = joined.send(guards.join());
+            })
+            .map_err(|e| EngineError::Timely(e.to_string()))?;
+        let mut workers = Workers { exits, results };
+        let mut started = 0;
+        while started < config.workers {
             tokio::select! {
-                _ = workers_ready.recv() => {}
-                _ = &mut workers_done => {
+                Some(_) = workers_ready.recv() => started += 1,
+                exit = workers.exits.recv() => {
                     // A worker failed to start: report why.
                     stop.now();
-                    let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
+                    let reason = exit.map_or_else(|| "the workers stopped".into(), |e| early_exit(e, " while starting"));
+                    let results = join(workers.results, true).await?;
                     backends.log.close();
-                    check(results)?;
-                    return Err(EngineError::Timely("a worker stopped while starting".into()));
+                    if let Some(results) = results {
+                        check(results)?;
+                    }
+                    return Err(EngineError::Timely(reason));
                 }
             }
         }
@@ -128,7 +180,7 @@ impl Engine {
         };
         let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
         let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), metrics };
-        Ok(Engine { state, stop, workers, workers_done, offsets_committed })
+        Ok(Engine { state, stop, workers, offsets_committed })
     }
 
     /// Serves the API on `listener` until `shutdown` resolves, then drains: the API stops
@@ -139,25 +191,38 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), EngineError> {
-        let Engine { state, stop, workers, workers_done, offsets_committed } = self;
+        let Engine { state, stop, workers: Workers { mut exits, results }, offsets_committed } = self;
         let backends = state.backends.clone();
         let stopping = stop.0.clone();
+        let (failed, mut failure) = tokio::sync::oneshot::channel();
         let served = axum::serve(listener, api::router(state))
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
-                    _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
+                    Some(exit) = exits.recv() => {
+                        let reason = early_exit(exit, "");
+                        tracing::error!(reason, "a timely worker stopped; shutting down");
+                        let _ = failed.send(reason);
+                    }
                 }
                 stopping.store(true, Ordering::SeqCst);
             })
             .await
             .map_err(EngineError::Http);
         stop.now();
-        let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
-        let _ = offsets_committed.await; // the workers' last offsets, after a final sync
+        let failure = failure.try_recv().ok();
+        let results = join(results, failure.is_some()).await?;
+        if results.is_some() {
+            let _ = offsets_committed.await; // the workers' last offsets, after a final sync
+        }
         backends.log.close();
         served?;
-        check(results)?;
+        if let Some(results) = results {
+            check(results)?;
+        }
+        if let Some(reason) = failure {
+            return Err(EngineError::Timely(reason));
+        }
         tracing::info!("drained; bye");
         Ok(())
     }

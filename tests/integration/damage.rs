@@ -74,3 +74,20 @@ async fn a_truncated_partition_is_refused_with_the_file_named() {
     assert_eq!(doc["chunks_accepted"], CHUNKS, "{doc}");
     engine.shutdown().await;
 }
+
+/// A chunk document that cannot be read fails the one worker that restores its stream: the
+/// start fails with that error instead of waiting forever for the worker to be ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_fails_to_start_fails_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    let ids = write_streams(data.path(), 1).await;
+    {
+        const CHUNKS_TABLE: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("live_metadata");
+        let db = redb::Database::create(data.path().join("metadata.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(CHUNKS_TABLE).unwrap().insert((ids[0].as_str(), 3), b"{not json".as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    let error = refused_start(data.path()).await;
+    assert!(error.contains("restoring live streams"), "{error}");
+}

@@ -13,7 +13,8 @@ pub fn message(panic: &(dyn Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-/// Runs `work`; a panic in it becomes `Err` with its message.
+/// Runs `work`; a panic in it becomes `Err` with its message, on one line.
 pub fn caught<T>(work: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(work)).map_err(|panic| message(&*panic).to_string())
+    catch_unwind(AssertUnwindSafe(work))
+        .map_err(|panic| message(&*panic).split_whitespace().collect::<Vec<_>>().join(" "))
 }

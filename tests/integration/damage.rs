@@ -91,3 +91,40 @@ async fn a_worker_that_fails_to_start_fails_the_start() {
     let error = refused_start(data.path()).await;
     assert!(error.contains("restoring live streams"), "{error}");
 }
+
+/// Overwrites with `fill` the pages of the metadata file that `chosen` picks, given each
+/// page's bytes; returns how many it overwrote.
+fn overwrite_pages(data: &Path, fill: u8, chosen: impl Fn(usize, &[u8]) -> bool) -> usize {
+    const PAGE: usize = 4096;
+    let path = data.join("metadata.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let pages: Vec<usize> = (0..bytes.len() / PAGE).filter(|&n| chosen(n, &bytes[n * PAGE..(n + 1) * PAGE])).collect();
+    for n in &pages {
+        bytes[n * PAGE..(n + 1) * PAGE].fill(fill);
+    }
+    std::fs::write(&path, bytes).unwrap();
+    pages.len()
+}
+
+/// Overwritten pages of the metadata file, whether redb's own state or documents, are refused
+/// at start with the file named and what to do: never a panic, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_metadata_file_is_refused_with_the_file_named() {
+    let contains = |page: &[u8], text: &str| page.windows(text.len()).any(|w| w == text.as_bytes());
+    type Choose = Box<dyn Fn(usize, &[u8], &str) -> bool>;
+    let cases: [(&str, u8, Choose); 3] = [
+        ("redb's region header", 0xa5, Box::new(|n, _, _| (1..=3).contains(&n))),
+        ("the file header", 0x00, Box::new(|n, _, _| n == 0)),
+        ("every page holding a stream's documents", 0x5a, Box::new(move |_, page, id| contains(page, id))),
+    ];
+    for (name, fill, chosen) in cases {
+        let data = tempfile::tempdir().unwrap();
+        let ids = write_streams(data.path(), 2).await;
+        let overwritten = overwrite_pages(data.path(), fill, |n, page| chosen(n, page, &ids[0]));
+        assert!(overwritten > 0, "{name}");
+        let error = refused_start(data.path()).await;
+        let file = data.path().join("metadata.redb");
+        assert!(error.contains(&format!("metadata file {} is damaged", file.display())), "{name}: {error}");
+        assert!(error.contains("move the file away"), "{name}: {error}");
+    }
+}

@@ -17,7 +17,9 @@ use crate::dataflow::offsets::OffsetCommitter;
 use crate::dataflow::vod::VodContext;
 use crate::dataflow::{WorkerContext, WorkerError, run_worker};
 use crate::ingest::{Ingest, Limits};
+use crate::log::EventLog;
 use crate::metrics::Metrics;
+use crate::model::Topic;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -100,11 +102,12 @@ fn early_exit((index, reason): WorkerExit, when: &str) -> String {
 
 impl Engine {
     /// Opens every backend (one that does not answer fails this, naming it) and starts the
-    /// workers; resolves once every worker has restored its streams.
+    /// workers; resolves once every worker has restored its streams, and once the live log is
+    /// replayed when the metadata is being rebuilt from it. A worker that fails fails this.
     pub async fn start(config: Config) -> Result<Engine, EngineError> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
-        let backends = Backends::open(&config).await?;
+        let (backends, rebuilding) = Backends::open(&config).await?;
         let signer = UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs)
             .map_err(|source| EngineError::SigningKey { path: data_dir.clone(), source })?;
         let metrics = Arc::new(Metrics::new());
@@ -154,21 +157,28 @@ impl Engine {
             })
             .map_err(|e| EngineError::Timely(e.to_string()))?;
         let mut workers = Workers { exits, results };
-        let mut started = 0;
-        while started < config.workers {
-            tokio::select! {
-                Some(_) = workers_ready.recv() => started += 1,
-                exit = workers.exits.recv() => {
-                    // A worker failed to start: report why.
-                    stop.now();
-                    let reason = exit.map_or_else(|| "the workers stopped".into(), |e| early_exit(e, " while starting"));
-                    let results = join(workers.results, true).await?;
-                    backends.log.close();
-                    if let Some(results) = results {
-                        check(results)?;
-                    }
-                    return Err(EngineError::Timely(reason));
+        let started = async {
+            for _ in 0..config.workers {
+                if workers_ready.recv().await.is_none() {
+                    std::future::pending::<()>().await; // the workers stopped: their exits say why
                 }
+            }
+            if rebuilding {
+                replayed(&backends).await;
+            }
+        };
+        tokio::select! {
+            _ = started => {}
+            exit = workers.exits.recv() => {
+                // A worker failed to start: report why.
+                stop.now();
+                let reason = exit.map_or_else(|| "the workers stopped".into(), |e| early_exit(e, " while starting"));
+                let results = join(workers.results, true).await?;
+                backends.log.close();
+                if let Some(results) = results {
+                    check(results)?;
+                }
+                return Err(EngineError::Timely(reason));
             }
         }
         let limits = Limits {
@@ -227,6 +237,24 @@ impl Engine {
         Ok(())
     }
 }
+
+/// Resolves once the dataflow has processed the whole `live-chunks` log as it was at start,
+/// rebuilding the metadata from it: the API opens with every stream back. (Videos are
+/// transcoded again meanwhile, and after.)
+async fn replayed(backends: &Backends) {
+    let EventLog::Embedded(log) = &backends.log else { return };
+    let topic = Topic::LiveChunks;
+    let ends: Vec<(u32, u64)> = (0..topic.partitions()).map(|p| (p, log.end(topic, p))).collect();
+    tracing::info!(bytes = ends.iter().map(|(_, end)| end).sum::<u64>(), "replaying the live event log");
+    while !ends.iter().all(|(p, end)| log.committed(topic, *p).is_ok_and(|committed| committed >= *end)) {
+        tokio::time::sleep(REPLAY_POLL).await;
+    }
+    let streams = backends.metadata.list_streams().await.map_or(0, |streams| streams.len());
+    tracing::warn!(streams, "the metadata file is rebuilt from the event log: every live stream is back");
+}
+
+/// How often the rebuild's progress (the committed offsets) is looked at.
+const REPLAY_POLL: Duration = Duration::from_millis(100);
 
 /// The first error among the workers' results.
 fn check(results: WorkerResults) -> Result<(), EngineError> {

@@ -273,6 +273,23 @@ impl EmbeddedLog {
         crate::files::swap_in(&path, 1, 0, format!("{offset:020}").as_bytes()).map_err(io_err(&path))
     }
 
+    /// Sets every committed offset of the log under `dir` back to 0 (log closed), so that the
+    /// next start replays every record; returns how many bytes had been committed in all.
+    pub fn forget_offsets(dir: &Path) -> Result<u64, LogError> {
+        let mut forgotten = 0;
+        for topic in Topic::ALL {
+            for p in 0..topic.partitions() {
+                let path = offset_path(dir, topic, p);
+                let committed = read_offset(&path)?;
+                if committed > 0 {
+                    crate::files::swap_in(&path, 1, 0, format!("{:020}", 0).as_bytes()).map_err(io_err(&path))?;
+                    forgotten += committed;
+                }
+            }
+        }
+        Ok(forgotten)
+    }
+
     /// Stops the writer after it has answered every request already sent.
     pub fn close(&self) {
         self.inner.requests.lock().expect("log sender lock").take();

@@ -69,6 +69,10 @@ pub struct Config {
     pub mongo_uri: Option<String>,
     /// MongoDB database (`MONGO_DB`).
     pub mongo_database: String,
+    /// `/health` is degraded while the data dir's file system has less free space than this
+    /// many bytes, or than `min_free_disk_percent` of its size.
+    pub min_free_disk_bytes: u64,
+    pub min_free_disk_percent: f64,
 }
 
 /// A credential: read from config like a string, shown as `***`.
@@ -122,6 +126,8 @@ impl Default for Config {
             s3_bucket_prefix: String::new(),
             mongo_uri: None,
             mongo_database: "segflow".into(),
+            min_free_disk_bytes: 1 << 30,
+            min_free_disk_percent: 2.0,
         }
     }
 }
@@ -189,6 +195,9 @@ impl Config {
         }
         if !(1..=MAX_SEQUENCE_NUMBER).contains(&self.max_sequence_jump) {
             return invalid("max_sequence_jump must be at least 1");
+        }
+        if !(0.0..=100.0).contains(&self.min_free_disk_percent) {
+            return invalid("min_free_disk_percent must be 0 to 100");
         }
         if self.transcode_jobs == 0 {
             return invalid("transcode_jobs must be at least 1");

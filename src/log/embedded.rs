@@ -116,6 +116,8 @@ struct Waker {
 
 type Wakers = Arc<Mutex<Vec<Waker>>>;
 
+type Stopped = Arc<Mutex<BTreeMap<(Topic, u32), String>>>;
+
 struct AppendRequest {
     topic: Topic,
     partition: u32,
@@ -132,6 +134,8 @@ pub struct EmbeddedLog {
 struct Inner {
     dir: PathBuf,
     ends: BTreeMap<(Topic, u32), Arc<Ends>>,
+    /// Partitions a reader cannot read, and why: `/health` reports them.
+    stopped: Stopped,
     requests: Mutex<Option<mpsc::Sender<AppendRequest>>>,
     wakers: Wakers,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -202,6 +206,7 @@ impl EmbeddedLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 ends,
+                stopped: Stopped::default(),
                 requests: Mutex::new(Some(tx)),
                 wakers,
                 writer: Mutex::new(Some(writer)),
@@ -251,7 +256,28 @@ impl EmbeddedLog {
         let position = self.committed(topic, partition)?;
         file.seek(SeekFrom::Start(position)).map_err(io_err(&path))?;
         let ends = self.inner.ends[&(topic, partition)].clone();
-        Ok(PartitionReader { topic, partition, file, path, position, ends, buffer: Vec::new() })
+        let stopped = self.inner.stopped.clone();
+        Ok(PartitionReader {
+            topic,
+            partition,
+            file,
+            path,
+            position,
+            ends,
+            buffer: Vec::new(),
+            stopped,
+            reported: false,
+        })
+    }
+
+    /// Whether the writer thread has stopped before [`Self::close`] (it panicked).
+    pub fn writer_stopped(&self) -> bool {
+        self.inner.writer.lock().expect("writer lock").as_ref().is_some_and(|handle| handle.is_finished())
+    }
+
+    /// The partitions a reader cannot read, each with its file and error.
+    pub fn stopped_partitions(&self) -> Vec<String> {
+        self.inner.stopped.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// End of the partition's last durable record.
@@ -577,12 +603,37 @@ pub struct PartitionReader {
     /// The writer's ends: nothing past the written end is read.
     ends: Arc<Ends>,
     buffer: Vec<u8>,
+    /// Where this partition is reported while reading it fails, and whether it is.
+    stopped: Stopped,
+    reported: bool,
 }
 
 impl PartitionReader {
     /// Appends up to `max` whole records to `out`; returns how many. A damaged stretch is one
-    /// record with an error for a payload, ending where the next valid record starts.
+    /// record with an error for a payload, ending where the next valid record starts. While
+    /// reading fails, the partition is reported stopped.
     pub fn poll(&mut self, max: usize, out: &mut Vec<LogRecord>) -> io::Result<usize> {
+        let polled = self.read(max, out);
+        if polled.is_ok() && !self.reported {
+            return polled; // the hot path takes no lock
+        }
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (self.topic, self.partition);
+        match &polled {
+            Ok(_) => {
+                stopped.remove(&key);
+            }
+            Err(error) => {
+                let at = self.position + self.buffer.len() as u64;
+                let problem = format!("partition {} cannot be read at byte {at}: {error}", self.path.display());
+                stopped.insert(key, problem);
+            }
+        }
+        self.reported = polled.is_err();
+        polled
+    }
+
+    fn read(&mut self, max: usize, out: &mut Vec<LogRecord>) -> io::Result<usize> {
         let mut chunk = [0u8; 64 * 1024];
         let written = self.ends.written.load(Ordering::Acquire);
         loop {
@@ -849,6 +900,27 @@ mod tests {
         fs::remove_file(&offset_file).unwrap();
         let log = EmbeddedLog::open(dir.path()).unwrap();
         assert_eq!((log.committed(Topic::LiveChunks, 0).unwrap(), log.end(Topic::LiveChunks, 0)), (0, 0));
+    }
+
+    /// A partition whose reads fail is reported stopped, with its file, until they work again.
+    #[tokio::test]
+    async fn a_partition_that_cannot_be_read_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        log.append_to(Topic::LiveChunks, 2, b"one".to_vec()).await.unwrap();
+        let mut reader = log.reader(Topic::LiveChunks, 2).unwrap();
+        let path = partition_path(dir.path(), Topic::LiveChunks, 2);
+        reader.file = OpenOptions::new().write(true).open(&path).unwrap(); // reads fail
+        assert!(reader.poll(10, &mut Vec::new()).is_err());
+        let stopped = log.stopped_partitions();
+        assert!(
+            stopped.len() == 1 && stopped[0].contains(&format!("{} cannot be read", path.display())),
+            "{stopped:?}"
+        );
+        reader.file = File::open(&path).unwrap();
+        assert_eq!(drain(&mut reader).len(), 1);
+        assert!(log.stopped_partitions().is_empty());
+        assert!(!log.writer_stopped());
     }
 
     #[tokio::test]

@@ -129,8 +129,18 @@ impl EventLog {
     /// Whether the log answers (for `/health`).
     pub async fn health(&self) -> Result<(), LogError> {
         match self {
+            EventLog::Embedded(log) if log.writer_stopped() => Err(LogError::Closed),
             EventLog::Embedded(_) => Ok(()),
             EventLog::Kafka(log) => log.health().await,
+        }
+    }
+
+    /// What keeps the log from working besides not answering: partitions that cannot be read
+    /// (for `/health`).
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            EventLog::Embedded(log) => log.stopped_partitions(),
+            EventLog::Kafka(_) => Vec::new(),
         }
     }
 

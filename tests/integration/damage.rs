@@ -256,3 +256,29 @@ async fn a_flipped_bit_loses_only_its_record() {
     let kept = std::fs::read(&file).unwrap();
     assert_eq!(kept[..at + len + 4096], bytes[..at + len + 4096], "the log keeps the records after the damaged one");
 }
+
+/// `/health` is 503 with the reason while the data dir's disk has less free space than the
+/// threshold (set above this disk's free space, rather than filling the disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_while_the_disk_is_almost_full() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start(data.path(), 2).await;
+    let (status, health) = engine.get_json("/health").await;
+    assert_eq!((status, &health["problems"]), (200, &serde_json::json!([])), "{health}");
+    engine.shutdown().await;
+
+    let config = Config { data_dir: data.path().to_path_buf(), min_free_disk_bytes: u64::MAX, ..Config::default() };
+    let engine = TestEngine::start_with(config).await;
+    let (status, health) = engine.get_json("/health").await;
+    assert_eq!((status, health["status"].as_str()), (503, Some("degraded")), "{health}");
+    let problems = health["problems"].as_array().unwrap();
+    assert!(problems.len() == 1 && problems[0].as_str().unwrap().starts_with("disk almost full"), "{health}");
+    assert_eq!(health["backends"]["event_log"]["state"], "up", "{health}");
+    assert_eq!(health["workers"], 2, "{health}");
+    engine.shutdown().await;
+
+    let config = Config { data_dir: data.path().to_path_buf(), min_free_disk_percent: 100.0, ..Config::default() };
+    let engine = TestEngine::start_with(config).await;
+    assert_eq!(engine.get_json("/health").await.0, 503, "a share of the disk works as well");
+    engine.shutdown().await;
+}

@@ -43,15 +43,41 @@ pub enum BackendError {
 
 impl Backends {
     /// Opens every backend. One that does not answer fails this within seconds, naming it.
-    pub async fn open(config: &Config) -> Result<Backends, BackendError> {
+    /// With it, whether the metadata is to be rebuilt from the log: the embedded metadata file
+    /// was missing while the embedded log held processed records, whose offsets are now forgotten.
+    pub async fn open(config: &Config) -> Result<(Backends, bool), BackendError> {
         let path = config.data_dir.clone();
         std::fs::create_dir_all(&path).map_err(|source| BackendError::DataDir { path, source })?;
-        Ok(Backends {
-            log: open_log(config).await?,
-            store: open_store(config).await?,
-            metadata: open_metadata(config).await?,
-        })
+        let rebuild = forget_offsets_if_metadata_lost(config)?;
+        Ok((
+            Backends {
+                log: open_log(config).await?,
+                store: open_store(config).await?,
+                metadata: open_metadata(config).await?,
+            },
+            rebuild,
+        ))
     }
+}
+
+/// The log is the source of truth: with the embedded metadata file gone and the embedded log
+/// holding processed records, their committed offsets are set back to 0, and the dataflow
+/// replays every record into a new file. Returns whether it did.
+fn forget_offsets_if_metadata_lost(config: &Config) -> Result<bool, BackendError> {
+    let (file, log) = (config.data_dir.join("metadata.redb"), config.data_dir.join("log"));
+    if config.mongo_uri.is_some() || config.kafka.is_some() || file.exists() || !log.exists() {
+        return Ok(false);
+    }
+    let forgotten = EmbeddedLog::forget_offsets(&log)?;
+    if forgotten > 0 {
+        tracing::warn!(
+            file = %file.display(),
+            processed_bytes = forgotten,
+            "the metadata file is missing, but the event log holds processed records: rebuilding every \
+             document from the log (its offsets are reset, and every record is replayed; videos are transcoded again)"
+        );
+    }
+    Ok(forgotten > 0)
 }
 
 /// The embedded log under the data dir, or Kafka with `--kafka`.

@@ -87,6 +87,10 @@ pub struct Config {
     /// An admin token to accept (`sft_…`, from `segflow token create` on another data dir, or
     /// a secret store); without one, the first start makes one and prints it once.
     pub admin_token: Option<Secret>,
+    /// `/health` is degraded while the data dir's file system has less free space than this
+    /// many bytes, or than `min_free_disk_percent` of its size.
+    pub min_free_disk_bytes: u64,
+    pub min_free_disk_percent: f64,
 }
 
 /// A credential: read from config like a string, shown as `***`.
@@ -148,6 +152,8 @@ impl Default for Config {
             control_plane_burst: 50,
             no_auth: false,
             admin_token: None,
+            min_free_disk_bytes: 1 << 30,
+            min_free_disk_percent: 2.0,
         }
     }
 }
@@ -226,6 +232,9 @@ impl Config {
         }
         if self.max_header_bytes < 1024 {
             return invalid("max_header_bytes must be at least 1024");
+        }
+        if !(0.0..=100.0).contains(&self.min_free_disk_percent) {
+            return invalid("min_free_disk_percent must be 0 to 100");
         }
         if self.transcode_jobs == 0 {
             return invalid("transcode_jobs must be at least 1");

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -18,7 +18,9 @@ use crate::dataflow::offsets::OffsetCommitter;
 use crate::dataflow::vod::VodContext;
 use crate::dataflow::{WorkerContext, WorkerError, run_worker};
 use crate::ingest::{Ingest, Limits};
+use crate::log::EventLog;
 use crate::metrics::Metrics;
+use crate::model::Topic;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -55,8 +57,7 @@ pub async fn run(
 pub struct Engine {
     state: AppState,
     stop: StopWorkersOnDrop,
-    workers: tokio::task::JoinHandle<WorkerResults>,
-    workers_done: tokio::sync::oneshot::Receiver<()>,
+    workers: Workers,
     offsets_committed: tokio::task::JoinHandle<()>,
     first_admin_token: Option<String>,
 }
@@ -64,13 +65,51 @@ pub struct Engine {
 /// What timely's workers returned: each worker's own result, or timely's message of a panic.
 type WorkerResults = Vec<Result<Result<(), WorkerError>, String>>;
 
+/// A worker that has returned: its index, and why if it failed or panicked.
+type WorkerExit = (usize, Option<String>);
+
+/// How long the other workers may take to stop once one has failed. They may never: their
+/// dataflows wait for the failed worker's progress.
+const PEERS_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The running workers: each one's exit as it happens, and all their results at the end
+/// (joined on a thread of their own, which the runtime's shutdown never waits for).
+struct Workers {
+    exits: tokio::sync::mpsc::UnboundedReceiver<WorkerExit>,
+    results: tokio::sync::oneshot::Receiver<WorkerResults>,
+}
+
+/// Every worker's result; after a failure, `None` if they did not all stop in time.
+async fn join(
+    results: tokio::sync::oneshot::Receiver<WorkerResults>,
+    after_failure: bool,
+) -> Result<Option<WorkerResults>, EngineError> {
+    let results = async { results.await.map_err(|_| EngineError::Timely("the workers' join failed".into())) };
+    if !after_failure {
+        return results.await.map(Some);
+    }
+    match tokio::time::timeout(PEERS_STOP_WAIT, results).await {
+        Ok(results) => results.map(Some),
+        Err(_) => {
+            tracing::error!("the other workers did not stop within {PEERS_STOP_WAIT:?}; leaving them");
+            Ok(None)
+        }
+    }
+}
+
+/// Why a worker stopped before the engine told it to (`when`, e.g. " while starting").
+fn early_exit((index, reason): WorkerExit, when: &str) -> String {
+    format!("worker {index} stopped{when}: {}", reason.as_deref().unwrap_or("it returned early"))
+}
+
 impl Engine {
     /// Opens every backend (one that does not answer fails this, naming it) and starts the
-    /// workers; resolves once every worker has restored its streams.
+    /// workers; resolves once every worker has restored its streams, and once the live log is
+    /// replayed when the metadata is being rebuilt from it. A worker that fails fails this.
     pub async fn start(config: Config) -> Result<Engine, EngineError> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
-        let backends = Backends::open(&config).await?;
+        let (backends, rebuilding) = Backends::open(&config).await?;
         let first_admin_token = if config.no_auth {
             tracing::warn!(listen = config.listen, "authentication is off (--no-auth): loopback only");
             None
@@ -105,26 +144,49 @@ impl Engine {
             ready,
             offsets,
         };
-        let workers =
-            timely::execute(timely::Config::process(config.workers), move |worker| run_worker(worker, &context))
-                .map_err(EngineError::Timely)?;
-        let (workers_done_tx, mut workers_done) = tokio::sync::oneshot::channel::<()>();
-        let workers = tokio::task::spawn_blocking(move || {
-            let results = workers.join();
-            let _ = workers_done_tx.send(());
-            results
-        });
-        for _ in 0..config.workers {
-            tokio::select! {
-                _ = workers_ready.recv() => {}
-                _ = &mut workers_done => {
-                    // A worker failed to start: report why.
-                    stop.now();
-                    let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
-                    backends.log.close();
-                    check(results)?;
-                    return Err(EngineError::Timely("a worker stopped while starting".into()));
+        let (exited, exits) = tokio::sync::mpsc::unbounded_channel();
+        let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+            let index = worker.index();
+            // A panic becomes the worker's error, and the engine hears of it at once: the
+            // other workers may never stop, so it cannot wait for them all.
+            let result = crate::panics::caught(|| run_worker(worker, &context)).unwrap_or_else(|panic| {
+                tracing::error!(worker = index, panic, "a timely worker panicked");
+                Err(WorkerError::Panicked(panic))
+            });
+            let _ = exited.send((index, result.as_ref().err().map(ToString::to_string)));
+            result
+        })
+        .map_err(EngineError::Timely)?;
+        let (joined, results) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("segflow-join-workers".into())
+            .spawn(move || {
+                let _ = joined.send(guards.join());
+            })
+            .map_err(|e| EngineError::Timely(e.to_string()))?;
+        let mut workers = Workers { exits, results };
+        let started = async {
+            for _ in 0..config.workers {
+                if workers_ready.recv().await.is_none() {
+                    std::future::pending::<()>().await; // the workers stopped: their exits say why
                 }
+            }
+            if rebuilding {
+                replayed(&backends).await;
+            }
+        };
+        tokio::select! {
+            _ = started => {}
+            exit = workers.exits.recv() => {
+                // A worker failed to start: report why.
+                stop.now();
+                let reason = exit.map_or_else(|| "the workers stopped".into(), |e| early_exit(e, " while starting"));
+                let results = join(workers.results, true).await?;
+                backends.log.close();
+                if let Some(results) = results {
+                    check(results)?;
+                }
+                return Err(EngineError::Timely(reason));
             }
         }
         let limits = Limits {
@@ -137,7 +199,7 @@ impl Engine {
         let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
         let auth = Arc::new(api::auth::Auth::new(!config.no_auth, backends.metadata.clone()));
         let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), auth, metrics };
-        Ok(Engine { state, stop, workers, workers_done, offsets_committed, first_admin_token })
+        Ok(Engine { state, stop, workers, offsets_committed, first_admin_token })
     }
 
     /// The admin token this start made because none existed: to be shown once, now.
@@ -153,27 +215,58 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), EngineError> {
-        let Engine { state, stop, workers, workers_done, offsets_committed, .. } = self;
+        let Engine { state, stop, workers: Workers { mut exits, results }, offsets_committed, .. } = self;
         let backends = state.backends.clone();
         let stopping = stop.0.clone();
+        let (failed, mut failure) = tokio::sync::oneshot::channel();
         let limits = ConnectionLimits::from_config(&state.config);
         api::server::serve(listener, api::router(state), limits, async move {
             tokio::select! {
                 _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
-                _ = workers_done => tracing::error!("timely workers stopped; shutting down"),
+                Some(exit) = exits.recv() => {
+                    let reason = early_exit(exit, "");
+                    tracing::error!(reason, "a timely worker stopped; shutting down");
+                    let _ = failed.send(reason);
+                }
             }
             stopping.store(true, Ordering::SeqCst);
         })
         .await;
         stop.now();
-        let results = workers.await.map_err(|e| EngineError::Timely(e.to_string()))?;
-        let _ = offsets_committed.await; // the workers' last offsets, after a final sync
+        let failure = failure.try_recv().ok();
+        let results = join(results, failure.is_some()).await?;
+        if results.is_some() {
+            let _ = offsets_committed.await; // the workers' last offsets, after a final sync
+        }
         backends.log.close();
-        check(results)?;
+        if let Some(results) = results {
+            check(results)?;
+        }
+        if let Some(reason) = failure {
+            return Err(EngineError::Timely(reason));
+        }
         tracing::info!("drained; bye");
         Ok(())
     }
 }
+
+/// Resolves once the dataflow has processed the whole `live-chunks` log as it was at start,
+/// rebuilding the metadata from it: the API opens with every stream back. (Videos are
+/// transcoded again meanwhile, and after.)
+async fn replayed(backends: &Backends) {
+    let EventLog::Embedded(log) = &backends.log else { return };
+    let topic = Topic::LiveChunks;
+    let ends: Vec<(u32, u64)> = (0..topic.partitions()).map(|p| (p, log.end(topic, p))).collect();
+    tracing::info!(bytes = ends.iter().map(|(_, end)| end).sum::<u64>(), "replaying the live event log");
+    while !ends.iter().all(|(p, end)| log.committed(topic, *p).is_ok_and(|committed| committed >= *end)) {
+        tokio::time::sleep(REPLAY_POLL).await;
+    }
+    let streams = backends.metadata.list_streams().await.map_or(0, |streams| streams.len());
+    tracing::warn!(streams, "the metadata file is rebuilt from the event log: every live stream is back");
+}
+
+/// How often the rebuild's progress (the committed offsets) is looked at.
+const REPLAY_POLL: Duration = Duration::from_millis(100);
 
 /// The first error among the workers' results.
 fn check(results: WorkerResults) -> Result<(), EngineError> {

@@ -17,7 +17,8 @@
 //! - [`media`]: `ffprobe`, the ladder, FFmpeg, HLS playlists.
 //! - [`model`]: events, documents, object keys, and the checks on what comes from outside.
 //! - [`backends`]: opens the three backends from the config; [`engine`] starts the workers
-//!   and the API on them and drains on shutdown; [`config`], [`metrics`], [`files`] serve all.
+//!   and the API on them and drains on shutdown; [`config`], [`metrics`], [`files`], [`panics`]
+//!   serve all.
 //!
 //! # Words
 //!
@@ -47,4 +48,5 @@ pub mod log;
 pub mod media;
 pub mod metrics;
 pub mod model;
+pub mod panics;
 pub mod storage;

@@ -208,7 +208,7 @@ impl From<LogError> for ApiError {
         match e {
             LogError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
             LogError::Closed => ApiError::Unavailable("the engine is shutting down".into()),
-            LogError::Io { .. } | LogError::Task(_) => ApiError::Internal(e.to_string()),
+            LogError::Io { .. } | LogError::Task(_) | LogError::Damaged(_) => ApiError::Internal(e.to_string()),
             LogError::Kafka { .. } => ApiError::Unavailable(e.to_string()),
         }
     }

@@ -101,7 +101,9 @@ async fn run_to_end_and_count(State(state): State<AppState>, request: Request, n
     })
 }
 
-/// `GET /health`: each backend's kind and state; 503 while any is down.
+/// `GET /health`: each backend's kind and state, and the problems that keep segflow from
+/// working (disk almost full, a log partition that cannot be read); 503 while a backend is
+/// down or there is a problem.
 async fn health(State(state): State<AppState>) -> Response {
     let Backends { log, store, metadata } = &state.backends;
     let (log_state, store_state, metadata_state) =
@@ -111,14 +113,38 @@ async fn health(State(state): State<AppState>) -> Response {
         "object_store": backend_state(store.kind(), store_state),
         "metadata": backend_state(metadata.kind(), metadata_state),
     });
+    let mut problems = log.problems();
+    problems.extend(disk_space(&state.config));
     let up = backends.as_object().expect("an object").values().all(|b| b["state"] == "up");
-    let status = if up { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    let ok = up && problems.is_empty();
+    let status = if ok { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if up { "ok" } else { "degraded" },
+        "status": if ok { "ok" } else { "degraded" },
         "workers": state.config.workers,
         "backends": backends,
+        "problems": problems,
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// The data dir's file system almost full, as a problem: free space below the configured
+/// bytes or share of its size.
+fn disk_space(config: &Config) -> Option<String> {
+    let dir = config.data_dir.display();
+    let stats = match rustix::fs::statvfs(&config.data_dir) {
+        Ok(stats) => stats,
+        Err(e) => return Some(format!("the free space of data dir {dir} cannot be read: {e}")),
+    };
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    let size = stats.f_blocks.saturating_mul(stats.f_frsize);
+    let percent = if size == 0 { 100.0 } else { free as f64 * 100.0 / size as f64 };
+    (free < config.min_free_disk_bytes || percent < config.min_free_disk_percent).then(|| {
+        format!(
+            "disk almost full: {free} bytes ({percent:.1}%) free on the file system of data dir {dir}, below \
+             min_free_disk_bytes {} or min_free_disk_percent {}",
+            config.min_free_disk_bytes, config.min_free_disk_percent
+        )
+    })
 }
 
 /// A backend's health check, bounded so `/health` answers even while one hangs; the error,

@@ -10,7 +10,10 @@ use crate::model::{DeadLetterDoc, DeadLetterReason, Topic, now_ms};
 pub fn parse_record<'a, T: Deserialize<'a>>(topic: Topic, record: &'a LogRecord) -> Result<T, DeadLetterDoc> {
     let malformed = |error: String| dead_letter(topic, record, DeadLetterReason::MalformedJson, error);
     match &record.payload {
-        Err(error) => Err(dead_letter(topic, record, DeadLetterReason::CorruptRecord, error.to_string())),
+        Err(error) => {
+            let skipped = format!("{error}: bytes {}..{} of the partition skipped", record.offset, record.next_offset);
+            Err(dead_letter(topic, record, DeadLetterReason::CorruptRecord, skipped))
+        }
         Ok(payload) => {
             let text = std::str::from_utf8(payload).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
             serde_json::from_str(text).map_err(|e| malformed(e.to_string()))

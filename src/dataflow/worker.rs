@@ -26,13 +26,15 @@ const OFFSET_HANDOFF_INTERVAL: Duration = Duration::from_millis(200);
 /// Stop reading live events while the durable frontier lags this far (ms) behind.
 const LIVE_MAX_DURABLE_LAG_MS: u64 = 10_000;
 
-/// Why a worker could not start.
+/// Why a worker could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("restoring live streams: {0}")]
     Restore(#[source] MetadataError),
     #[error("reading the event log: {0}")]
     Log(#[from] LogError),
+    #[error("a worker panicked: {0}")]
+    Panicked(String),
 }
 
 /// Everything a worker shares with the rest of the engine.

@@ -14,6 +14,11 @@
 //! (which would flush other files' data too). Writes cover whole [`BLOCK`]s, so the kernel never
 //! reads a block back from disk to change part of it. Committed offsets live in
 //! `{partition}.offset` files, replaced atomically.
+//!
+//! Damage is never taken for the end: a record that fails its checksum, or whose length cannot
+//! be true, is skipped up to the next position where a whole record validates, and reported
+//! (a `corrupt_record` dead letter). Only a tail after which nothing validates is a torn write,
+//! cut off at open. A partition file shorter than its committed offset, or missing, is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -111,6 +116,8 @@ struct Waker {
 
 type Wakers = Arc<Mutex<Vec<Waker>>>;
 
+type Stopped = Arc<Mutex<BTreeMap<(Topic, u32), String>>>;
+
 struct AppendRequest {
     topic: Topic,
     partition: u32,
@@ -127,6 +134,8 @@ pub struct EmbeddedLog {
 struct Inner {
     dir: PathBuf,
     ends: BTreeMap<(Topic, u32), Arc<Ends>>,
+    /// Partitions a reader cannot read, and why: `/health` reports them.
+    stopped: Stopped,
     requests: Mutex<Option<mpsc::Sender<AppendRequest>>>,
     wakers: Wakers,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -134,8 +143,9 @@ struct Inner {
 
 impl EmbeddedLog {
     /// Opens (creating if needed) every topic's partition files under `dir`, cutting off a
-    /// record torn by a crash mid-write.
+    /// record torn by a crash mid-write; refuses partitions that lost committed records.
     pub fn open(dir: &Path) -> Result<EmbeddedLog, LogError> {
+        let mut damaged = Vec::new();
         let mut files = BTreeMap::new();
         let mut targets = BTreeMap::new();
         let mut ends = BTreeMap::new();
@@ -144,6 +154,11 @@ impl EmbeddedLog {
             fs::create_dir_all(&topic_dir).map_err(io_err(&topic_dir))?;
             for p in 0..topic.partitions() {
                 let path = partition_path(dir, topic, p);
+                let committed = read_offset(&offset_path(dir, topic, p))?;
+                if let Some(problem) = check_length(&path, &offset_path(dir, topic, p), committed)? {
+                    damaged.push(problem);
+                    continue;
+                }
                 let mut file = OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -151,8 +166,7 @@ impl EmbeddedLog {
                     .write(true)
                     .open(&path)
                     .map_err(io_err(&path))?;
-                let committed = read_offset(&offset_path(dir, topic, p))?;
-                let (end, dirty_end) = scan_valid_end(&mut file, committed).map_err(io_err(&path))?;
+                let (end, dirty_end) = scan_valid_end(&mut file, committed, &path).map_err(io_err(&path))?;
                 if dirty_end > end {
                     // Zeros over what follows the last whole record (not a truncation, which
                     // would give the space back and make the next appends change metadata).
@@ -169,6 +183,9 @@ impl EmbeddedLog {
                 targets.insert((topic, p), SyncTarget { path: path.clone(), file: sync_file, ends: published.clone() });
                 files.insert((topic, p), PartitionFile { path, file, end, allocated, tail, ends: published });
             }
+        }
+        if !damaged.is_empty() {
+            return Err(LogError::Damaged(damaged.join("; ")));
         }
         let (to_sync, written) = mpsc::channel();
         let syncer = std::thread::Builder::new()
@@ -189,6 +206,7 @@ impl EmbeddedLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 ends,
+                stopped: Stopped::default(),
                 requests: Mutex::new(Some(tx)),
                 wakers,
                 writer: Mutex::new(Some(writer)),
@@ -238,7 +256,28 @@ impl EmbeddedLog {
         let position = self.committed(topic, partition)?;
         file.seek(SeekFrom::Start(position)).map_err(io_err(&path))?;
         let ends = self.inner.ends[&(topic, partition)].clone();
-        Ok(PartitionReader { topic, partition, file, path, position, ends, buffer: Vec::new(), stuck: false })
+        let stopped = self.inner.stopped.clone();
+        Ok(PartitionReader {
+            topic,
+            partition,
+            file,
+            path,
+            position,
+            ends,
+            buffer: Vec::new(),
+            stopped,
+            reported: false,
+        })
+    }
+
+    /// Whether the writer thread has stopped before [`Self::close`] (it panicked).
+    pub fn writer_stopped(&self) -> bool {
+        self.inner.writer.lock().expect("writer lock").as_ref().is_some_and(|handle| handle.is_finished())
+    }
+
+    /// The partitions a reader cannot read, each with its file and error.
+    pub fn stopped_partitions(&self) -> Vec<String> {
+        self.inner.stopped.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// End of the partition's last durable record.
@@ -258,6 +297,23 @@ impl EmbeddedLog {
         // Through one spare, so a commit creates no file. Fixed width: each version overwrites
         // its file's bytes one for one, so a crash mid-write cannot leave a number's tail.
         crate::files::swap_in(&path, 1, 0, format!("{offset:020}").as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Sets every committed offset of the log under `dir` back to 0 (log closed), so that the
+    /// next start replays every record; returns how many bytes had been committed in all.
+    pub fn forget_offsets(dir: &Path) -> Result<u64, LogError> {
+        let mut forgotten = 0;
+        for topic in Topic::ALL {
+            for p in 0..topic.partitions() {
+                let path = offset_path(dir, topic, p);
+                let committed = read_offset(&path)?;
+                if committed > 0 {
+                    crate::files::swap_in(&path, 1, 0, format!("{:020}", 0).as_bytes()).map_err(io_err(&path))?;
+                    forgotten += committed;
+                }
+            }
+        }
+        Ok(forgotten)
     }
 
     /// Stops the writer after it has answered every request already sent.
@@ -288,20 +344,94 @@ fn read_offset(path: &Path) -> Result<u64, LogError> {
     }
 }
 
-/// The end of the last whole record at or after `from`, and the end of the non-zero bytes
-/// after it (beyond the first if a crash tore a record).
-fn scan_valid_end(file: &mut File, from: u64) -> io::Result<(u64, u64)> {
+/// Why partition `path` cannot be opened, if it lost records its offset file says were
+/// processed: it is missing, or shorter than that offset (truncated).
+fn check_length(path: &Path, offset_file: &Path, committed: u64) -> Result<Option<String>, LogError> {
+    let len = match fs::metadata(path) {
+        Ok(metadata) => metadata.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if committed == 0 {
+                return Ok(None);
+            }
+            return Ok(Some(format!(
+                "partition file {} is missing, but {} says its first {committed} bytes were processed; \
+                 restore the file, or remove {} to accept the loss and start the partition afresh",
+                path.display(),
+                offset_file.display(),
+                offset_file.display(),
+            )));
+        }
+        Err(e) => return Err(LogError::Io { path: path.to_path_buf(), source: e }),
+    };
+    if len >= committed {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "partition file {} is {len} bytes, shorter than its committed offset {committed} (in {}): it was \
+         truncated and lost acknowledged records; restore it from a backup, or remove {} to accept the \
+         loss and reprocess the partition from its start",
+        path.display(),
+        offset_file.display(),
+        offset_file.display(),
+    )))
+}
+
+/// The end of the last valid record at or after `from`, and the end of the non-zero bytes
+/// after it (beyond the first if a crash tore a record). A damaged stretch followed by a valid
+/// record is kept, for the readers to report: only a tail after which nothing validates is cut.
+fn scan_valid_end(file: &mut File, from: u64, path: &Path) -> io::Result<(u64, u64)> {
     let len = file.metadata()?.len();
     let from = from.min(len);
     file.seek(SeekFrom::Start(from))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
+    // No header starts after the last non-zero byte.
+    let dirty = bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
     let mut pos = 0;
-    while let Some(Parsed::Record { next, .. }) = parse_record(&bytes[pos..]) {
-        pos += next;
+    loop {
+        match parse_record(&bytes[pos..]) {
+            Parsed::Record { next, .. } => pos += next,
+            _ => match resync(&bytes, pos + 1, dirty) {
+                Some(next) => {
+                    let (start, end) = (from + pos as u64, from + next as u64);
+                    tracing::error!(path = %path.display(), start, end, "damaged bytes before valid records: kept, to be reported");
+                    pos = next;
+                }
+                None => break,
+            },
+        }
     }
-    let dirty = bytes[pos..].iter().rposition(|b| *b != 0).map_or(pos, |last| pos + last + 1);
-    Ok((from + pos as u64, from + dirty as u64))
+    Ok((from + pos as u64, from + dirty.max(pos) as u64))
+}
+
+/// The first position in `from..until` where a whole valid record starts.
+fn resync(bytes: &[u8], from: usize, until: usize) -> Option<usize> {
+    let mut at = from;
+    while at < until {
+        // A header's length is not zero: a record starts at most 3 bytes before a non-zero byte.
+        let non_zero = next_non_zero(bytes, at);
+        if non_zero >= until {
+            return None;
+        }
+        at = at.max(non_zero.saturating_sub(3));
+        if let Parsed::Record { .. } = parse_record(&bytes[at..]) {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The first non-zero byte at or after `from` (`bytes.len()` if none), eight bytes at a time.
+fn next_non_zero(bytes: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while bytes.get(at..at + 8).is_some_and(|word| word == [0; 8]) {
+        at += 8;
+    }
+    while bytes.get(at).is_some_and(|b| *b == 0) {
+        at += 1;
+    }
+    at
 }
 
 fn encode(payload: &[u8], out: &mut Vec<u8>) {
@@ -311,27 +441,29 @@ fn encode(payload: &[u8], out: &mut Vec<u8>) {
 }
 
 enum Parsed<'a> {
-    Record { payload: &'a [u8], next: usize },
-    Corrupt { next: Option<usize> },
+    Record {
+        payload: &'a [u8],
+        next: usize,
+    },
+    /// Its header or payload runs past the end of `bytes`.
+    Incomplete,
+    /// Not a record: a length that cannot be true, or a checksum that does not match.
+    Bad(RecordError),
 }
 
-/// Parses the record at the start of `bytes`; `None` if it is not all there yet, or if it is
-/// the zero-filled space after the last record.
-fn parse_record(bytes: &[u8]) -> Option<Parsed<'_>> {
-    let header = bytes.get(..HEADER)?;
+/// Parses the record at the start of `bytes`.
+fn parse_record(bytes: &[u8]) -> Parsed<'_> {
+    let Some(header) = bytes.get(..HEADER) else { return Parsed::Incomplete };
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    if len == 0 {
-        return None;
+    if len == 0 || len > MAX_RECORD_BYTES {
+        return Parsed::Bad(RecordError::Length);
     }
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if len > MAX_RECORD_BYTES {
-        return Some(Parsed::Corrupt { next: None });
-    }
-    let payload = bytes.get(HEADER..HEADER + len)?;
+    let Some(payload) = bytes.get(HEADER..HEADER + len) else { return Parsed::Incomplete };
     if crc32fast::hash(payload) != crc {
-        return Some(Parsed::Corrupt { next: Some(HEADER + len) });
+        return Parsed::Bad(RecordError::Checksum);
     }
-    Some(Parsed::Record { payload, next: HEADER + len })
+    Parsed::Record { payload, next: HEADER + len }
 }
 
 /// Writes batches of appends and shows them to readers, then hands them to a second thread
@@ -471,16 +603,37 @@ pub struct PartitionReader {
     /// The writer's ends: nothing past the written end is read.
     ends: Arc<Ends>,
     buffer: Vec<u8>,
-    /// Set on a record whose length cannot be trusted: reading stops there.
-    stuck: bool,
+    /// Where this partition is reported while reading it fails, and whether it is.
+    stopped: Stopped,
+    reported: bool,
 }
 
 impl PartitionReader {
-    /// Appends up to `max` whole records to `out`; returns how many.
+    /// Appends up to `max` whole records to `out`; returns how many. A damaged stretch is one
+    /// record with an error for a payload, ending where the next valid record starts. While
+    /// reading fails, the partition is reported stopped.
     pub fn poll(&mut self, max: usize, out: &mut Vec<LogRecord>) -> io::Result<usize> {
-        if self.stuck {
-            return Ok(0);
+        let polled = self.read(max, out);
+        if polled.is_ok() && !self.reported {
+            return polled; // the hot path takes no lock
         }
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (self.topic, self.partition);
+        match &polled {
+            Ok(_) => {
+                stopped.remove(&key);
+            }
+            Err(error) => {
+                let at = self.position + self.buffer.len() as u64;
+                let problem = format!("partition {} cannot be read at byte {at}: {error}", self.path.display());
+                stopped.insert(key, problem);
+            }
+        }
+        self.reported = polled.is_err();
+        polled
+    }
+
+    fn read(&mut self, max: usize, out: &mut Vec<LogRecord>) -> io::Result<usize> {
         let mut chunk = [0u8; 64 * 1024];
         let written = self.ends.written.load(Ordering::Acquire);
         loop {
@@ -498,43 +651,30 @@ impl PartitionReader {
                 break;
             }
         }
+        // Up to the written end, the bytes are whole records: a header or payload running past
+        // it is damage, not a record still to come.
+        let complete = self.position + self.buffer.len() as u64 >= written;
         let mut consumed = 0;
         let mut count = 0;
-        while count < max {
+        while count < max && consumed < self.buffer.len() {
             let offset = self.position + consumed as u64;
-            match parse_record(&self.buffer[consumed..]) {
-                None => break,
-                Some(Parsed::Record { payload, next }) => {
-                    consumed += next;
-                    out.push(LogRecord {
-                        partition: self.partition,
-                        offset,
-                        next_offset: offset + next as u64,
-                        payload: Ok(payload.to_vec()),
-                    });
+            let (next, payload) = match parse_record(&self.buffer[consumed..]) {
+                Parsed::Record { payload, next } => (next, Ok(payload.to_vec())),
+                Parsed::Incomplete if !complete => break,
+                bad => {
+                    let error = if let Parsed::Bad(error) = bad { error } else { RecordError::Length };
+                    let next = match resync(&self.buffer, consumed + 1, self.buffer.len()) {
+                        Some(next) => next,
+                        None if complete => self.buffer.len(),
+                        None => break, // the next valid record may be in what is not read yet
+                    };
+                    let end = self.position + next as u64;
+                    tracing::error!(path = %self.path.display(), offset, end, %error, "damaged record skipped");
+                    (next - consumed, Err(error))
                 }
-                Some(Parsed::Corrupt { next: Some(next) }) => {
-                    consumed += next;
-                    out.push(LogRecord {
-                        partition: self.partition,
-                        offset,
-                        next_offset: offset + next as u64,
-                        payload: Err(RecordError::Checksum),
-                    });
-                }
-                Some(Parsed::Corrupt { next: None }) => {
-                    tracing::error!(path = %self.path.display(), offset, "unreadable record length: partition stops here");
-                    self.stuck = true;
-                    out.push(LogRecord {
-                        partition: self.partition,
-                        offset,
-                        next_offset: offset,
-                        payload: Err(RecordError::Length),
-                    });
-                    count += 1;
-                    break;
-                }
-            }
+            };
+            out.push(LogRecord { partition: self.partition, offset, next_offset: offset + next as u64, payload });
+            consumed += next;
             count += 1;
         }
         self.buffer.drain(..consumed);
@@ -636,8 +776,151 @@ mod tests {
         fs::write(&path, bytes).unwrap();
         let records = drain(&mut log.reader(Topic::VodChunks, 1).unwrap());
         assert_eq!(records.len(), 3);
-        assert!(records[1].payload.is_err());
+        assert_eq!(
+            (records[1].payload.clone(), records[1].offset, records[1].next_offset),
+            (Err(RecordError::Checksum), 12, 24)
+        );
         assert_eq!(records[2].payload.as_deref().unwrap(), b"after");
+    }
+
+    /// `count` records of 40 to 80 bytes on partition 0 of `live-chunks`; their offsets, and
+    /// the end of the last one.
+    async fn write_records(dir: &Path, count: usize) -> Vec<u64> {
+        let log = EmbeddedLog::open(dir).unwrap();
+        let mut offsets = Vec::new();
+        for i in 0..count {
+            let payload = format!("{{\"record\":{i},\"pad\":\"{}\"}}", "x".repeat(20 + i % 40));
+            offsets.push(log.append_to(Topic::LiveChunks, 0, payload.into_bytes()).await.unwrap().offset);
+        }
+        offsets.push(log.end(Topic::LiveChunks, 0));
+        log.close();
+        offsets
+    }
+
+    fn damage(dir: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+        let path = partition_path(dir, Topic::LiveChunks, 0);
+        let mut bytes = fs::read(&path).unwrap();
+        change(&mut bytes);
+        fs::write(&path, bytes).unwrap();
+    }
+
+    fn payloads(records: &[LogRecord]) -> Vec<Option<usize>> {
+        let index = |p: &Vec<u8>| {
+            let doc: serde_json::Value = serde_json::from_slice(p).unwrap();
+            doc["record"].as_u64().unwrap() as usize
+        };
+        records.iter().map(|r| r.payload.as_ref().ok().map(index)).collect()
+    }
+
+    /// A flipped bit anywhere in a record, its length included, loses that record alone, on a
+    /// reader of the open log and across a reopen (which cuts nothing after it).
+    #[tokio::test]
+    async fn a_damaged_record_loses_only_itself() {
+        for (name, at) in [("length", 1), ("high length byte", 3), ("checksum", 5), ("payload", HEADER + 7)] {
+            let dir = tempfile::tempdir().unwrap();
+            let offsets = write_records(dir.path(), 40).await;
+            damage(dir.path(), |bytes| bytes[offsets[20] as usize + at] ^= 0x10);
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            assert_eq!(log.end(Topic::LiveChunks, 0), offsets[40], "{name}: nothing cut");
+            let records = drain(&mut log.reader(Topic::LiveChunks, 0).unwrap());
+            let mut expected: Vec<Option<usize>> = (0..40).map(Some).collect();
+            expected[20] = None;
+            assert_eq!(payloads(&records), expected, "{name}");
+            assert_eq!((records[20].offset, records[20].next_offset), (offsets[20], offsets[21]), "{name}");
+            let next = log.append_to(Topic::LiveChunks, 0, b"{\"record\":40}".to_vec()).await.unwrap();
+            assert_eq!(next.offset, offsets[40], "{name}: new records follow the old ones");
+        }
+    }
+
+    /// A zeroed stretch, or garbage over several records, is one damaged record; the records
+    /// after it are read.
+    #[tokio::test]
+    async fn a_damaged_stretch_is_one_record_and_reading_goes_on() {
+        for (name, fill) in [("zeros", 0u8), ("garbage", 0xa5)] {
+            let dir = tempfile::tempdir().unwrap();
+            let offsets = write_records(dir.path(), 100).await;
+            let (from, to) = (offsets[10] as usize + 3, offsets[30] as usize + 5);
+            damage(dir.path(), |bytes| bytes[from..to].fill(fill));
+            let log = EmbeddedLog::open(dir.path()).unwrap();
+            let records = drain(&mut log.reader(Topic::LiveChunks, 0).unwrap());
+            let expected: Vec<Option<usize>> = (0..10).map(Some).chain([None]).chain((31..100).map(Some)).collect();
+            assert_eq!(payloads(&records), expected, "{name}");
+            assert_eq!((records[10].offset, records[10].next_offset), (offsets[10], offsets[31]), "{name}");
+        }
+    }
+
+    /// The last record damaged while the log is open: reported, and the reader goes on with
+    /// the records appended after it.
+    #[tokio::test]
+    async fn a_damaged_last_record_is_reported_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        log.append_to(Topic::LiveChunks, 0, b"one".to_vec()).await.unwrap();
+        log.append_to(Topic::LiveChunks, 0, b"two".to_vec()).await.unwrap();
+        let path = partition_path(dir.path(), Topic::LiveChunks, 0);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0xff], 11 + 2).unwrap(); // the length of "two": past the end
+        let mut reader = log.reader(Topic::LiveChunks, 0).unwrap();
+        let records = drain(&mut reader);
+        assert_eq!(
+            records.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+            [Ok(b"one".to_vec()), Err(RecordError::Length)]
+        );
+        assert_eq!(records[1].next_offset, 22);
+        log.append_to(Topic::LiveChunks, 0, b"three".to_vec()).await.unwrap();
+        let records = drain(&mut reader);
+        assert_eq!(records.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(), [Ok(b"three".to_vec())]);
+    }
+
+    /// A partition file truncated below its committed offset, or missing, is refused with its
+    /// name and what to do; removing the offset file accepts the loss.
+    #[tokio::test]
+    async fn a_partition_shorter_than_its_committed_offset_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let offsets = write_records(dir.path(), 10).await;
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        log.commit(Topic::LiveChunks, 0, offsets[9]).unwrap();
+        log.close();
+        let path = partition_path(dir.path(), Topic::LiveChunks, 0);
+        let offset_file = offset_path(dir.path(), Topic::LiveChunks, 0);
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(offsets[5]).unwrap();
+        let Err(LogError::Damaged(message)) = EmbeddedLog::open(dir.path()) else {
+            panic!("a truncated partition opens")
+        };
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains(&format!("remove {}", offset_file.display())), "{message}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), offsets[5], "the file is left as it is");
+
+        fs::remove_file(&path).unwrap();
+        let Err(LogError::Damaged(message)) = EmbeddedLog::open(dir.path()) else {
+            panic!("a missing partition opens")
+        };
+        assert!(message.contains(&format!("{} is missing", path.display())), "{message}");
+
+        fs::remove_file(&offset_file).unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        assert_eq!((log.committed(Topic::LiveChunks, 0).unwrap(), log.end(Topic::LiveChunks, 0)), (0, 0));
+    }
+
+    /// A partition whose reads fail is reported stopped, with its file, until they work again.
+    #[tokio::test]
+    async fn a_partition_that_cannot_be_read_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        log.append_to(Topic::LiveChunks, 2, b"one".to_vec()).await.unwrap();
+        let mut reader = log.reader(Topic::LiveChunks, 2).unwrap();
+        let path = partition_path(dir.path(), Topic::LiveChunks, 2);
+        reader.file = OpenOptions::new().write(true).open(&path).unwrap(); // reads fail
+        assert!(reader.poll(10, &mut Vec::new()).is_err());
+        let stopped = log.stopped_partitions();
+        assert!(
+            stopped.len() == 1 && stopped[0].contains(&format!("{} cannot be read", path.display())),
+            "{stopped:?}"
+        );
+        reader.file = File::open(&path).unwrap();
+        assert_eq!(drain(&mut reader).len(), 1);
+        assert!(log.stopped_partitions().is_empty());
+        assert!(!log.writer_stopped());
     }
 
     #[tokio::test]

@@ -27,6 +27,10 @@ pub enum LogError {
     TooLarge(usize),
     #[error("event log writer has stopped")]
     Closed,
+    /// Partition files lost records their offsets say were processed; the text names them
+    /// and says what to do.
+    #[error("event log is damaged: {0}")]
+    Damaged(String),
     /// A broker refused or did not answer; `source` is librdkafka's error, when there is one.
     #[error("Kafka at {brokers}: {message}")]
     Kafka {
@@ -45,7 +49,7 @@ pub enum LogError {
 pub enum RecordError {
     #[error("record checksum mismatch")]
     Checksum,
-    /// The length in its header cannot be true: the partition is not read past it.
+    /// The length in its header cannot be true (zero, over the limit, or past the end).
     #[error("unreadable record length")]
     Length,
     #[error("record has no payload")]
@@ -125,8 +129,18 @@ impl EventLog {
     /// Whether the log answers (for `/health`).
     pub async fn health(&self) -> Result<(), LogError> {
         match self {
+            EventLog::Embedded(log) if log.writer_stopped() => Err(LogError::Closed),
             EventLog::Embedded(_) => Ok(()),
             EventLog::Kafka(log) => log.health().await,
+        }
+    }
+
+    /// What keeps the log from working besides not answering: partitions that cannot be read
+    /// (for `/health`).
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            EventLog::Embedded(log) => log.stopped_partitions(),
+            EventLog::Kafka(_) => Vec::new(),
         }
     }
 

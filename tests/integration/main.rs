@@ -1,8 +1,8 @@
 //! segflow's integration tests, one binary: end to end through the API with real FFmpeg output
 //! on the embedded backends and on real Kafka, S3 and MongoDB servers, the live dataflow
 //! against a plain recomputation, crash and restart of the real binary, bad input, the
-//! bounds on what a client may take, the backends against their servers, and the deployment
-//! files.
+//! bounds on what a client may take, damage to the data dir, the backends against their
+//! servers, and the deployment files.
 //!
 //! Tests that need the test servers are ignored unless the `real-services` feature is on:
 //! `scripts/test.sh` starts the servers and runs them all.
@@ -13,6 +13,7 @@ mod common;
 mod auth;
 mod bad_input;
 mod bounds;
+mod damage;
 mod deploy_files;
 mod kafka;
 mod live;

@@ -10,6 +10,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::dataflow::live::SinkOp;
 use crate::dataflow::live::sink::LiveSink;
@@ -76,7 +77,12 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
                     }
                 });
                 if waiting.is_some() {
-                    let Ok(permit) = batches.try_reserve() else { return }; // an ack re-activates us
+                    let permit = match batches.try_reserve() {
+                        Ok(permit) => permit,
+                        Err(TrySendError::Full(())) => return, // an ack re-activates us
+                        // Nothing would be written again: the worker stops, and the engine with it.
+                        Err(TrySendError::Closed(())) => panic!("the playlist writer thread has stopped"),
+                    };
                     let (cap, ops) = waiting.take().expect("checked above");
                     permit.send((next_id, ops));
                     in_flight.insert(next_id, cap);

@@ -5,7 +5,6 @@
 //! log partition, read by one worker, through one FIFO channel, so arrival order is log order.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use prometheus::IntCounter;
@@ -254,10 +253,7 @@ fn dead_letter(partition: u32, offset: u64, reason: DeadLetterReason, error: Str
 
 /// Runs `work`; a panic in it becomes its message, so one bad event cannot stop the worker.
 fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
-        let text = panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str));
-        format!("processing panicked: {}", text.unwrap_or("(no message)"))
-    })
+    crate::panics::caught(work).map_err(|text| format!("processing panicked: {text}"))
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! The default metadata store: a redb file under the data dir, documents stored as JSON, with
 //! the same collections and keys the MongoDB backend uses.
+//!
+//! A damaged file is refused at open (every page's checksum is checked then, as redb checks
+//! them only when it reads them), and redb panicking on one later makes the store report
+//! itself damaged: never a panic that takes a thread down unnoticed.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -34,19 +38,24 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MetadataError> {
 #[derive(Clone)]
 pub struct EmbeddedMetadata {
     db: Arc<Database>,
+    path: PathBuf,
+    /// Why the file is known to be damaged, once redb has panicked on it.
+    damaged: Arc<Mutex<Option<String>>>,
 }
 
 impl EmbeddedMetadata {
+    /// Opens (creating if needed) the file at `path`; a damaged one is refused, naming it.
     pub fn open(path: &Path) -> Result<EmbeddedMetadata, MetadataError> {
-        let db = Database::create(path).map_err(backend)?;
-        let txn = db.begin_write().map_err(backend)?;
-        txn.open_table(STREAMS).map_err(backend)?;
-        txn.open_table(CHUNKS).map_err(backend)?;
-        txn.open_table(DEAD_LETTERS).map_err(backend)?;
-        txn.open_table(VODS).map_err(backend)?;
-        txn.open_table(TOKENS).map_err(backend)?;
-        txn.commit().map_err(backend)?;
-        Ok(EmbeddedMetadata { db: Arc::new(db) })
+        let damaged = |problem: String| MetadataError::Damaged { path: path.to_path_buf(), problem };
+        let db = crate::panics::caught(|| open_checked(path))
+            .map_err(|panic| damaged(format!("redb panicked opening it: {panic}")))?
+            .map_err(|error| match *error {
+                // The file could not be read at all (permissions, say): not damage.
+                redb::Error::Io(ref e) if e.kind() != std::io::ErrorKind::InvalidData => MetadataError::Embedded(error),
+                redb::Error::DatabaseAlreadyOpen => MetadataError::Embedded(error),
+                _ => damaged(error.to_string()),
+            })?;
+        Ok(EmbeddedMetadata { db: Arc::new(db), path: path.to_path_buf(), damaged: Arc::default() })
     }
 
     /// The document under `id` in a table keyed by stream id.
@@ -120,13 +129,22 @@ impl EmbeddedMetadata {
         .await
     }
 
-    /// Runs blocking redb work off the async threads.
+    /// Runs blocking redb work off the async threads. redb panics on a damaged page: that
+    /// becomes an error, and the store reports itself damaged from then on.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Database) -> Result<T, MetadataError> + Send + 'static,
     ) -> Result<T, MetadataError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db)).await?
+        let (db, path, damaged) = (self.db.clone(), self.path.clone(), self.damaged.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::panics::caught(|| work(&db)).unwrap_or_else(|panic| {
+                let problem = format!("redb panicked reading it: {panic}");
+                tracing::error!(path = %path.display(), problem, "the metadata file is damaged");
+                *damaged.lock().unwrap_or_else(|e| e.into_inner()) = Some(problem.clone());
+                Err(MetadataError::Damaged { path, problem })
+            })
+        })
+        .await?
     }
 }
 
@@ -134,6 +152,13 @@ impl EmbeddedMetadata {
 impl MetadataStore for EmbeddedMetadata {
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    async fn health(&self) -> Result<(), MetadataError> {
+        match self.damaged.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            None => Ok(()),
+            Some(problem) => Err(MetadataError::Damaged { path: self.path.clone(), problem }),
+        }
     }
 
     async fn apply(&self, writes: Arc<Vec<MetaWrite>>) -> Result<(), MetadataError> {
@@ -198,4 +223,27 @@ impl MetadataStore for EmbeddedMetadata {
         })
         .await
     }
+}
+
+/// Opens the file, checks every page of it, and creates the tables.
+fn open_checked(path: &Path) -> Result<Database, Box<redb::Error>> {
+    fn boxed(e: impl Into<redb::Error>) -> Box<redb::Error> {
+        Box::new(e.into())
+    }
+    let mut db = Database::create(path).map_err(boxed)?;
+    let began = std::time::Instant::now();
+    // `false`: redb repaired its free space. A damaged page in use is an error, as the last
+    // commit (of a clean shutdown, or of the repair after a crash) is two-phase.
+    if !db.check_integrity().map_err(boxed)? {
+        tracing::warn!(path = %path.display(), "the metadata file failed a check of its free space, and was repaired");
+    }
+    tracing::debug!(path = %path.display(), took = ?began.elapsed(), "metadata file checked");
+    let txn = db.begin_write().map_err(boxed)?;
+    txn.open_table(STREAMS).map_err(boxed)?;
+    txn.open_table(CHUNKS).map_err(boxed)?;
+    txn.open_table(DEAD_LETTERS).map_err(boxed)?;
+    txn.open_table(VODS).map_err(boxed)?;
+    txn.open_table(TOKENS).map_err(boxed)?;
+    txn.commit().map_err(boxed)?;
+    Ok(db)
 }

@@ -25,6 +25,12 @@ pub enum MetadataError {
     },
     #[error("metadata document is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The embedded database's file is damaged: redb refused it, or panicked reading it.
+    #[error(
+        "metadata file {path} is damaged ({problem}); stop segflow and move the file away: the next start \
+         rebuilds it from the event log"
+    )]
+    Damaged { path: std::path::PathBuf, problem: String },
     /// The store's own blocking work did not finish (it panicked, or the runtime is stopping).
     #[error("metadata store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -17,6 +17,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
@@ -326,16 +327,24 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| caused(key, e))?;
-        let upload_id =
-            created.upload_id().ok_or_else(|| backend(key, "CreateMultipartUpload answered no upload id"))?.to_string();
-        Ok(Multipart {
-            client: self.client.clone(),
-            bucket: bucket.to_string(),
-            object: object.to_string(),
-            upload_id,
-            parts: Vec::new(),
-            finished: false,
-        })
+        Multipart::created(&self.client, key, bucket, object, &created)
+    }
+
+    /// Size and SHA-256 of the object `head` describes: the hash segflow recorded, else the
+    /// bytes hashed; `None` if it went away meanwhile.
+    async fn stored(
+        &self,
+        key: &str,
+        bucket: &str,
+        object: &str,
+        head: &HeadObjectOutput,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        match self.recorded_sha256(bucket, object, head).await {
+            Some((sha256, _)) => {
+                Ok(Some(StoredObject { size: head.content_length().unwrap_or(0).max(0) as u64, sha256 }))
+            }
+            None => self.hash_object(key, bucket, object).await,
+        }
     }
 
     /// Records a multipart object's SHA-256 as tags bound to its ETag. Best effort: without
@@ -404,6 +413,26 @@ struct Multipart {
 }
 
 impl Multipart {
+    /// The upload CreateMultipartUpload answered for `key`.
+    fn created(
+        client: &Client,
+        key: &str,
+        bucket: &str,
+        object: &str,
+        created: &CreateMultipartUploadOutput,
+    ) -> Result<Multipart, StoreError> {
+        let upload_id =
+            created.upload_id().ok_or_else(|| backend(key, "CreateMultipartUpload answered no upload id"))?.to_string();
+        Ok(Multipart {
+            client: client.clone(),
+            bucket: bucket.to_string(),
+            object: object.to_string(),
+            upload_id,
+            parts: Vec::new(),
+            finished: false,
+        })
+    }
+
     async fn upload_part(&mut self, key: &str, part: Bytes) -> Result<(), StoreError> {
         let number = self.parts.len() as i32 + 1;
         let uploaded = self
@@ -536,12 +565,7 @@ impl ObjectStore for S3Store {
         let Some(head) = self.head(key, &bucket, object).await? else {
             return Ok(None);
         };
-        match self.recorded_sha256(&bucket, object, &head).await {
-            Some((sha256, _)) => {
-                Ok(Some(StoredObject { size: head.content_length().unwrap_or(0).max(0) as u64, sha256 }))
-            }
-            None => self.hash_object(key, &bucket, object).await,
-        }
+        self.stored(key, &bucket, object, &head).await
     }
 
     /// A server-side copy onto a write-once key, then a delete of the source. MinIO ignores
@@ -554,10 +578,7 @@ impl ObjectStore for S3Store {
         if from == to {
             return Ok(()); // there is nothing to move
         }
-        let ours = match self.recorded_sha256(&from_bucket, from_object, &head).await {
-            Some((sha256, _)) => StoredObject { size: head.content_length().unwrap_or(0).max(0) as u64, sha256 },
-            None => self.hash_object(from, &from_bucket, from_object).await?.ok_or_else(|| Self::not_found(from))?,
-        };
+        let ours = self.stored(from, &from_bucket, from_object, &head).await?.ok_or_else(|| Self::not_found(from))?;
         let created = self
             .client
             .create_multipart_upload()
@@ -568,16 +589,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| caused(to, e))?;
-        let upload_id =
-            created.upload_id().ok_or_else(|| backend(to, "CreateMultipartUpload answered no upload id"))?.to_string();
-        let mut upload = Multipart {
-            client: self.client.clone(),
-            bucket: to_bucket,
-            object: to_object.to_string(),
-            upload_id,
-            parts: Vec::new(),
-            finished: false,
-        };
+        let mut upload = Multipart::created(&self.client, to, &to_bucket, to_object, &created)?;
         let source = url_encode(&format!("{from_bucket}/{from_object}"));
         // The bytes copied are the ones the hash above was read for.
         let completed = async {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 
 use super::ApiError;
-use crate::model::auth::{self, NewSecret, STREAM_KEY_PREFIX, Scope, TokenDoc};
+use crate::model::auth::{self, NewSecret, PlaybackPolicy, STREAM_KEY_PREFIX, Scope, TokenDoc};
 use crate::model::{LiveStreamDoc, now_ms};
 use crate::storage::metadata::{MetaWrite, MetadataError, MetadataStore};
 
@@ -70,14 +70,17 @@ impl Auth {
             return Ok(());
         }
         let header_key = headers.get(STREAM_KEY_HEADER).and_then(|v| v.to_str().ok());
-        let keys = [path_key, header_key, bearer(headers).filter(|b| b.starts_with(STREAM_KEY_PREFIX))];
-        let presented: Vec<&str> = keys.into_iter().flatten().collect();
+        let (bearer_key, bearer_token) = match bearer(headers) {
+            Some(b) if b.starts_with(STREAM_KEY_PREFIX) => (Some(b), false),
+            other => (None, other.is_some()),
+        };
+        let presented: Vec<&str> = [path_key, header_key, bearer_key].into_iter().flatten().collect();
         if let Some(expected) = &stream.stream_key_sha256
             && presented.iter().any(|key| auth::matches(key, expected))
         {
             return Ok(());
         }
-        if presented.is_empty() || bearer(headers).is_some_and(|b| !b.starts_with(STREAM_KEY_PREFIX)) {
+        if presented.is_empty() || bearer_token {
             return self.require(headers, Scope::Publish).await.map_err(|e| match e {
                 ApiError::Unauthorized(_) => ApiError::Unauthorized(format!(
                     "stream {} needs its stream key (in the ingest URL, X-Stream-Key or Authorization: Bearer) \
@@ -88,6 +91,15 @@ impl Auth {
             });
         }
         Err(ApiError::Forbidden(format!("wrong stream key for stream {}", stream.stream_id)))
+    }
+
+    /// Refused unless a playback URL may be minted for the caller: anyone for `public`, a
+    /// `read` token for `signed`.
+    pub async fn require_to_play(&self, headers: &HeaderMap, policy: PlaybackPolicy) -> Result<(), ApiError> {
+        match policy {
+            PlaybackPolicy::Public => Ok(()),
+            PlaybackPolicy::Signed => self.require(headers, Scope::Read).await,
+        }
     }
 
     /// The token `presented` is, if segflow knows it and it is not revoked.
@@ -129,10 +141,21 @@ pub async fn create_token(
     scopes: Vec<Scope>,
 ) -> Result<(TokenDoc, String), MetadataError> {
     let (token_id, NewSecret { text, sha256 }) = auth::new_token();
+    Ok((store_token(metadata, token_id, name, scopes, sha256).await?, text))
+}
+
+/// Stores a new token's document, made now.
+async fn store_token(
+    metadata: &dyn MetadataStore,
+    token_id: String,
+    name: &str,
+    scopes: Vec<Scope>,
+    sha256: String,
+) -> Result<TokenDoc, MetadataError> {
     let doc =
         TokenDoc { token_id, name: name.to_string(), scopes, sha256, created_at_ms: now_ms(), revoked_at_ms: None };
     metadata.apply(Arc::new(vec![MetaWrite::Token(doc.clone())])).await?;
-    Ok((doc, text))
+    Ok(doc)
 }
 
 /// Revokes a token (once: a second revocation keeps the first date); `None` if unknown.
@@ -169,17 +192,8 @@ pub async fn adopt_token(metadata: &dyn MetadataStore, text: &str) -> Result<Tok
         Some(_) => return Err(AdoptError::Taken(token_id)),
         None => {}
     }
-    let sha256 = auth::sha256_hex(text);
-    let doc = TokenDoc {
-        token_id,
-        name: "admin_token (configuration)".into(),
-        scopes: vec![Scope::Admin],
-        sha256,
-        created_at_ms: now_ms(),
-        revoked_at_ms: None,
-    };
-    metadata.apply(Arc::new(vec![MetaWrite::Token(doc.clone())])).await?;
-    Ok(doc)
+    let name = "admin_token (configuration)";
+    Ok(store_token(metadata, token_id, name, vec![Scope::Admin], auth::sha256_hex(text)).await?)
 }
 
 #[derive(Debug, thiserror::Error)]

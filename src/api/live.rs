@@ -127,9 +127,7 @@ pub async fn live_url(
     Path(stream_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let doc = state.ingest.stream(&stream_id).await?;
-    if doc.playback_policy == PlaybackPolicy::Signed {
-        state.auth.require(&headers, Scope::Read).await?;
-    }
+    state.auth.require_to_play(&headers, doc.playback_policy).await?;
     let view = stream_view(&state, &headers, &doc);
     Ok(Json(json!({
         "stream_id": doc.stream_id,

@@ -183,9 +183,7 @@ pub async fn manifest(
     Path(stream_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let doc = find_vod(&state, &stream_id).await?;
-    if doc.playback_policy == PlaybackPolicy::Signed {
-        state.auth.require(&headers, Scope::Read).await?;
-    }
+    state.auth.require_to_play(&headers, doc.playback_policy).await?;
     if doc.status != VodStatus::Ready {
         let status = json!(doc.status);
         let message = format!("video {stream_id} is {}, not ready", status.as_str().unwrap_or_default());

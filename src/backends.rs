@@ -121,24 +121,6 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn ObjectStore>, Backend
 pub async fn open_metadata(config: &Config) -> Result<Arc<dyn MetadataStore>, MetadataError> {
     Ok(match &config.mongo_uri {
         Some(uri) => Arc::new(MongoMetadata::connect(uri, &config.mongo_database).await?),
-        None => Arc::new(open_embedded_metadata(&config.data_dir.join("metadata.redb")).await?),
+        None => Arc::new(EmbeddedMetadata::open(&config.data_dir.join("metadata.redb"))?),
     })
-}
-
-/// How long opening the embedded metadata waits for the file's previous holder to let it go
-/// (a restart that overlaps the old engine's last moments).
-const METADATA_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-async fn open_embedded_metadata(path: &std::path::Path) -> Result<EmbeddedMetadata, MetadataError> {
-    let deadline = tokio::time::Instant::now() + METADATA_LOCK_WAIT;
-    loop {
-        match EmbeddedMetadata::open(path) {
-            Err(MetadataError::Embedded(e))
-                if matches!(*e, redb::Error::DatabaseAlreadyOpen) && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            opened => return opened,
-        }
-    }
 }

@@ -51,10 +51,11 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
                     .await;
                 }
             };
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("playlist-writer-{}", scope.index()))
                 .spawn(move || runtime.block_on(writer))
                 .expect("spawning the playlist writer thread");
+            let writer = WriterThread { batches: Some(batches), thread: Some(thread) };
             let mut next_id = 0u64;
             let mut in_flight: HashMap<u64, Capability<u64>> = HashMap::new();
             // What arrived and is not yet sent, under the earliest capability among it: one
@@ -77,7 +78,7 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
                     }
                 });
                 if waiting.is_some() {
-                    let permit = match batches.try_reserve() {
+                    let permit = match writer.batches().try_reserve() {
                         Ok(permit) => permit,
                         Err(TrySendError::Full(())) => return, // an ack re-activates us
                         // Nothing would be written again: the worker stops, and the engine with it.
@@ -90,5 +91,27 @@ impl<'s> DurableSink<'s> for StreamVec<'s, u64, SinkOp> {
                 }
             }
         })
+    }
+}
+
+/// The playlist writer's queue and thread. Dropped with the operator, it closes the queue and
+/// waits for the thread to finish: no writer outlives its worker, nor the stores it holds.
+struct WriterThread {
+    batches: Option<tokio::sync::mpsc::Sender<(u64, Vec<SinkOp>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriterThread {
+    fn batches(&self) -> &tokio::sync::mpsc::Sender<(u64, Vec<SinkOp>)> {
+        self.batches.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        drop(self.batches.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

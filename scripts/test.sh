@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy --all-targets --features real-services --quiet -- -D warnings
 scripts/services.sh start
 trap 'scripts/services.sh clean' EXIT
 eval "$(scripts/services.sh env)"
 cargo test --features real-services "$@"
+scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -49,6 +49,8 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Seconds a kept-alive connection may wait for its next request before it is closed.
     pub idle_timeout_secs: u64,
+    /// Seconds a request body may send nothing, once its handler reads it (408 after).
+    pub body_read_timeout_secs: u64,
     /// Connections served at once; more wait to be accepted (kept below the open file limit).
     pub max_connections: usize,
     /// Largest request head (request line and headers), in bytes (431 above it).
@@ -133,6 +135,7 @@ impl Default for Config {
             max_upload_bytes: 8 * 1024 * 1024 * 1024,
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             transcode_jobs: 1,
@@ -224,8 +227,10 @@ impl Config {
         if !(1..=MAX_SEQUENCE_NUMBER).contains(&self.max_sequence_jump) {
             return invalid("max_sequence_jump must be at least 1");
         }
-        if self.header_read_timeout_secs == 0 || self.idle_timeout_secs == 0 {
-            return invalid("header_read_timeout_secs and idle_timeout_secs must be at least 1 second");
+        if self.header_read_timeout_secs == 0 || self.idle_timeout_secs == 0 || self.body_read_timeout_secs == 0 {
+            return invalid(
+                "header_read_timeout_secs, idle_timeout_secs and body_read_timeout_secs must be at least 1 second",
+            );
         }
         if self.max_connections == 0 {
             return invalid("max_connections must be at least 1");

@@ -220,7 +220,8 @@ impl Engine {
         let stopping = stop.0.clone();
         let (failed, mut failure) = tokio::sync::oneshot::channel();
         let limits = ConnectionLimits::from_config(&state.config);
-        api::server::serve(listener, api::router(state), limits, async move {
+        let metrics = state.metrics.clone();
+        api::server::serve(listener, api::router(state), limits, metrics, async move {
             tokio::select! {
                 _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
                 Some(exit) = exits.recv() => {

@@ -47,6 +47,8 @@ pub mod ingest;
 pub mod log;
 pub mod media;
 pub mod metrics;
-pub mod model;
 pub mod panics;
 pub mod storage;
+
+/// The vocabulary, a crate of its own (`crates/model`): events, documents, object keys, checks.
+pub use segflow_model as model;

@@ -10,6 +10,8 @@ pub struct Metrics {
     pub chunk_checksum_failures_total: IntCounter,
     pub chunk_processing_latency_seconds: Histogram,
     pub api_requests_total: IntCounterVec,
+    /// Connections and requests cut off by a timeout (`header`, `idle`, `body`).
+    pub http_timeouts_total: IntCounterVec,
     /// Live chunk events by outcome (`accepted`, `duplicate`, `late`, …).
     pub live_chunks_total: IntCounterVec,
     pub live_gaps_filled_total: IntCounter,
@@ -63,6 +65,12 @@ impl Metrics {
                 "api_requests_total",
                 "HTTP requests by method, route and status",
                 &["method", "route", "status"],
+            ),
+            http_timeouts_total: counter_vec(
+                "segflow_http_timeouts_total",
+                "Connections closed waiting for a request head (header) or kept alive too long (idle), \
+                 and requests whose body stopped coming (body)",
+                &["timeout"],
             ),
             live_chunks_total: counter_vec("segflow_live_chunks_total", "Live chunk events by outcome", &["outcome"]),
             live_gaps_filled_total: counter("segflow_live_gaps_filled_total", "Gaps later filled by a late chunk"),

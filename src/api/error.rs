@@ -6,9 +6,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use thiserror::Error;
 
+use crate::api::server::BodyStalled;
 use crate::ingest::IngestError;
 use crate::log::LogError;
 use crate::model::ValidationError;
+use crate::model::pushed_playlist::PushedPlaylistError;
 use crate::storage::metadata::MetadataError;
 use crate::storage::object::StoreError;
 
@@ -29,6 +31,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client stopped sending its request body.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -51,6 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -151,6 +157,7 @@ impl From<StoreError> for ApiError {
             StoreError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
             StoreError::Exists(_) => ApiError::Conflict(e.to_string()),
             StoreError::Empty => ApiError::BadRequest("segment is empty".into()),
+            StoreError::Upload(io) if BodyStalled::caused(&io) => ApiError::RequestTimeout(io.to_string()),
             StoreError::InvalidKey(_) | StoreError::Upload(_) => ApiError::BadRequest(e.to_string()),
             StoreError::NotFound(_) | StoreError::Io { .. } | StoreError::Task { .. } => {
                 ApiError::Internal(e.to_string())
@@ -164,22 +171,24 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         let message = e.to_string();
         match e {
-            IngestError::Invalid(ValidationError::OutOfRange { .. } | ValidationError::ClockSkew { .. }) => {
-                ApiError::Unprocessable(message)
-            }
+            IngestError::Invalid(
+                ValidationError::OutOfRange { .. }
+                | ValidationError::ClockSkew { .. }
+                | ValidationError::TooLong { .. },
+            ) => ApiError::Unprocessable(message),
+            IngestError::Playlist(PushedPlaylistError::Invalid(invalid)) => IngestError::Invalid(invalid).into(),
             IngestError::Invalid(invalid) => ApiError::Invalid(invalid),
             IngestError::NotAChunk
             | IngestError::OtherStream(_)
-            | IngestError::Playlist(_)
+            | IngestError::Playlist(PushedPlaylistError::Malformed(_))
             | IngestError::EmptyUpload => ApiError::BadRequest(message),
             IngestError::NoStream(_) => ApiError::NotFound(message),
             IngestError::Ended(_) | IngestError::AlreadyAccepted { .. } | IngestError::VideoExists(_) => {
                 ApiError::Conflict(message)
             }
-            IngestError::InvalidChunk(_)
-            | IngestError::OutOfRange(_)
-            | IngestError::TooLong { .. }
-            | IngestError::NoObject(_) => ApiError::Unprocessable(message),
+            IngestError::InvalidChunk(_) | IngestError::OutOfRange(_) | IngestError::NoObject(_) => {
+                ApiError::Unprocessable(message)
+            }
             IngestError::EndNotWritten(..) => ApiError::Unavailable(message),
             IngestError::Encode(_) => ApiError::Internal(message),
             IngestError::Store(e) => e.into(),

@@ -24,6 +24,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::metrics::Metrics;
+
 /// What one connection may take.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -32,6 +34,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// A kept-alive connection waiting for its next request.
     pub idle_timeout: Duration,
+    /// A request body sending nothing while its handler waits for it.
+    pub body_read_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Request line and headers; hyper answers 431 above it.
@@ -43,6 +47,7 @@ impl ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            body_read_timeout: Duration::from_secs(config.body_read_timeout_secs),
             max_connections: below_file_limit(config.max_connections),
             max_header_bytes: config.max_header_bytes,
         }
@@ -68,6 +73,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -97,20 +103,26 @@ pub async fn serve(
         };
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched { stream: Some(stream), activity: activity.clone() });
-        let (router, busy) = (router.clone(), activity.clone());
+        let (router, busy, paced_metrics) = (router.clone(), activity.clone(), metrics.clone());
         // Each request marks the connection busy until its response has been written.
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = Busy::start(busy.clone());
             let router = router.clone();
+            let metrics = paced_metrics.clone();
+            let timeout = limits.body_read_timeout;
+            let request = request.map(|body| Paced { body, timeout, metrics, waiting: false, stalled: None });
             async move {
                 let Ok(response) = router.oneshot(request).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
             }
         });
         let connection = graceful.watch(http.serve_connection(io, service));
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            watch_timeouts(connection, &activity, limits).await;
+            if let Some(timeout) = watch_timeouts(connection, &activity, limits).await {
+                metrics.http_timeouts_total.with_label_values(&[timeout]).inc();
+            }
         });
     }
     drop(listener);
@@ -132,12 +144,12 @@ async fn accept_failed(e: std::io::Error, shutdown: &mut Pin<&mut impl Future<Ou
 }
 
 /// Drives a connection until it ends, or until it has waited too long for a request head: then
-/// it is dropped, which closes it.
+/// it is dropped, which closes it, and the timeout is returned (`header` or `idle`).
 async fn watch_timeouts<E: std::fmt::Display>(
     connection: impl Future<Output = Result<(), E>>,
     activity: &Activity,
     limits: ConnectionLimits,
-) {
+) -> Option<&'static str> {
     let mut connection = pin!(connection);
     loop {
         let deadline = activity.deadline(limits);
@@ -152,13 +164,13 @@ async fn watch_timeouts<E: std::fmt::Display>(
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                return;
+                return None;
             }
             () = activity.changed.notified() => {}
             () = expired => {
                 if activity.deadline(limits).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!("closing a connection that sent no complete request in time");
-                    return;
+                    return Some(activity.awaited());
                 }
             }
         }
@@ -207,6 +219,12 @@ impl Activity {
         })
     }
 
+    /// What an expired connection was waiting for: a request head, or (kept alive) a request.
+    fn awaited(&self) -> &'static str {
+        let phase = *self.phase();
+        if phase.fresh || phase.head_started.is_some() { "header" } else { "idle" }
+    }
+
     fn bytes_read(&self) {
         let mut phase = self.phase();
         if phase.in_flight == 0 && phase.head_started.is_none() {
@@ -252,6 +270,70 @@ impl hyper::body::Body for Tracked {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body that fails once its client has sent nothing for `timeout` while the handler
+/// waits for it: a body trickled or stalled midway holds neither its handler nor its
+/// connection. The clock runs only while the handler waits, so a handler that reads late
+/// (after `100 Continue`, say) or slowly is not cut off.
+struct Paced {
+    body: Incoming,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// Whether the last poll found nothing: the clock is running since then.
+    waiting: bool,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error of a [`Paced`] body whose client stopped sending; answered 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing for {} s", .0.as_secs())]
+pub struct BodyStalled(Duration);
+
+impl BodyStalled {
+    /// Whether the upload error `io` wraps a stalled body's.
+    pub fn caused(io: &std::io::Error) -> bool {
+        let inner = io.get_ref().map(|e| e as &(dyn std::error::Error + 'static));
+        std::iter::successors(inner, |e| e.source()).any(|e| e.is::<BodyStalled>())
+    }
+}
+
+impl hyper::body::Body for Paced {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.timeout;
+                let stalled = this.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    stalled.as_mut().reset(deadline);
+                    this.waiting = true;
+                }
+                match stalled.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.metrics.http_timeouts_total.with_label_values(&["body"]).inc();
+                        Poll::Ready(Some(Err(BodyStalled(this.timeout).into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -23,6 +23,7 @@ pub use vod::Upload;
 use crate::backends::Backends;
 use crate::log::LogError;
 use crate::metrics::Metrics;
+use crate::model::pushed_playlist::PushedPlaylistError;
 use crate::model::{LiveStreamDoc, PlaylistNotice, Topic, ValidationError};
 use crate::storage::metadata::MetadataError;
 use crate::storage::object::StoreError;
@@ -40,8 +41,8 @@ pub enum IngestError {
     NotAChunk,
     #[error("body stream_id {0:?} differs from the URL's")]
     OtherStream(String),
-    #[error("not an HLS media playlist: {0}")]
-    Playlist(String),
+    #[error(transparent)]
+    Playlist(#[from] PushedPlaylistError),
     #[error("the uploaded video is empty")]
     EmptyUpload,
     #[error("no stream {0:?}")]
@@ -55,8 +56,6 @@ pub enum IngestError {
     /// A value of the request outside what segflow takes; the message says the rule.
     #[error("{0}")]
     OutOfRange(String),
-    #[error("duration {duration_ms} ms does not fit the stream's target duration of {target_s} s")]
-    TooLong { duration_ms: u64, target_s: u64 },
     #[error("object {0:?} is not in the object store")]
     NoObject(String),
     #[error("stream {0} is ending, but its final playlist was not written within {1:?}")]

@@ -33,11 +33,6 @@ fn set_float_precision() {
     m3u8_rs::WRITE_OPT_FLOAT_PRECISION.store(3, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Rounds a duration the way players compare it with `EXT-X-TARGETDURATION` (RFC 8216 4.3.3.1).
-pub fn rounded_seconds(duration_ms: u64) -> u64 {
-    duration_ms.saturating_add(500) / 1000
-}
-
 fn pdt(ms: u64) -> Option<DateTime<FixedOffset>> {
     DateTime::from_timestamp_millis(i64::try_from(ms).ok()?).map(|t| t.fixed_offset())
 }
@@ -138,11 +133,5 @@ mod tests {
         let before = gap_extinf(&[seg(5, 1500), seg(7, 1960)], (5, 7));
         let after = gap_extinf(&[seg(7, 1960), seg(8, 2000)], (6, 8));
         assert_eq!((before, after), (1.96, 1.96));
-    }
-
-    #[test]
-    fn rounding_matches_rfc() {
-        assert_eq!(rounded_seconds(2499), 2);
-        assert_eq!(rounded_seconds(2500), 3);
     }
 }

@@ -1,6 +1,6 @@
-//! What one client may take of the server, and the one reading of what it sends: header-read
-//! and idle timeouts, the connection cap, header and declared body limits, `Range` by RFC 9110,
-//! signed URLs in their one form.
+//! What one client may take of the server, and the one reading of what it sends: header-read,
+//! idle and body-read timeouts, the connection cap, header and declared body limits, `Range`
+//! by RFC 9110, signed URLs in their one form.
 
 use std::time::Duration;
 
@@ -86,6 +86,7 @@ async fn a_partial_header_is_closed_after_the_header_read_timeout() {
     kept.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
     assert_eq!(read_until_closed(&mut kept).await, b"");
     assert_eq!(engine.get_json("/health").await.0, 200);
+    assert_eq!(engine.metric(r#"segflow_http_timeouts_total{timeout="header"}"#).await, 3.0);
     engine.shutdown().await;
 }
 
@@ -98,6 +99,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     stream.write_all(b"GET /health HTTP/1.1\r\nHost: segflow\r\n\r\n").await.unwrap();
     assert!(read_response(&mut stream).await.0.starts_with("http/1.1 200"));
     assert_eq!(read_until_closed(&mut stream).await, b"", "closed once idle");
+    assert!(engine.metric(r#"segflow_http_timeouts_total{timeout="idle"}"#).await >= 1.0);
     engine.shutdown().await;
 }
 
@@ -191,6 +193,36 @@ async fn a_body_declared_over_the_limit_is_refused_before_it_is_sent() {
     }
     let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
     assert_eq!(chunks["chunks"], serde_json::json!([]), "nothing was taken");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_answered_408_and_changes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = start(&data, |c| c.body_read_timeout_secs = 1).await;
+    let (id, key) = engine.start_stream_keyed(2).await;
+    let started = std::time::Instant::now();
+    let mut stream = connect(&engine).await;
+    let head = format!(
+        "PUT /ingest/{id}/0.ts HTTP/1.1\r\nHost: s\r\nX-Stream-Key: {key}\r\nX-Sequence-Number: 0\r\n\
+         X-Duration-Ms: 2000\r\nContent-Length: 1000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A trickle faster than the timeout keeps the request going; then the body stops.
+    for _ in 0..3 {
+        stream.write_all(&[0x47; 10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("http/1.1 408"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("sent nothing for 1 s"), "{}", String::from_utf8_lossy(&body));
+    // The last bytes went at 1 s: cut off 1 s after them, not while they trickled.
+    assert!(started.elapsed() >= Duration::from_millis(1900), "the trickle was cut off: {:?}", started.elapsed());
+    let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
+    assert_eq!(chunks["chunks"], serde_json::json!([]), "nothing was taken");
+    assert_eq!(engine.metric(r#"segflow_http_timeouts_total{timeout="body"}"#).await, 1.0);
+    // The number is still free: the whole segment is taken.
+    assert_eq!(put_segment(&engine.client, &engine.base, &id, 0).await, 201);
     engine.shutdown().await;
 }
 

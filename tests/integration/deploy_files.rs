@@ -692,7 +692,7 @@ fn dockerignore_keeps_build_output_and_history_out_of_the_context() {
     for needed in ["target/", ".git/"] {
         assert!(patterns.contains(needed), ".dockerignore lacks {needed}");
     }
-    for kept in ["Cargo.toml", "Cargo.lock", "src/", "src", "benches", "tests"] {
+    for kept in ["Cargo.toml", "Cargo.lock", "src/", "src", "crates/", "crates", "benches", "tests"] {
         assert!(!patterns.contains(kept), ".dockerignore must not exclude {kept}: cargo build needs it");
     }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::media::live_playlist::{self, LiveWindow, WindowSegment, rounded_seconds};
-use crate::model::checks::{DVR_WINDOW_SIZE, MAX_SEQUENCE_NUMBER};
+use crate::media::live_playlist::{self, LiveWindow, WindowSegment};
+use crate::model::checks::{DVR_WINDOW_SIZE, MAX_SEQUENCE_NUMBER, check_duration};
 use crate::model::{Chunk, ChunkStatus, LiveChunkDoc, LiveStreamDoc, StreamStatus, keys};
 
 /// What became of one chunk event.
@@ -113,7 +113,7 @@ impl LiveStream {
             ChunkOutcome::AfterEnd
         } else if self.window.contains_key(&seq) {
             ChunkOutcome::Duplicate
-        } else if chunk.duration_ms == 0 || rounded_seconds(chunk.duration_ms) > self.doc.target_duration_s {
+        } else if check_duration(chunk.duration_ms, self.doc.target_duration_s).is_err() {
             ChunkOutcome::TooLong
         } else if self.too_far_ahead(seq) {
             ChunkOutcome::TooFarAhead

@@ -1,12 +1,14 @@
 //! The vocabulary every other module speaks: the events that travel through the log, the
 //! documents the metadata store keeps, every object key, and the checks on what comes from
-//! outside. It depends on nothing else of segflow's.
+//! outside. A crate of its own, without I/O: it depends on nothing else of segflow's, and the
+//! fuzz targets (`fuzz/`) build it alone.
 
 pub mod auth;
 pub mod checks;
 mod dead_letter;
 pub mod keys;
 pub mod live;
+pub mod pushed_playlist;
 mod topic;
 pub mod vod;
 

@@ -52,6 +52,8 @@ pub enum ValidationError {
     /// An event without a field its kind needs (`field` may say the range it needs).
     #[error("{event} needs {field}")]
     MissingField { event: &'static str, field: &'static str },
+    #[error("duration {duration_ms} ms does not fit the stream's target duration of {target_s} s")]
+    TooLong { duration_ms: u64, target_s: u64 },
     #[error("chunk_index {index} differs from sequence_number {seq}")]
     IndexMismatch { index: u64, seq: u64 },
     #[error("unknown VOD event type {0:?}")]
@@ -71,6 +73,20 @@ pub fn check_range(field: &'static str, value: u64, range: &RangeInclusive<u64>)
         let range = format!("{} to {}", range.start(), range.end());
         Err(ValidationError::OutOfRange { field, value: value.to_string(), range })
     }
+}
+
+/// Seconds as HLS rounds a duration to compare it with `EXT-X-TARGETDURATION` (RFC 8216
+/// 4.3.3.1: the EXTINF duration, rounded to the nearest integer).
+pub fn rounded_seconds(duration_ms: u64) -> u64 {
+    duration_ms.saturating_add(500) / 1000
+}
+
+/// Refused unless the duration is above zero and, rounded, fits the stream's target duration.
+pub fn check_duration(duration_ms: u64, target_s: u64) -> Result<u64, ValidationError> {
+    if duration_ms == 0 || rounded_seconds(duration_ms) > target_s {
+        return Err(ValidationError::TooLong { duration_ms, target_s });
+    }
+    Ok(duration_ms)
 }
 
 /// A stream or video id: 1-64 characters of `[A-Za-z0-9_-]`, not starting with `-`.
@@ -140,6 +156,15 @@ pub fn validate_sha256_hex(s: &str) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_round_as_rfc_8216_says() {
+        assert_eq!(rounded_seconds(2499), 2);
+        assert_eq!(rounded_seconds(2500), 3);
+        assert_eq!(rounded_seconds(u64::MAX), u64::MAX / 1000);
+        assert!(check_duration(2499, 2).is_ok());
+        assert!(check_duration(2500, 2).is_err() && check_duration(0, 2).is_err());
+    }
 
     #[test]
     fn ids_with_traversal_are_refused() {

@@ -14,4 +14,4 @@ scripts/services.sh start
 trap 'scripts/services.sh clean' EXIT
 eval "$(scripts/services.sh env)"
 cargo test --features real-services "$@"
-scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

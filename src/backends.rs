@@ -9,10 +9,10 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::log::embedded::EmbeddedLog;
 use crate::log::kafka::{KafkaLog, KafkaSettings};
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, LogError, Rewound};
 use crate::storage::metadata::embedded::EmbeddedMetadata;
 use crate::storage::metadata::mongodb::MongoMetadata;
-use crate::storage::metadata::{MetadataError, MetadataStore};
+use crate::storage::metadata::{Marker, MetadataError, MetadataStore};
 use crate::storage::object::local::LocalStore;
 use crate::storage::object::s3::{S3Settings, S3Store};
 use crate::storage::object::{ObjectStore, StoreError};
@@ -43,41 +43,68 @@ pub enum BackendError {
 
 impl Backends {
     /// Opens every backend. One that does not answer fails this within seconds, naming it.
-    /// With it, whether the metadata is to be rebuilt from the log: the embedded metadata file
-    /// was missing while the embedded log held processed records, whose offsets are now forgotten.
-    pub async fn open(config: &Config) -> Result<(Backends, bool), BackendError> {
+    /// With it, what the dataflow replays to rebuild the metadata, when it does (see
+    /// [`rebuild_if_metadata_lost`]): the engine waits for that before the API opens.
+    pub async fn open(config: &Config) -> Result<(Backends, Option<Rewound>), BackendError> {
         let path = config.data_dir.clone();
         std::fs::create_dir_all(&path).map_err(|source| BackendError::DataDir { path, source })?;
-        let rebuild = forget_offsets_if_metadata_lost(config)?;
-        Ok((
-            Backends {
-                log: open_log(config).await?,
-                store: open_store(config).await?,
-                metadata: open_metadata(config).await?,
-            },
-            rebuild,
-        ))
+        let backends = Backends {
+            log: open_log(config).await?,
+            store: open_store(config).await?,
+            metadata: open_metadata(config).await?,
+        };
+        let rebuild = rebuild_if_metadata_lost(&backends, &metadata_place(config)).await?;
+        Ok((backends, rebuild))
     }
 }
 
-/// The log is the source of truth: with the embedded metadata file gone and the embedded log
-/// holding processed records, their committed offsets are set back to 0, and the dataflow
-/// replays every record into a new file. Returns whether it did.
-fn forget_offsets_if_metadata_lost(config: &Config) -> Result<bool, BackendError> {
-    let (file, log) = (config.data_dir.join("metadata.redb"), config.data_dir.join("log"));
-    if config.mongo_uri.is_some() || config.kafka.is_some() || file.exists() || !log.exists() {
-        return Ok(false);
+/// The log is the source of truth, whichever log and metadata store segflow runs on (embedded
+/// or Kafka; redb or MongoDB). A store without its marker ([`Marker`]) is new or lost (the file
+/// deleted, the database dropped): the log's committed offsets are set back to the first records
+/// and the dataflow replays everything into it. Returns what the replay reads, when there is
+/// anything to replay.
+///
+/// Order: the offsets are set back, durably, before the marker is written. A crash in between
+/// leaves an unmarked store over offsets already at the start: the next start finds the same,
+/// sets back nothing more and replays all. Marking first, a crash before the rewind would leave
+/// a marked, empty store over offsets past records that are then never replayed: lost silently.
+async fn rebuild_if_metadata_lost(backends: &Backends, place: &str) -> Result<Option<Rewound>, BackendError> {
+    let Backends { log, metadata, .. } = backends;
+    match metadata.marker().await? {
+        Marker::Present => return Ok(None),
+        Marker::Unmarked => {
+            tracing::info!(
+                metadata = place,
+                "the metadata store has documents but no marker (an older segflow made it): marking it"
+            );
+            metadata.write_marker().await?;
+            return Ok(None);
+        }
+        Marker::Absent => {}
     }
-    let forgotten = EmbeddedLog::forget_offsets(&log)?;
-    if forgotten > 0 {
+    let rewound = log.rewind().await?;
+    metadata.write_marker().await?;
+    if rewound.processed > 0 {
         tracing::warn!(
-            file = %file.display(),
-            processed_bytes = forgotten,
-            "the metadata file is missing, but the event log holds processed records: rebuilding every \
-             document from the log (its offsets are reset, and every record is replayed; videos are transcoded again)"
+            metadata = place,
+            event_log = log.kind(),
+            processed = rewound.processed,
+            "the metadata store is new or was lost (a deleted file, a dropped database), but the event log holds \
+             processed records: rebuilding every document from the log (its committed offsets are set back to the \
+             first records and every record is replayed; videos are transcoded again)"
         );
+    } else if rewound.holds_records() {
+        tracing::info!(metadata = place, event_log = log.kind(), "replaying the event log into a new metadata store");
     }
-    Ok(forgotten > 0)
+    Ok(rewound.holds_records().then_some(rewound))
+}
+
+/// Where the metadata lives, for messages: its file, or its MongoDB database.
+fn metadata_place(config: &Config) -> String {
+    match &config.mongo_uri {
+        Some(_) => format!("MongoDB database {}", config.mongo_database),
+        None => config.data_dir.join("metadata.redb").display().to_string(),
+    }
 }
 
 /// The embedded log under the data dir, or Kafka with `--kafka`.

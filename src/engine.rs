@@ -18,7 +18,7 @@ use crate::dataflow::offsets::OffsetCommitter;
 use crate::dataflow::vod::VodContext;
 use crate::dataflow::{WorkerContext, WorkerError, run_worker};
 use crate::ingest::{Ingest, Limits};
-use crate::log::EventLog;
+use crate::log::Rewound;
 use crate::metrics::Metrics;
 use crate::model::Topic;
 
@@ -171,8 +171,8 @@ impl Engine {
                     std::future::pending::<()>().await; // the workers stopped: their exits say why
                 }
             }
-            if rebuilding {
-                replayed(&backends).await;
+            if let Some(rewound) = &rebuilding {
+                replayed(&backends, rewound).await;
             }
         };
         tokio::select! {
@@ -251,23 +251,47 @@ impl Engine {
     }
 }
 
-/// Resolves once the dataflow has processed the whole `live-chunks` log as it was at start,
-/// rebuilding the metadata from it: the API opens with every stream back. (Videos are
-/// transcoded again meanwhile, and after.)
-async fn replayed(backends: &Backends) {
-    let EventLog::Embedded(log) = &backends.log else { return };
-    let topic = Topic::LiveChunks;
-    let ends: Vec<(u32, u64)> = (0..topic.partitions()).map(|p| (p, log.end(topic, p))).collect();
-    tracing::info!(bytes = ends.iter().map(|(_, end)| end).sum::<u64>(), "replaying the live event log");
-    while !ends.iter().all(|(p, end)| log.committed(topic, *p).is_ok_and(|committed| committed >= *end)) {
+/// Resolves once the dataflow has processed the whole `live-chunks` log as it was when
+/// rewound, rebuilding the metadata from it: the API opens with every stream back. (Videos are
+/// transcoded again meanwhile, and after.) Should the committed offsets stop moving for
+/// [`REPLAY_STALL`] before the end (a record a partition cannot get past), the API opens anyway
+/// and the replay goes on.
+async fn replayed(backends: &Backends, rewound: &Rewound) {
+    let (log, topic) = (&backends.log, Topic::LiveChunks);
+    let ends: Vec<(u32, u64)> = rewound
+        .spans
+        .iter()
+        .filter(|((t, _), (first, end))| *t == topic && end > first)
+        .map(|((_, partition), (_, end))| (*partition, *end))
+        .collect();
+    tracing::info!(partitions = ends.len(), event_log = log.kind(), "replaying the live event log");
+    let behind = || -> Vec<(u32, u64, u64)> {
+        let committed = |p: u32| log.committed(topic, p).unwrap_or(0);
+        ends.iter().map(|(p, end)| (*p, committed(*p), *end)).filter(|(_, at, end)| at < end).collect()
+    };
+    let (mut last, mut moved) = (behind(), Instant::now());
+    while !last.is_empty() {
         tokio::time::sleep(REPLAY_POLL).await;
+        let now = behind();
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        } else if moved.elapsed() > REPLAY_STALL {
+            tracing::warn!(
+                behind = ?last,
+                "the replay has not moved for {REPLAY_STALL:?}: opening the API before it is over (it goes on); \
+                 (partition, committed, end) listed"
+            );
+            return;
+        }
     }
     let streams = backends.metadata.list_streams().await.map_or(0, |streams| streams.len());
-    tracing::warn!(streams, "the metadata file is rebuilt from the event log: every live stream is back");
+    tracing::warn!(streams, "the metadata is rebuilt from the event log: every live stream is back");
 }
 
 /// How often the rebuild's progress (the committed offsets) is looked at.
 const REPLAY_POLL: Duration = Duration::from_millis(100);
+/// How long the rebuild's committed offsets may stand still before the API opens anyway.
+const REPLAY_STALL: Duration = Duration::from_secs(60);
 
 /// The first error among the workers' results.
 fn check(results: WorkerResults) -> Result<(), EngineError> {

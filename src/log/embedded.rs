@@ -299,21 +299,21 @@ impl EmbeddedLog {
         crate::files::swap_in(&path, 1, 0, format!("{offset:020}").as_bytes()).map_err(io_err(&path))
     }
 
-    /// Sets every committed offset of the log under `dir` back to 0 (log closed), so that the
-    /// next start replays every record; returns how many bytes had been committed in all.
-    pub fn forget_offsets(dir: &Path) -> Result<u64, LogError> {
-        let mut forgotten = 0;
+    /// Sets every committed offset back to 0, before any reader is made, so every record is
+    /// replayed; each offset file is replaced atomically.
+    pub fn rewind(&self) -> Result<super::Rewound, LogError> {
+        let mut rewound = super::Rewound::default();
         for topic in Topic::ALL {
             for p in 0..topic.partitions() {
-                let path = offset_path(dir, topic, p);
-                let committed = read_offset(&path)?;
+                let committed = self.committed(topic, p)?;
                 if committed > 0 {
-                    crate::files::swap_in(&path, 1, 0, format!("{:020}", 0).as_bytes()).map_err(io_err(&path))?;
-                    forgotten += committed;
+                    self.commit(topic, p, 0)?;
+                    rewound.processed = rewound.processed.saturating_add(committed);
                 }
+                rewound.spans.insert((topic, p), (0, self.end(topic, p)));
             }
         }
-        Ok(forgotten)
+        Ok(rewound)
     }
 
     /// Stops the writer after it has answered every request already sent.

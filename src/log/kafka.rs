@@ -1,9 +1,11 @@
 //! The event log on Apache Kafka (`--kafka`): topics created when missing, each timely worker
 //! `assign`ed its own partitions (no group rebalancing), offsets committed to the consumer
-//! group only after the sinks are durable.
+//! group only after the sinks are durable. A check every few seconds finds what `/health`
+//! reports besides a broker that does not answer: topics missing or with another partition
+//! count, and partitions whose log ends before the offsets segflow committed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -16,7 +18,7 @@ use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Appended, LogError, LogRecord, OffsetCommit, RecordError};
+use super::{Appended, LogError, LogRecord, OffsetCommit, RecordError, Rewound};
 use crate::model::Topic;
 
 /// How long a start-up or health request to the brokers may take.
@@ -28,6 +30,9 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an append waits for the brokers (retrying) before the API answers 503.
 const APPEND_TIMEOUT_MS: &str = "30000";
+/// How often the health check looks at the topics and their watermarks. Each request in it
+/// waits at most [`HEALTH_TIMEOUT`]; `/health` only reads what the last one found.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Where the brokers are and how this engine's topics and consumer group are named.
 #[derive(Clone, Debug)]
@@ -50,8 +55,26 @@ struct Inner {
     producer: FutureProducer,
     committer: Arc<Mutex<Committer>>,
     partitions: BTreeMap<Topic, u32>,
-    /// Where each partition's reading starts: the group's committed offset, read once at start.
-    start: BTreeMap<(Topic, u32), Offset>,
+    /// Where each partition's reading starts: the group's committed offset, read once at start
+    /// (or its first record, once rewound).
+    start: Mutex<BTreeMap<(Topic, u32), Offset>>,
+    /// Each partition's committed offset: found at start, then each commit of this process.
+    committed: Mutex<BTreeMap<(Topic, u32), Committed>>,
+    /// What the last health check found wrong (see [`watch`]).
+    problems: Mutex<Vec<String>>,
+}
+
+/// A partition's committed offset.
+#[derive(Clone, Copy, Debug, Default)]
+struct Committed {
+    last: u64,
+    /// The highest seen since start: a log that ends before it has lost records segflow
+    /// processed, even once the consumer has fallen back to the first record and commits anew.
+    highest: u64,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl KafkaLog {
@@ -92,6 +115,13 @@ impl KafkaLog {
             partitions.insert(*topic, count);
         }
         let start = committed_offsets(&committer, &settings, &partitions).await?;
+        let committed = start
+            .iter()
+            .map(|(key, offset)| {
+                let at = offset.to_raw().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+                (*key, Committed { last: at, highest: at })
+            })
+            .collect();
         let producer: FutureProducer = client_config(&settings)
             .set("acks", "all")
             .set("enable.idempotence", "true")
@@ -101,7 +131,17 @@ impl KafkaLog {
             .set("partitioner", "murmur2_random")
             .create()
             .map_err(&err)?;
-        Ok(KafkaLog { inner: Arc::new(Inner { settings, producer, committer, partitions, start }) })
+        let inner = Arc::new(Inner {
+            settings,
+            producer,
+            committer,
+            partitions,
+            start: Mutex::new(start),
+            committed: Mutex::new(committed),
+            problems: Mutex::default(),
+        });
+        tokio::spawn(watch(Arc::downgrade(&inner)));
+        Ok(KafkaLog { inner })
     }
 
     pub fn partitions(&self, topic: Topic) -> u32 {
@@ -128,7 +168,7 @@ impl KafkaLog {
         let name = topic_name(settings, topic);
         let mut assignment = TopicPartitionList::new();
         for partition in partitions {
-            let offset = self.inner.start.get(&(topic, *partition)).copied().unwrap_or(Offset::Beginning);
+            let offset = locked(&self.inner.start).get(&(topic, *partition)).copied().unwrap_or(Offset::Beginning);
             assignment.add_partition_offset(&name, *partition as i32, offset).map_err(&err)?;
         }
         consumer.assign(&assignment).map_err(&err)?;
@@ -143,8 +183,70 @@ impl KafkaLog {
             let name = topic_name(&self.inner.settings, *topic);
             list.add_partition_offset(&name, *partition as i32, Offset::Offset(*offset as i64)).map_err(&err)?;
         }
-        let mut committer = self.inner.committer.lock().expect("committer lock");
-        committer.commit(&list, &self.inner.settings)
+        self.inner.committer.lock().expect("committer lock").commit(&list, &self.inner.settings)?;
+        let mut committed = locked(&self.inner.committed);
+        for (topic, partition, offset) in offsets {
+            let entry = committed.entry((*topic, *partition)).or_default();
+            entry.last = *offset;
+            entry.highest = entry.highest.max(*offset);
+        }
+        Ok(())
+    }
+
+    /// The offset last committed for a partition (or found committed at start).
+    pub fn committed(&self, topic: Topic, partition: u32) -> Option<u64> {
+        locked(&self.inner.committed).get(&(topic, partition)).map(|c| c.last)
+    }
+
+    /// Commits each partition's first offset for the group where its committed offset is past
+    /// it, in one request, before any reader is made. A partition whose first offset is above 0
+    /// has lost records to retention: the replay goes on without them, with a warning naming it.
+    pub async fn rewind(&self) -> Result<Rewound, LogError> {
+        let (inner, brokers) = (&self.inner, &self.inner.settings.brokers);
+        let err = kafka_error(brokers);
+        let mut rewound = Rewound::default();
+        let (mut list, mut moved) = (TopicPartitionList::new(), Vec::new());
+        for (topic, count) in &inner.partitions {
+            let name = topic_name(&inner.settings, *topic);
+            for p in 0..*count {
+                let (low, high) = watermarks(&inner.committer, &name, p, brokers).await?;
+                let committed = self.committed(*topic, p).unwrap_or(0);
+                if committed > 0 && low > 0 {
+                    tracing::warn!(
+                        topic = name,
+                        partition = p,
+                        records_gone = low.min(committed),
+                        "the broker no longer holds the first records of this partition (retention deleted them): \
+                         the rebuild goes on from offset {low} without them"
+                    );
+                }
+                if committed > low {
+                    let offset = Offset::Offset(i64::try_from(low).unwrap_or(i64::MAX));
+                    list.add_partition_offset(&name, p as i32, offset).map_err(&err)?;
+                    moved.push(((*topic, p), low));
+                }
+                rewound.processed = rewound.processed.saturating_add(committed);
+                rewound.spans.insert((*topic, p), (low, high));
+            }
+        }
+        if moved.is_empty() {
+            return Ok(rewound);
+        }
+        let (committer, settings) = (inner.committer.clone(), inner.settings.clone());
+        tokio::task::spawn_blocking(move || committer.lock().expect("committer lock").commit(&list, &settings))
+            .await?
+            .map_err(|e| e.context("setting the group's offsets back to the first records"))?;
+        let (mut start, mut committed) = (locked(&inner.start), locked(&inner.committed));
+        for (key, low) in moved {
+            start.insert(key, Offset::Offset(i64::try_from(low).unwrap_or(i64::MAX)));
+            committed.entry(key).or_default().last = low;
+        }
+        Ok(rewound)
+    }
+
+    /// What the last health check found wrong with the topics (empty before the first one).
+    pub fn problems(&self) -> Vec<String> {
+        locked(&self.inner.problems).clone()
     }
 
     /// The brokers answer a metadata request. Asked through the producer, so a commit that
@@ -363,6 +465,148 @@ async fn created_partition_count(
     }
 }
 
+/// A partition's first and end offsets (`low`, `high` watermarks), asked off the async threads;
+/// retried for up to [`REQUEST_TIMEOUT`] while the brokers settle (a topic just created has no
+/// leader for a moment).
+async fn watermarks(
+    committer: &Arc<Mutex<Committer>>,
+    topic: &str,
+    partition: u32,
+    brokers: &str,
+) -> Result<(u64, u64), LogError> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let name = topic.to_string();
+        match on_committer(committer, move |c| c.fetch_watermarks(&name, partition as i32, REQUEST_TIMEOUT)).await? {
+            Ok((low, high)) => return Ok((u64::try_from(low).unwrap_or(0), u64::try_from(high).unwrap_or(0))),
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(topic, partition, %error, "reading a partition's offsets; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => {
+                let what = format!("reading the offsets of {topic} partition {partition}");
+                return Err(kafka_error(brokers)(error).context(&what));
+            }
+        }
+    }
+}
+
+/// Checks the topics every [`CHECK_EVERY`] while the log is in use; each finding is logged
+/// once, when it first appears. A check that fails (a broker down: `/health` says so apart)
+/// leaves the last findings as they were.
+async fn watch(inner: Weak<Inner>) {
+    loop {
+        let Some(log) = inner.upgrade() else { return };
+        let producer = log.producer.clone();
+        let topics: Vec<TopicToCheck> = {
+            let committed = locked(&log.committed);
+            log.partitions
+                .iter()
+                .map(|(topic, count)| {
+                    let highest = (0..*count).map(|p| (p, committed.get(&(*topic, p)).map_or(0, |c| c.highest)));
+                    (topic_name(&log.settings, *topic), *count, highest.collect())
+                })
+                .collect()
+        };
+        drop(log);
+        let seen = tokio::task::spawn_blocking(move || look(producer.client(), &topics)).await;
+        let Some(log) = inner.upgrade() else { return };
+        match seen {
+            Ok(Ok(seen)) => {
+                let found = problems(&seen);
+                let mut known = locked(&log.problems);
+                for problem in found.iter().filter(|p| !known.contains(p)) {
+                    tracing::error!(brokers = log.settings.brokers, problem, "Kafka topic problem");
+                }
+                *known = found;
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "Kafka topic check failed; keeping its last findings"),
+            Err(_) => return, // the runtime is stopping
+        }
+        drop(log);
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+/// A topic for the health check to look at: its name, the partitions segflow reads, and each
+/// partition's highest committed offset.
+type TopicToCheck = (String, u32, Vec<(u32, u64)>);
+
+/// One of segflow's topics as a health check saw it.
+#[derive(Debug)]
+struct TopicSeen {
+    name: String,
+    /// The partitions segflow reads (learned at start).
+    expected: u32,
+    /// The partitions on the brokers; `None`: no such topic.
+    found: Option<u32>,
+    /// `(partition, highest offset segflow committed, high watermark)` of each partition with
+    /// a committed offset whose watermark was read.
+    offsets: Vec<(u32, u64, u64)>,
+}
+
+/// Asks the brokers for every topic (a request for all never creates one) and, for each
+/// partition segflow has committed an offset of, its high watermark; each request waits at
+/// most [`HEALTH_TIMEOUT`].
+fn look<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[TopicToCheck],
+) -> KafkaResult<Vec<TopicSeen>> {
+    let metadata = client.fetch_metadata(None, HEALTH_TIMEOUT)?;
+    let mut seen = Vec::new();
+    for (name, expected, committed) in topics {
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as u32);
+        let mut offsets = Vec::new();
+        for (partition, highest) in
+            committed.iter().filter(|(p, highest)| *highest > 0 && found.is_some_and(|n| *p < n))
+        {
+            // A watermark that cannot be read now says nothing: the next check asks again.
+            if let Ok((_, high)) = client.fetch_watermarks(name, *partition as i32, HEALTH_TIMEOUT) {
+                offsets.push((*partition, *highest, u64::try_from(high).unwrap_or(0)));
+            }
+        }
+        seen.push(TopicSeen { name: name.clone(), expected: *expected, found, offsets });
+    }
+    Ok(seen)
+}
+
+/// What is wrong with the topics as seen, each said with what it means and what to do.
+fn problems(seen: &[TopicSeen]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for topic in seen {
+        let (name, expected) = (&topic.name, topic.expected);
+        match topic.found {
+            None => problems.push(format!(
+                "Kafka topic {name} is missing: segflow can neither append to it nor read it; restart segflow \
+                 to create it with {expected} partitions (what it held is gone)"
+            )),
+            Some(found) if found < expected => problems.push(format!(
+                "Kafka topic {name} has a partition count of {found}, below the {expected} segflow reads: it was \
+                 recreated or changed behind segflow's back; restart segflow to read it as it is"
+            )),
+            Some(found) if found > expected => problems.push(format!(
+                "Kafka topic {name} has {found} partitions, more than the {expected} segflow reads: records on \
+                 partitions {expected} and up are not processed until segflow restarts"
+            )),
+            Some(_) => {}
+        }
+        for (partition, committed, high) in &topic.offsets {
+            if let Some(lost) = committed.checked_sub(*high).filter(|lost| *lost > 0) {
+                problems.push(format!(
+                    "Kafka topic {name} partition {partition} ends at offset {high}, before the offset {committed} \
+                     segflow committed: the broker lost {lost} records segflow had processed (an unclean leader \
+                     election, a wiped broker, or the topic recreated); the metadata keeps what they produced"
+                ));
+            }
+        }
+    }
+    problems
+}
+
 fn kafka_error(brokers: &str) -> impl Fn(KafkaError) -> LogError + '_ {
     move |error| LogError::Kafka {
         brokers: brokers.to_string(),
@@ -384,5 +628,42 @@ impl LogError {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(found: Option<u32>, offsets: Vec<(u32, u64, u64)>) -> TopicSeen {
+        TopicSeen { name: "p-live-chunks".into(), expected: 6, found, offsets }
+    }
+
+    #[test]
+    fn topics_as_expected_are_no_problem() {
+        assert_eq!(problems(&[seen(Some(6), vec![(0, 10, 10), (3, 4, 90)])]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_topic_or_another_partition_count_is_a_problem() {
+        let missing = problems(&[seen(None, vec![])]);
+        assert!(missing.len() == 1 && missing[0].starts_with("Kafka topic p-live-chunks is missing"), "{missing:?}");
+        let fewer = problems(&[seen(Some(2), vec![])]);
+        assert!(fewer.len() == 1 && fewer[0].contains("a partition count of 2, below the 6"), "{fewer:?}");
+        let more = problems(&[seen(Some(8), vec![])]);
+        assert!(more.len() == 1 && more[0].contains("8 partitions, more than the 6"), "{more:?}");
+    }
+
+    #[test]
+    fn a_log_ending_before_the_committed_offset_is_a_problem_naming_the_partition() {
+        let found = problems(&[seen(Some(6), vec![(1, 10, 10), (4, 1005, 5)])]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "Kafka topic p-live-chunks partition 4 ends at offset 5, before the offset 1005 segflow committed: \
+                 the broker lost 1000 records"
+            ),
+            "{found:?}"
+        );
     }
 }

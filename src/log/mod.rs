@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod kafka;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -77,6 +78,23 @@ pub struct LogRecord {
 /// `(topic, partition, next offset)`: everything before it is durably processed.
 pub type OffsetCommit = (Topic, u32, u64);
 
+/// What [`EventLog::rewind`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rewound {
+    /// The committed offsets set back, summed (bytes on the embedded log, records on Kafka):
+    /// 0 when segflow had processed nothing.
+    pub processed: u64,
+    /// Each partition's first and end offset when rewound: what a replay reads.
+    pub spans: BTreeMap<(Topic, u32), (u64, u64)>,
+}
+
+impl Rewound {
+    /// Whether any partition holds a record to replay.
+    pub fn holds_records(&self) -> bool {
+        self.spans.values().any(|(first, end)| end > first)
+    }
+}
+
 /// The event log the engine was started with; cheap to clone.
 #[derive(Clone)]
 pub enum EventLog {
@@ -126,6 +144,25 @@ impl EventLog {
         }
     }
 
+    /// Sets every committed offset back to the partition's first record, before any reader is
+    /// made, so the dataflow replays the whole log (see `backends.rs` for when). Durable when it
+    /// returns: on Kafka one commit of the group's offsets, on the embedded log one offset file
+    /// after another (a crash part-way leaves some set back, and the next start does the rest).
+    pub async fn rewind(&self) -> Result<Rewound, LogError> {
+        match self {
+            EventLog::Embedded(log) => log.rewind(),
+            EventLog::Kafka(log) => log.rewind().await,
+        }
+    }
+
+    /// The offset last committed for a partition of `topic` by this process (or found at start).
+    pub fn committed(&self, topic: Topic, partition: u32) -> Option<u64> {
+        match self {
+            EventLog::Embedded(log) => log.committed(topic, partition).ok(),
+            EventLog::Kafka(log) => log.committed(topic, partition),
+        }
+    }
+
     /// Whether the log answers (for `/health`).
     pub async fn health(&self) -> Result<(), LogError> {
         match self {
@@ -135,12 +172,14 @@ impl EventLog {
         }
     }
 
-    /// What keeps the log from working besides not answering: partitions that cannot be read
-    /// (for `/health`).
+    /// What keeps the log from working besides not answering (for `/health`): embedded
+    /// partitions that cannot be read; Kafka topics missing or with another partition count,
+    /// and partitions whose log ends before what segflow committed (found by a check every few
+    /// seconds, never waited for here).
     pub fn problems(&self) -> Vec<String> {
         match self {
             EventLog::Embedded(log) => log.stopped_partitions(),
-            EventLog::Kafka(_) => Vec::new(),
+            EventLog::Kafka(log) => log.problems(),
         }
     }
 

@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use segflow::config::Config;
 use segflow::log::embedded::EmbeddedLog;
 use segflow::model::Topic;
 use serde_json::Value;
 
-use crate::common::{TestEngine, put_segment};
+use crate::common::{Backends, TestEngine, put_segment, topic_offsets};
 
 const CHUNKS: u64 = 6;
 
@@ -17,6 +19,14 @@ const CHUNKS: u64 = 6;
 /// (every offset committed); returns their ids.
 async fn write_streams(data: &Path, streams: usize) -> Vec<String> {
     let engine = TestEngine::start(data, 2).await;
+    let ids = put_streams(&engine, streams).await;
+    engine.shutdown().await;
+    ids
+}
+
+/// Starts `streams` streams with [`CHUNKS`] chunks each on `engine`, and waits until the
+/// dataflow has accepted them all; returns their ids.
+async fn put_streams(engine: &TestEngine, streams: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..streams {
         let id = engine.start_stream(2).await;
@@ -28,7 +38,6 @@ async fn write_streams(data: &Path, streams: usize) -> Vec<String> {
     for id in &ids {
         engine.wait_stream(id, |doc| doc["chunks_accepted"] == CHUNKS).await;
     }
-    engine.shutdown().await;
     ids
 }
 
@@ -48,9 +57,15 @@ async fn snapshot(engine: &TestEngine, ids: &[String]) -> Vec<(Value, Value, Str
         let chunks: Vec<Value> = chunks["chunks"].as_array().unwrap().iter().cloned().map(unstamped).collect();
         let (_, live) = engine.get_json(&format!("/streams/{id}/live")).await;
         let playlist = engine.client.get(live["manifest_url"].as_str().unwrap()).send().await.unwrap();
-        streams.push((unstamped(doc), Value::from(chunks), playlist.text().await.unwrap()));
+        streams.push((unstamped(doc), Value::from(chunks), unsigned(&playlist.text().await.unwrap())));
     }
     streams
+}
+
+/// A playlist without its segment URLs' signatures (made when it is served: an S3 presigned
+/// URL carries the time it was signed).
+fn unsigned(playlist: &str) -> String {
+    playlist.lines().map(|line| line.split('?').next().unwrap_or_default()).collect::<Vec<_>>().join("\n")
 }
 
 /// The log file of the `live-chunks` partition that holds `id`'s events.
@@ -184,6 +199,50 @@ async fn a_deleted_metadata_file_is_rebuilt_from_the_log() {
     engine.shutdown().await;
 }
 
+/// A crash after the rewind and before the marker leaves no metadata and every offset at 0: the
+/// next start still rebuilds everything before the API opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_rewind_and_the_marker_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let ids = write_streams(data.path(), 10).await;
+    let engine = TestEngine::start(data.path(), 2).await;
+    let before = snapshot(&engine, &ids).await;
+    engine.shutdown().await;
+    std::fs::remove_file(data.path().join("metadata.redb")).unwrap();
+    for topic in Topic::ALL {
+        crate::common::forget_offsets(Backends::Embedded, data.path(), topic);
+    }
+    let engine = TestEngine::start(data.path(), 2).await;
+    assert_eq!(snapshot(&engine, &ids).await, before, "every stream, chunk and playlist is back");
+    engine.shutdown().await;
+}
+
+/// A metadata file with documents but no marker (made by a segflow from before the marker) is
+/// marked and kept: nothing is replayed into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmarked_metadata_file_with_documents_is_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let ids = write_streams(data.path(), 2).await;
+    let engine = TestEngine::start(data.path(), 2).await;
+    let before = snapshot(&engine, &ids).await;
+    engine.shutdown().await;
+    let offsets = topic_offsets(Backends::Embedded, data.path(), Topic::LiveChunks);
+    const MARKER: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("segflow_marker");
+    {
+        let db = redb::Database::create(data.path().join("metadata.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.open_table(MARKER).unwrap().remove("marker").unwrap().is_some(), "the store was marked");
+        txn.commit().unwrap();
+    }
+    let engine = TestEngine::start(data.path(), 2).await;
+    assert_eq!(snapshot(&engine, &ids).await, before, "no chunk counted again as a duplicate");
+    engine.shutdown().await;
+    assert_eq!(topic_offsets(Backends::Embedded, data.path(), Topic::LiveChunks), offsets);
+    let db = redb::Database::create(data.path().join("metadata.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(txn.open_table(MARKER).unwrap().get("marker").unwrap().is_some(), "marked again");
+}
+
 /// `(offset, length)` of each record of a partition file: `[len u32][crc32 u32][payload]`.
 fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut records = Vec::new();
@@ -281,4 +340,144 @@ async fn health_is_degraded_while_the_disk_is_almost_full() {
     let engine = TestEngine::start_with(config).await;
     assert_eq!(engine.get_json("/health").await.0, 503, "a share of the disk works as well");
     engine.shutdown().await;
+}
+
+/// The real servers' config of an engine on `data`, with Kafka, S3 or MongoDB left out as told
+/// (their embedded backend instead).
+fn services(data: &Path, kafka: bool, mongodb: bool) -> Config {
+    let mut config = Config { workers: 2, ..Backends::Services.config(data) };
+    if !kafka {
+        config.kafka = None;
+    }
+    if !mongodb {
+        config.mongo_uri = None;
+    }
+    config
+}
+
+/// The metadata store lost between two runs (`lose` deletes the file or drops the database)
+/// is rebuilt from the event log before the API opens: every stream, chunk and playlist is back
+/// as it was, an ended stream included. A third start, on the rebuilt (marked) store, replays
+/// nothing: a replay into a full store would count every chunk again as a duplicate.
+async fn lost_metadata_is_rebuilt(config: Config, lose: impl AsyncFnOnce(&Config)) {
+    let engine = TestEngine::start_with(config.clone()).await;
+    let ids = put_streams(&engine, 4).await;
+    let (status, body) = engine.post_json("/streams/end", &format!(r#"{{"stream_id":"{}"}}"#, ids[0])).await;
+    assert_eq!(status, 200, "{body}");
+    engine.wait_stream(&ids[0], |doc| doc["status"] == "vod").await;
+    let before = snapshot(&engine, &ids).await;
+    engine.shutdown().await;
+    let backends = if config.kafka.is_some() { Backends::Services } else { Backends::Embedded };
+    let offsets = topic_offsets(backends, &config.data_dir, Topic::LiveChunks);
+    let processed: i64 = offsets.iter().map(|(_, committed, _)| committed).sum();
+    assert!(processed > 0 && offsets.iter().all(|(_, committed, end)| committed == end), "{offsets:?}");
+
+    lose(&config).await;
+    let engine = TestEngine::start_with(config.clone()).await;
+    assert_eq!(snapshot(&engine, &ids).await, before, "every stream, chunk and playlist is back");
+    let (status, health) = engine.get_json("/health").await;
+    assert_eq!(status, 200, "{health}");
+    engine.shutdown().await;
+    assert_eq!(topic_offsets(backends, &config.data_dir, Topic::LiveChunks), offsets, "replayed to the end");
+
+    let engine = TestEngine::start_with(config.clone()).await;
+    assert_eq!(snapshot(&engine, &ids).await, before, "a marked store is not replayed into");
+    engine.shutdown().await;
+}
+
+/// Drops the MongoDB database an engine with `config` uses.
+async fn drop_database(config: &Config) {
+    let client = mongodb::Client::with_uri_str(config.mongo_uri.as_deref().unwrap()).await.unwrap();
+    let db = client.database(&config.mongo_database);
+    assert!(!db.list_collection_names().await.unwrap().is_empty(), "the database exists before");
+    db.drop().await.unwrap();
+}
+
+async fn delete_metadata_file(config: &Config) {
+    std::fs::remove_file(config.data_dir.join("metadata.redb")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
+async fn a_dropped_mongodb_database_is_rebuilt_from_kafka() {
+    let data = tempfile::tempdir().unwrap();
+    lost_metadata_is_rebuilt(services(data.path(), true, true), drop_database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
+async fn a_deleted_metadata_file_is_rebuilt_from_kafka() {
+    let data = tempfile::tempdir().unwrap();
+    lost_metadata_is_rebuilt(services(data.path(), true, false), delete_metadata_file).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
+async fn a_dropped_mongodb_database_is_rebuilt_from_the_embedded_log() {
+    let data = tempfile::tempdir().unwrap();
+    lost_metadata_is_rebuilt(services(data.path(), false, true), drop_database).await;
+}
+
+/// A client of the test broker, and the name the engine on `data` gives `topic`.
+fn kafka_admin(data: &Path, topic: Topic) -> (AdminClient<DefaultClientContext>, String) {
+    let config = Backends::Services.config(data);
+    let admin = rdkafka::ClientConfig::new().set("bootstrap.servers", config.kafka.unwrap()).create().unwrap();
+    (admin, format!("{}{}", config.kafka_topic_prefix, topic.name()))
+}
+
+/// Polls `/health` until one of its problems contains `text`; the body then.
+async fn wait_problem(engine: &TestEngine, text: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..120 {
+        let (status, health) = engine.get_json("/health").await;
+        let found = health["problems"].as_array().is_some_and(|p| p.iter().any(|p| p.as_str().unwrap().contains(text)));
+        if found {
+            assert_eq!((status, health["status"].as_str()), (503, Some("degraded")), "{health}");
+            return health;
+        }
+        last = health;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("/health never reported {text:?}; last: {last}");
+}
+
+/// On Kafka, `/health` is 503 with the reason while a partition's log ends before the offset
+/// segflow committed (records lost on the broker, made here by committing past the end), and
+/// while a topic is missing or has fewer partitions than segflow reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
+async fn health_reports_kafka_partitions_behind_their_offsets_and_missing_topics() {
+    let data = tempfile::tempdir().unwrap();
+    let engine = TestEngine::start_on(Backends::Services, data.path(), 2).await;
+    put_streams(&engine, 1).await;
+    let (status, health) = engine.get_json("/health").await;
+    assert_eq!((status, &health["problems"]), (200, &serde_json::json!([])), "{health}");
+    engine.shutdown().await;
+
+    let offsets = topic_offsets(Backends::Services, data.path(), Topic::LiveChunks);
+    let (partition, _, end) = *offsets.iter().find(|(_, committed, _)| *committed > 0).unwrap();
+    let beyond = end + 1000;
+    crate::common::commit_offset(Backends::Services, data.path(), Topic::LiveChunks, partition, beyond);
+    let engine = TestEngine::start_on(Backends::Services, data.path(), 2).await;
+    let (_, name) = kafka_admin(data.path(), Topic::LiveChunks);
+    let lost = format!(
+        "Kafka topic {name} partition {partition} ends at offset {end}, before the offset {beyond} segflow \
+         committed: the broker lost 1000 records"
+    );
+    let health = wait_problem(&engine, &lost).await;
+    assert_eq!(health["backends"]["event_log"]["state"], "up", "{health}");
+
+    let (admin, vod) = kafka_admin(data.path(), Topic::VodChunks);
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[vod.as_str()], &options).await.unwrap() {
+        result.unwrap();
+    }
+    wait_problem(&engine, &format!("Kafka topic {vod} is missing")).await;
+    let fewer = NewTopic::new(&vod, 1, TopicReplication::Fixed(1));
+    for result in admin.create_topics(&[fewer], &options).await.unwrap() {
+        result.unwrap();
+    }
+    let health = wait_problem(&engine, &format!("Kafka topic {vod} has a partition count of 1, below the 3")).await;
+    let missing = format!("Kafka topic {vod} is missing");
+    assert!(!health["problems"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains(&missing)), "{health}");
 }

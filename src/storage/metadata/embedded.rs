@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{MetaWrite, MetadataError, MetadataStore};
+use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
@@ -22,6 +22,7 @@ const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("live_m
 const VODS: TableDefinition<&str, &[u8]> = TableDefinition::new("vod_metadata");
 const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+const MARKER: TableDefinition<&str, &[u8]> = TableDefinition::new(MARKER_TABLE);
 
 fn backend(e: impl Into<redb::Error>) -> MetadataError {
     MetadataError::Embedded(Box::new(e.into()))
@@ -174,6 +175,32 @@ impl MetadataStore for EmbeddedMetadata {
         self.blocking(|db| db.begin_write().map_err(backend)?.commit().map_err(backend)).await
     }
 
+    async fn marker(&self) -> Result<Marker, MetadataError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(backend)?;
+            if txn.open_table(MARKER).map_err(backend)?.get(MARKER_KEY).map_err(backend)?.is_some() {
+                return Ok(Marker::Present);
+            }
+            let documents = !txn.open_table(STREAMS).map_err(backend)?.is_empty().map_err(backend)?
+                || !txn.open_table(CHUNKS).map_err(backend)?.is_empty().map_err(backend)?
+                || !txn.open_table(VODS).map_err(backend)?.is_empty().map_err(backend)?
+                || !txn.open_table(DEAD_LETTERS).map_err(backend)?.is_empty().map_err(backend)?;
+            Ok(if documents { Marker::Unmarked } else { Marker::Absent })
+        })
+        .await
+    }
+
+    async fn write_marker(&self) -> Result<(), MetadataError> {
+        let marker = json(&MarkerDoc::now())?;
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(backend)?;
+            txn.set_durability(Durability::Immediate);
+            txn.open_table(MARKER).map_err(backend)?.insert(MARKER_KEY, marker.as_slice()).map_err(backend)?;
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {
         self.get_by_id(STREAMS, stream_id).await
     }
@@ -244,6 +271,7 @@ fn open_checked(path: &Path) -> Result<Database, Box<redb::Error>> {
     txn.open_table(DEAD_LETTERS).map_err(boxed)?;
     txn.open_table(VODS).map_err(boxed)?;
     txn.open_table(TOKENS).map_err(boxed)?;
+    txn.open_table(MARKER).map_err(boxed)?;
     txn.commit().map_err(boxed)?;
     Ok(db)
 }

@@ -36,6 +36,42 @@ pub enum MetadataError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Whether a metadata store is the one the event log's committed offsets were processed into.
+/// The marker is one small record (the `segflow_marker` table or collection) that segflow
+/// writes once, when it has made sure the store will hold everything the log has: a store
+/// without it is new or lost, and is filled from the log (`backends.rs` decides, for every pair
+/// of log and store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// Marked: it holds what the committed offsets say was processed.
+    Present,
+    /// No marker but documents of the dataflow (streams, chunks, videos, dead letters): made by
+    /// a segflow from before the marker. API tokens do not count: `segflow token create` writes
+    /// them into a new store too.
+    Unmarked,
+    /// No marker and no documents of the dataflow: new, or lost (a deleted file, a dropped
+    /// database).
+    Absent,
+}
+
+/// The marker's one record: when it was written, and by which segflow.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MarkerDoc {
+    pub marked_at_ms: u64,
+    pub segflow_version: String,
+}
+
+impl MarkerDoc {
+    pub fn now() -> MarkerDoc {
+        MarkerDoc { marked_at_ms: crate::model::now_ms(), segflow_version: env!("CARGO_PKG_VERSION").into() }
+    }
+}
+
+/// Name of the marker's table (embedded) or collection (MongoDB).
+pub const MARKER_TABLE: &str = "segflow_marker";
+/// Key (embedded) or `_id` (MongoDB) of the marker's one record.
+pub const MARKER_KEY: &str = "marker";
+
 /// One write of a batch; a batch is applied in one transaction.
 #[derive(Clone, Debug)]
 pub enum MetaWrite {
@@ -77,6 +113,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError>;
     async fn get_token(&self, token_id: &str) -> Result<Option<TokenDoc>, MetadataError>;
     async fn list_tokens(&self) -> Result<Vec<TokenDoc>, MetadataError>;
+    /// Whether the store carries its marker, or else holds documents of the dataflow.
+    async fn marker(&self) -> Result<Marker, MetadataError>;
+    /// Writes the marker durably (idempotent); see [`Marker`] for when.
+    async fn write_marker(&self) -> Result<(), MetadataError>;
     /// Whether the store answers (for `/health`).
     async fn health(&self) -> Result<(), MetadataError> {
         Ok(())

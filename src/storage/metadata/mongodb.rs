@@ -20,7 +20,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{MetaWrite, MetadataError, MetadataStore};
+use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
 
@@ -35,6 +35,8 @@ const TOKENS: &str = "api_tokens";
 /// start is reported within seconds, not after the driver's default 30 s.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a look at the marker, or its write, may take at start.
+const MARKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Writes of one batch in flight at once (one per key).
 const CONCURRENCY: usize = 16;
 /// MongoDB's duplicate key error.
@@ -217,6 +219,25 @@ impl MongoMetadata {
         }
     }
 
+    /// Runs a request at start, given up after [`MARKER_TIMEOUT`]; `what` names it in errors.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        request: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, MetadataError> {
+        match tokio::time::timeout(MARKER_TIMEOUT, request).await {
+            Ok(result) => result.map_err(|e| self.error(what, e)),
+            Err(_) => Err(self.refused(what, format!("no answer within {MARKER_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Whether `collection` holds any document.
+    async fn any(&self, collection: &str) -> Result<bool, MetadataError> {
+        let handle = self.collection::<Document>(collection);
+        let found = handle.find_one(doc! {}).projection(doc! { "_id": 1 });
+        Ok(self.bounded(&format!("reading {collection} of database {} failed", self.db.name()), found).await?.is_some())
+    }
+
     fn write_error(&self, e: mongodb::error::Error) -> MetadataError {
         self.error("write failed", e)
     }
@@ -318,6 +339,29 @@ impl MetadataStore for MongoMetadata {
             stream::iter(ops.into_iter().map(Ok)).try_for_each_concurrent(CONCURRENCY, |op| self.run(op)).await?;
         }
         Ok(())
+    }
+
+    async fn marker(&self) -> Result<Marker, MetadataError> {
+        let what = format!("reading {MARKER_TABLE} of database {} failed", self.db.name());
+        let markers = self.collection::<Document>(MARKER_TABLE);
+        if self.bounded(&what, markers.find_one(doc! { "_id": MARKER_KEY })).await?.is_some() {
+            return Ok(Marker::Present);
+        }
+        for collection in [STREAMS, CHUNKS, VODS, DEAD_LETTERS] {
+            if self.any(collection).await? {
+                return Ok(Marker::Unmarked);
+            }
+        }
+        Ok(Marker::Absent)
+    }
+
+    async fn write_marker(&self) -> Result<(), MetadataError> {
+        let mut marker = self.encode(&MarkerDoc::now())?;
+        marker.insert("_id", MARKER_KEY);
+        let what = format!("writing {MARKER_TABLE} of database {} failed", self.db.name());
+        let markers = self.collection::<Document>(MARKER_TABLE);
+        let write = markers.replace_one(doc! { "_id": MARKER_KEY }, marker).upsert(true);
+        self.bounded(&what, write).await.map(drop)
     }
 
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {

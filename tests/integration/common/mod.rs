@@ -128,6 +128,15 @@ pub fn forget_offsets(backends: Backends, data_dir: &Path, topic: Topic) {
     consumer.commit(&list, rdkafka::consumer::CommitMode::Sync).unwrap();
 }
 
+/// Commits `offset` for one partition of `topic` in the Kafka group of the (stopped) engine on
+/// `data_dir`.
+pub fn commit_offset(backends: Backends, data_dir: &Path, topic: Topic, partition: i32, offset: i64) {
+    let (consumer, name) = group_consumer(backends, data_dir, topic).expect("an engine on Kafka");
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(&name, partition, rdkafka::Offset::Offset(offset)).unwrap();
+    consumer.commit(&list, rdkafka::consumer::CommitMode::Sync).unwrap();
+}
+
 const KAFKA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A consumer in the Kafka group of the engine on `data_dir` and its name for `topic`; `None`

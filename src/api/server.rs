@@ -18,6 +18,7 @@ use axum::body::{Body, Bytes};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -82,6 +83,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     let mut full = false;
+    let body_timeouts = metrics.http_timeouts_total.with_label_values(&["body"]);
     loop {
         if permits.available_permits() == 0 && !full {
             tracing::warn!(limits.max_connections, "connection limit reached: new connections wait");
@@ -103,14 +105,13 @@ pub async fn serve(
         };
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched { stream: Some(stream), activity: activity.clone() });
-        let (router, busy, paced_metrics) = (router.clone(), activity.clone(), metrics.clone());
+        let (router, busy, body_timeouts) = (router.clone(), activity.clone(), body_timeouts.clone());
         // Each request marks the connection busy until its response has been written.
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let busy = Busy::start(busy.clone());
             let router = router.clone();
-            let metrics = paced_metrics.clone();
-            let timeout = limits.body_read_timeout;
-            let request = request.map(|body| Paced { body, timeout, metrics, waiting: false, stalled: None });
+            let (timeout, timeouts) = (limits.body_read_timeout, body_timeouts.clone());
+            let request = request.map(|body| Paced { body, timeout, timeouts, waiting: false, stalled: None });
             async move {
                 let Ok(response) = router.oneshot(request).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
@@ -152,7 +153,7 @@ async fn watch_timeouts<E: std::fmt::Display>(
 ) -> Option<&'static str> {
     let mut connection = pin!(connection);
     loop {
-        let deadline = activity.deadline(limits);
+        let deadline = activity.deadline(limits).map(|(at, _)| at);
         let expired = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -168,9 +169,11 @@ async fn watch_timeouts<E: std::fmt::Display>(
             }
             () = activity.changed.notified() => {}
             () = expired => {
-                if activity.deadline(limits).is_some_and(|d| d <= Instant::now()) {
+                if let Some((at, timeout)) = activity.deadline(limits)
+                    && at <= Instant::now()
+                {
                     tracing::debug!("closing a connection that sent no complete request in time");
-                    return Some(activity.awaited());
+                    return Some(timeout);
                 }
             }
         }
@@ -206,23 +209,18 @@ impl Activity {
         self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// When the connection is closed unless a request head comes; `None` while busy.
-    fn deadline(&self, limits: ConnectionLimits) -> Option<Instant> {
+    /// When the connection is closed unless a request head comes, and which timeout that is
+    /// (`header`, or `idle` for a kept-alive connection awaiting a request); `None` while busy.
+    fn deadline(&self, limits: ConnectionLimits) -> Option<(Instant, &'static str)> {
         let phase = *self.phase();
         if phase.in_flight > 0 {
             return None;
         }
         Some(match (phase.fresh, phase.head_started) {
-            (true, _) => phase.waiting_since + limits.header_read_timeout,
-            (false, Some(started)) => started + limits.header_read_timeout,
-            (false, None) => phase.waiting_since + limits.idle_timeout,
+            (true, _) => (phase.waiting_since + limits.header_read_timeout, "header"),
+            (false, Some(started)) => (started + limits.header_read_timeout, "header"),
+            (false, None) => (phase.waiting_since + limits.idle_timeout, "idle"),
         })
-    }
-
-    /// What an expired connection was waiting for: a request head, or (kept alive) a request.
-    fn awaited(&self) -> &'static str {
-        let phase = *self.phase();
-        if phase.fresh || phase.head_started.is_some() { "header" } else { "idle" }
     }
 
     fn bytes_read(&self) {
@@ -288,7 +286,8 @@ impl hyper::body::Body for Tracked {
 struct Paced {
     body: Incoming,
     timeout: Duration,
-    metrics: Arc<Metrics>,
+    /// Counts the bodies cut off.
+    timeouts: IntCounter,
     /// Whether the last poll found nothing: the clock is running since then.
     waiting: bool,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -327,7 +326,7 @@ impl hyper::body::Body for Paced {
                 }
                 match stalled.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        this.metrics.http_timeouts_total.with_label_values(&["body"]).inc();
+                        this.timeouts.inc();
                         Poll::Ready(Some(Err(BodyStalled(this.timeout).into())))
                     }
                     Poll::Pending => Poll::Pending,

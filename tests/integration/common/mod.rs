@@ -417,6 +417,11 @@ impl EngineProcess {
         ticks as f64 / 100.0
     }
 
+    /// How the process exited, if it has (a crash shows here).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().unwrap()
+    }
+
     /// Sends SIGTERM and returns how the process exited.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
@@ -438,10 +443,16 @@ pub fn spawn_segflow(data_dir: &Path) -> (EngineProcess, String) {
 }
 
 pub fn spawn_segflow_on(backends: Backends, data_dir: &Path) -> (EngineProcess, String) {
+    spawn_segflow_with(backends, data_dir, &[])
+}
+
+/// As [`spawn_segflow_on`], with more `SEGFLOW_*` settings.
+pub fn spawn_segflow_with(backends: Backends, data_dir: &Path, settings: &[(&str, &str)]) -> (EngineProcess, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_segflow"))
         .args(["run", "--listen", "127.0.0.1:0", "--workers", "2", "--data-dir"])
         .arg(data_dir)
         .envs(backends.env(data_dir))
+        .envs(settings.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -22,11 +22,13 @@ use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use http_body_util::LengthLimitError;
 use serde::Deserialize;
 use serde_json::json;
 
 pub use error::ApiError;
 
+use crate::api::server::BodyStalled;
 use crate::backends::Backends;
 use crate::config::Config;
 use crate::ingest::Ingest;
@@ -62,7 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/vod/{stream_id}/metadata", get(vod::metadata))
         .route("/vod/{stream_id}/manifest", get(vod::manifest))
         .layer(DefaultBodyLimit::max(json_limit))
-        .layer(middleware::from_fn_with_state(json_limit as u64, refuse_large_json))
+        .layer(middleware::from_fn_with_state(json_limit, read_json_body))
         .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))
         .route(
             "/ingest/{stream_id}/{stream_key}/{file}",
@@ -167,11 +169,27 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-/// Middleware of the JSON routes: 413 at once for a body declared over the limit.
-async fn refuse_large_json(State(limit): State<u64>, request: Request, next: Next) -> Response {
-    match refuse_declared_over(request.headers(), limit, "JSON body") {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
+/// Middleware of the JSON routes: reads the body before the handler, 413 at once for one
+/// declared over the limit (or as soon as it is), 408 for one that stops coming.
+async fn read_json_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    if let Err(e) = refuse_declared_over(request.headers(), limit as u64, "JSON body") {
+        return e.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(e) => {
+            let e = e.into_inner();
+            let e: &(dyn std::error::Error + 'static) = e.as_ref();
+            let error = if BodyStalled::caused(e) {
+                ApiError::RequestTimeout(e.to_string())
+            } else if std::iter::successors(Some(e), |e| e.source()).any(|e| e.is::<LengthLimitError>()) {
+                ApiError::PayloadTooLarge(format!("JSON body is over the {limit} byte limit"))
+            } else {
+                ApiError::BadRequest(format!("the request body could not be read: {e}"))
+            };
+            error.into_response()
+        }
     }
 }
 

@@ -299,10 +299,20 @@ struct Paced {
 pub struct BodyStalled(Duration);
 
 impl BodyStalled {
-    /// Whether the upload error `io` wraps a stalled body's.
-    pub fn caused(io: &std::io::Error) -> bool {
-        let inner = io.get_ref().map(|e| e as &(dyn std::error::Error + 'static));
-        std::iter::successors(inner, |e| e.source()).any(|e| e.is::<BodyStalled>())
+    /// Whether `error` is, or wraps, a stalled body's.
+    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if e.is::<BodyStalled>() {
+                return true;
+            }
+            // An io::Error's `source` skips the error it wraps; `get_ref` is that error.
+            next = match e.downcast_ref::<std::io::Error>() {
+                Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
+        }
+        false
     }
 }
 

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::checks::{MAX_SEQUENCE_NUMBER, ValidationError, check_duration, check_range, validate_file_name};
+use crate::checks::{IngestFile, MAX_SEQUENCE_NUMBER, ValidationError, check_duration, check_range, ingest_file};
 use crate::live::{LiveStreamDoc, parse_program_date_time, program_date_time_at};
 use crate::now_ms;
 
@@ -28,7 +28,8 @@ pub enum PushedPlaylistError {
 }
 
 /// The segments of the playlist: refused whole if a sequence number or `EXTINF` is out of
-/// range; a name that is not a segment's (`../x`) is skipped.
+/// range, or a segment's file name (its URI without folders or query) is not one an encoder
+/// can upload as a segment (`passwd`, `a.mp4`).
 pub fn pushed_segments(stream: &LiveStreamDoc, bytes: &[u8]) -> Result<Vec<PushedSegment>, PushedPlaylistError> {
     let malformed = PushedPlaylistError::Malformed;
     let playlist = m3u8_rs::parse_media_playlist_res(bytes).map_err(|e| malformed(format!("{e:?}")))?;
@@ -60,8 +61,8 @@ pub fn pushed_segments(stream: &LiveStreamDoc, bytes: &[u8]) -> Result<Vec<Pushe
         check_duration(duration_ms, stream.target_duration_s)?;
         let name = segment.uri.rsplit('/').next().unwrap_or_default();
         let name = name.split('?').next().unwrap_or_default();
-        if validate_file_name(name).is_err() {
-            continue;
+        if ingest_file(name, false)? != IngestFile::Segment {
+            return Err(ValidationError::IngestFile(name.to_string()).into());
         }
         let date = encoder_date(segment).filter(|text| {
             let fits = program_date_time_at(text, Some(now)).is_ok();
@@ -115,6 +116,13 @@ mod tests {
             assert!(refused(playlist(0, &["2.0", bad])).contains("is not a positive duration"), "{bad}");
         }
         assert!(refused(playlist(0, &["1e30"])).contains("does not fit the stream's target duration"));
+        for uri in ["../../etc/passwd", "a0.mp4", "init.mp4", "a.b.ts", "live.m3u8"] {
+            let text = playlist(0, &["2.0"]).replace("out0.ts", uri);
+            assert!(refused(text).contains("is not one an encoder sends"), "{uri}");
+        }
+        // Folders and a query (FFmpeg's `-hls_base_url`) are not part of the name.
+        let text = playlist(0, &["2.0"]).replace("out0.ts", "https://cdn/x/out0.ts?t=1");
+        assert_eq!(pushed_segments(&stream(), text.as_bytes()).unwrap()[0].name, "out0.ts");
         let taken = pushed_segments(&stream(), playlist(7, &["2.0", "1.5"]).as_bytes()).unwrap();
         let numbers: Vec<_> = taken.iter().map(|s| (s.seq, s.duration_ms)).collect();
         assert_eq!(numbers, [(7, 2000), (8, 1500)]);

@@ -185,15 +185,22 @@ impl Ingest {
             program_date_time_at(text, Some(now_ms()))?;
         }
         self.check_sequence(stream, seq).await?;
+        let key = keys::live_chunk(stream_id, seq, ext);
         let existing = self.backends.metadata.get_chunk(stream_id, seq).await?;
-        if existing.is_some_and(|chunk| chunk.status == ChunkStatus::Live) {
+        let processed = existing.as_ref().is_some_and(|chunk| chunk.status == ChunkStatus::Live);
+        if processed && existing.is_some_and(|chunk| chunk.chunk.object_key != key) {
             return Err(IngestError::AlreadyAccepted { stream_id: stream_id.to_string(), seq });
         }
-        let key = keys::live_chunk(stream_id, seq, ext);
+        // Write-once: other bytes at the key are refused (409), the same bytes are a retry.
         let stored = self.backends.store.put_stream(&key, body, self.limits.max_segment_bytes).await?;
-        let mut event = chunk_event(stream_id, seq, segment.duration_ms, &key, &stored, segment.checksum.as_deref());
-        event.program_date_time = segment.program_date_time.as_deref().map(Into::into);
-        self.append(Topic::LiveChunks, stream_id, &event).await?;
+        // A retry of a segment already in the playlist (its answer was lost, to a crash say)
+        // is taken again with nothing new logged.
+        if !processed {
+            let mut event =
+                chunk_event(stream_id, seq, segment.duration_ms, &key, &stored, segment.checksum.as_deref());
+            event.program_date_time = segment.program_date_time.as_deref().map(Into::into);
+            self.append(Topic::LiveChunks, stream_id, &event).await?;
+        }
         let checksum_matches = segment.checksum.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&stored.sha256));
         Ok(ChunkAccepted {
             stream_id: stream_id.to_string(),

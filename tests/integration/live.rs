@@ -296,6 +296,8 @@ async fn accepted_media_is_never_replaced(backends: Backends) {
     assert_eq!(put(5, bytes(5, 1)).await.unwrap().status(), 201);
     engine.wait_stream(&id, |doc| doc["late_chunks"] == 1).await;
     assert_eq!(put(5, bytes(5, 2)).await.unwrap().status(), 409);
+    // A chunk in the playlist sent again with its own bytes (its answer was lost): a retry.
+    assert_eq!(put(0, bytes(0, 0)).await.unwrap().status(), 201, "the same bytes again: a retry");
     let store = crate::common::open_store(backends, data.path()).await;
     let (_, listed) = engine.get_json(&format!("/streams/{id}/chunks?limit=100")).await;
     let chunks = listed["chunks"].as_array().unwrap();
@@ -307,6 +309,7 @@ async fn accepted_media_is_never_replaced(backends: Backends) {
             assert_eq!(winner, chunk["stored_sha256"].as_str().unwrap(), "{chunk}");
         }
     }
+    assert_eq!(chunks[0]["status"], "live", "the retried chunk stays in the playlist: {}", chunks[0]);
     // The init section: stored once; a replacement under live players is refused.
     let init = |body: &'static str| client.put(format!("{base}/ingest/{id}/init.mp4")).body(body).send();
     assert_eq!(init("an init section").await.unwrap().status(), 201);

@@ -963,6 +963,8 @@ struct LoadCounts {
     retried: AtomicU64,
     hangs: AtomicU64,
     conflicts: AtomicU64,
+    /// Failed requests by status (1: connection refused, 2: other transport error).
+    failures: std::sync::Mutex<BTreeMap<u64, u64>>,
 }
 
 /// `streams` encoders push segments as fast as acknowledged (each retried with the same bytes
@@ -1012,6 +1014,8 @@ async fn load_with_faults(backends: Backends, seed: u64, streams: u64, seconds: 
                             if failed.as_ref().is_err_and(|e| e.is_timeout()) {
                                 counts.hangs.fetch_add(1, Ordering::Relaxed);
                             }
+                            let why = failed.map_or_else(|e| if e.is_connect() { 1 } else { 2 }, u64::from);
+                            *counts.failures.lock().unwrap().entry(why).or_default() += 1;
                             counts.retried.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
@@ -1096,6 +1100,8 @@ async fn load_with_faults(backends: Backends, seed: u64, streams: u64, seconds: 
         counts.hangs.load(Ordering::Relaxed),
         counts.conflicts.load(Ordering::Relaxed)
     );
+    let failures: Vec<String> = counts.failures.lock().unwrap().iter().map(|(s, n)| format!("{s}×{n}")).collect();
+    println!("  failed requests by status (1 refused connection, 2 other): {}", failures.join(" "));
     println!("  acknowledged segments lost or changed: {lost_total} of {acked}; gaps {gaps}");
     println!("  playlist segments fetched and matched: {served}; playlist errors {}", errors.len());
     for error in errors.iter().take(5) {

@@ -120,6 +120,9 @@ impl Probe {
     }
 }
 
+/// An attack class: its name and the probes it sends.
+type AttackClass<'a> = (&'static str, Box<dyn Fn(&mut StdRng) -> Vec<Probe> + 'a>);
+
 /// One class's counts.
 #[derive(Default)]
 struct Tally {
@@ -859,7 +862,7 @@ async fn attacks(seed: u64) {
         "class", "requests", "crashes", "hangs", "closed", "unexpected"
     );
     let mut totals = Tally::default();
-    let classes: Vec<(&str, Box<dyn Fn(&mut StdRng) -> Vec<Probe>>)> = vec![
+    let classes: Vec<AttackClass<'_>> = vec![
         ("numbers out of range", Box::new(|rng| numbers(rng, &victim, 20))),
         ("pushed playlists", Box::new(|rng| playlists(rng, &victim))),
         ("credentials", Box::new(|_| credentials(&victim, &witness, &read, &revoked))),

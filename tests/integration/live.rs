@@ -55,9 +55,11 @@ async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends:
         .await
         .unwrap();
     assert_eq!(bad_date.status(), 400);
-    // Re-sending an accepted segment is refused and changes nothing.
+    // Re-sending an accepted segment with its own bytes is a retry (201); other bytes are
+    // refused (409). Neither changes anything below.
     engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 6).await;
-    assert_eq!(put(1, false).await.unwrap().status(), 409);
+    assert_eq!(put(1, false).await.unwrap().status(), 201);
+    assert_eq!(put(1, true).await.unwrap().status(), 409);
 
     let (_, doc) = engine.get_json(&format!("/streams/{id}/metadata")).await;
     assert_eq!(doc["gaps_total"], 3, "{doc}"); // 2, 4 (after the corrupt copy) and 6

@@ -93,6 +93,38 @@ pub struct Config {
     /// many bytes, or than `min_free_disk_percent` of its size.
     pub min_free_disk_bytes: u64,
     pub min_free_disk_percent: f64,
+    /// The URL-signing secret (hex, at least 16 bytes); unset: `signing.key` in the data dir,
+    /// made on first start. A cluster needs one shared by every process.
+    pub signing_key: Option<Secret>,
+    /// Processes in the timely cluster (timely's `-n`); above 1 needs Kafka, S3 and MongoDB.
+    pub processes: usize,
+    /// This process's index in the cluster, 0 to `processes` - 1 (timely's `-p`).
+    pub process: usize,
+    /// A file of the processes' timely addresses, one `host:port` a line in process order,
+    /// this one's included (timely's `-h`); or give them as `peers`.
+    pub hostfile: Option<PathBuf>,
+    /// The processes' timely addresses in process order: a list, or `host:port,host:port`.
+    #[serde(default, deserialize_with = "addresses")]
+    pub peers: Option<Vec<String>>,
+    /// Seconds to wait for every peer at start, and for a silent peer while running, before
+    /// this process exits (timely cannot go on without one).
+    pub peer_timeout_secs: u64,
+    /// Seconds to wait at start for every peer to connect (timely retries for ever).
+    pub peer_connect_timeout_secs: u64,
+}
+
+/// `peers` as a TOML list or as comma-separated text (`SEGFLOW_PEERS=a:1,b:2`, `--peers`).
+fn addresses<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Addresses {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(Option::<Addresses>::deserialize(deserializer)?.map(|addresses| match addresses {
+        Addresses::List(list) => list,
+        Addresses::Text(text) => text.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
+    }))
 }
 
 /// A credential: read from config like a string, shown as `***`.
@@ -157,6 +189,13 @@ impl Default for Config {
             admin_token: None,
             min_free_disk_bytes: 1 << 30,
             min_free_disk_percent: 2.0,
+            signing_key: None,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+            peers: None,
+            peer_timeout_secs: 10,
+            peer_connect_timeout_secs: 60,
         }
     }
 }
@@ -180,6 +219,14 @@ pub struct Overrides {
     pub mongo_uri: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_auth: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +301,81 @@ impl Config {
         if self.s3_endpoint.is_some() && (self.s3_access_key.is_none() || self.s3_secret_key.is_none()) {
             return invalid("s3_endpoint needs s3_access_key and s3_secret_key (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)");
         }
-        Ok(())
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.processes == 0 || self.process >= self.processes {
+            return invalid(format!(
+                "process {} is not in a cluster of {} processes: --process counts from 0 to --processes - 1",
+                self.process, self.processes
+            ));
+        }
+        if self.peer_timeout_secs == 0 || self.peer_connect_timeout_secs == 0 {
+            return invalid("peer_timeout_secs and peer_connect_timeout_secs must be at least 1".into());
+        }
+        if self.processes == 1 {
+            return Ok(());
+        }
+        let embedded: Vec<&str> = [
+            (self.kafka.is_none(), "--kafka (KAFKA_BOOTSTRAP_SERVERS) for the event log"),
+            (self.s3_endpoint.is_none(), "--s3-endpoint (MINIO_ENDPOINT) for the object store"),
+            (self.mongo_uri.is_none(), "--mongo-uri (MONGO_URI) for the metadata store"),
+        ]
+        .into_iter()
+        .filter_map(|(missing, flag)| missing.then_some(flag))
+        .collect();
+        if !embedded.is_empty() {
+            return invalid(format!(
+                "a cluster of {} processes needs backends every process reaches, not embedded ones: add {}",
+                self.processes,
+                embedded.join(", ")
+            ));
+        }
+        if self.signing_key.is_none() {
+            return invalid(
+                "a cluster needs one URL-signing secret on every process, so that a URL one mints plays on all: set                  signing_key (SEGFLOW_SIGNING_KEY), e.g. from `openssl rand -hex 32`"
+                    .into(),
+            );
+        }
+        if self.hostfile.is_some() == self.peers.is_some() {
+            return invalid(format!(
+                "a cluster of {} processes needs the processes' timely addresses: give either --hostfile or --peers",
+                self.processes
+            ));
+        }
+        self.cluster_addresses().map(drop)
+    }
+
+    /// The timely address of every process of the cluster, in process order (read from the
+    /// hostfile, whose first `processes` non-empty lines count, as timely reads it).
+    pub fn cluster_addresses(&self) -> Result<Vec<String>, ConfigError> {
+        let addresses = match (&self.hostfile, &self.peers) {
+            (Some(file), _) => std::fs::read_to_string(file)
+                .map_err(|e| ConfigError::Invalid(format!("hostfile {}: {e}", file.display())))?
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .take(self.processes)
+                .map(String::from)
+                .collect(),
+            (None, Some(peers)) => peers.clone(),
+            (None, None) => Vec::new(),
+        };
+        if addresses.len() != self.processes {
+            return Err(ConfigError::Invalid(format!(
+                "{} timely addresses given for a cluster of {} processes (one host:port per process, this one's                  included)",
+                addresses.len(),
+                self.processes
+            )));
+        }
+        if let Some(bad) =
+            addresses.iter().find(|a| a.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
+        {
+            return Err(ConfigError::Invalid(format!("timely address {bad:?} is not host:port")));
+        }
+        Ok(addresses)
     }
 }
 

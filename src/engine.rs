@@ -13,6 +13,7 @@ use crate::api::server::ConnectionLimits;
 use crate::api::{self, AppState, signed::UrlSigner};
 use crate::backends::{BackendError, Backends};
 use crate::config::Config;
+use crate::dataflow::cluster::{self, Cluster};
 use crate::dataflow::live::sink::LiveSink;
 use crate::dataflow::offsets::OffsetCommitter;
 use crate::dataflow::vod::VodContext;
@@ -97,9 +98,63 @@ async fn join(
     }
 }
 
-/// Why a worker stopped before the engine told it to (`when`, e.g. " while starting").
+/// Why a worker stopped before the engine told it to (`when`, e.g. " while starting"), with
+/// the peer whose connection broke if that is the cause.
 fn early_exit((index, reason): WorkerExit, when: &str) -> String {
-    format!("worker {index} stopped{when}: {}", reason.as_deref().unwrap_or("it returned early"))
+    let reason = format!("worker {index} stopped{when}: {}", reason.as_deref().unwrap_or("it returned early"));
+    match cluster::lost_connection() {
+        Some(lost) => format!("{lost} ({reason})"),
+        None => reason,
+    }
+}
+
+/// Starts timely's workers on a thread of its own: on a cluster, timely connects to every peer
+/// first, retrying for ever, so the wait is bounded here and the thread left behind on timeout.
+async fn execute<F>(cluster: &Cluster, connect_timeout: Duration, work: F) -> Result<WorkerGuards, EngineError>
+where
+    F: Fn(&mut timely::worker::Worker) -> Result<(), WorkerError> + Send + Sync + 'static,
+{
+    let config = cluster.timely_config();
+    let (started, guards) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("segflow-start-workers".into())
+        .spawn(move || {
+            let _ = started.send(timely::execute(config, work));
+        })
+        .map_err(|e| EngineError::Timely(e.to_string()))?;
+    match tokio::time::timeout(connect_timeout, guards).await {
+        Ok(Ok(guards)) => guards.map_err(EngineError::Timely),
+        Ok(Err(_)) => Err(EngineError::Timely("timely's start panicked".into())),
+        Err(_) => Err(EngineError::Timely(format!(
+            "not every peer of the cluster connected within {connect_timeout:?}: is each of {} running with \
+             --processes {} and its own --process?",
+            cluster.addresses.join(", "),
+            cluster.processes
+        ))),
+    }
+}
+
+type WorkerGuards = timely::communication::initialize::WorkerGuards<Result<(), WorkerError>>;
+
+/// Resolves with the reason once this process cannot go on without a lost peer.
+async fn peer_lost(cluster: &Cluster) -> String {
+    if !cluster.is_cluster() {
+        std::future::pending::<()>().await;
+    }
+    loop {
+        tokio::time::sleep(cluster::BEAT_INTERVAL).await;
+        if let Some(lost) = cluster.lost() {
+            return lost;
+        }
+    }
+}
+
+/// Resolves once a peer says it is stopping (never for a cluster of one).
+async fn peer_stopping(cluster: &Cluster) -> usize {
+    if !cluster.is_cluster() {
+        std::future::pending::<()>().await;
+    }
+    cluster.peer_stopping().await
 }
 
 impl Engine {
@@ -108,15 +163,22 @@ impl Engine {
     /// replayed when the metadata is being rebuilt from it. A worker that fails fails this.
     pub async fn start(config: Config) -> Result<Engine, EngineError> {
         config.validate()?;
+        let cluster = Arc::new(Cluster::new(&config)?);
+        if cluster.is_cluster() {
+            cluster::watch_network_threads(cluster.addresses.clone());
+        }
         let data_dir = config.data_dir.clone();
         let (backends, rebuilding) = Backends::open(&config).await?;
         let first_admin_token = if config.no_auth {
             tracing::warn!(listen = config.listen, "authentication is off (--no-auth): loopback only");
             None
+        } else if cluster.process != 0 {
+            None // the first process makes or adopts the admin token in the shared store
         } else {
             api::auth::bootstrap(backends.metadata.as_ref(), config.admin_token.as_ref().map(|t| t.0.as_str())).await?
         };
-        let signer = UrlSigner::load_or_create(&data_dir, config.signed_url_ttl_secs)
+        let configured_key = config.signing_key.as_ref().map(|key| key.0.as_str());
+        let signer = UrlSigner::from_config(configured_key, &data_dir, config.signed_url_ttl_secs)
             .map_err(|source| EngineError::SigningKey { path: data_dir.clone(), source })?;
         let metrics = Arc::new(Metrics::new());
         let (notices, _) = tokio::sync::broadcast::channel(4096);
@@ -143,9 +205,11 @@ impl Engine {
             stop: stop.0.clone(),
             ready,
             offsets,
+            cluster: cluster.clone(),
         };
         let (exited, exits) = tokio::sync::mpsc::unbounded_channel();
-        let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+        let connect_timeout = Duration::from_secs(config.peer_connect_timeout_secs);
+        let guards = execute(&cluster, connect_timeout, move |worker| {
             let index = worker.index();
             // A panic becomes the worker's error, and the engine hears of it at once: the
             // other workers may never stop, so it cannot wait for them all.
@@ -156,12 +220,14 @@ impl Engine {
             let _ = exited.send((index, result.as_ref().err().map(ToString::to_string)));
             result
         })
-        .map_err(EngineError::Timely)?;
+        .await?;
         let (joined, results) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("segflow-join-workers".into())
             .spawn(move || {
-                let _ = joined.send(guards.join());
+                // timely's join panics when a network thread did (a peer lost): that is a result too.
+                let results = crate::panics::caught(|| guards.join()).unwrap_or_else(|panic| vec![Err(panic)]);
+                let _ = joined.send(results);
             })
             .map_err(|e| EngineError::Timely(e.to_string()))?;
         let mut workers = Workers { exits, results };
@@ -196,9 +262,10 @@ impl Engine {
             default_dvr_window: config.dvr_window,
             max_sequence_jump: config.max_sequence_jump,
         };
-        let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices));
+        let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices, cluster.is_cluster()));
         let auth = Arc::new(api::auth::Auth::new(!config.no_auth, backends.metadata.clone()));
-        let state = AppState { config: Arc::new(config), backends, ingest, signer: Arc::new(signer), auth, metrics };
+        let config = Arc::new(config);
+        let state = AppState { config, backends, ingest, signer: Arc::new(signer), auth, metrics, cluster };
         Ok(Engine { state, stop, workers, offsets_committed, first_admin_token })
     }
 
@@ -221,9 +288,17 @@ impl Engine {
         let (failed, mut failure) = tokio::sync::oneshot::channel();
         let limits = ConnectionLimits::from_config(&state.config);
         let metrics = state.metrics.clone();
+        let cluster = state.cluster.clone();
         api::server::serve(listener, api::router(state), limits, metrics, async move {
             tokio::select! {
                 _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
+                peer = peer_stopping(&cluster) => {
+                    tracing::info!(peer, "a peer process is stopping, and a timely cluster stops together: draining");
+                }
+                reason = peer_lost(&cluster) => {
+                    tracing::error!(reason, "a peer process is lost; timely cannot go on without it: exiting");
+                    let _ = failed.send(reason);
+                }
                 Some(exit) = exits.recv() => {
                     let reason = early_exit(exit, "");
                     tracing::error!(reason, "a timely worker stopped; shutting down");
@@ -235,16 +310,16 @@ impl Engine {
         .await;
         stop.now();
         let failure = failure.try_recv().ok();
-        let results = join(results, failure.is_some()).await?;
-        if results.is_some() {
+        let results = join(results, failure.is_some()).await;
+        if let Ok(Some(_)) = results {
             let _ = offsets_committed.await; // the workers' last offsets, after a final sync
         }
         backends.log.close();
-        if let Some(results) = results {
-            check(results)?;
-        }
         if let Some(reason) = failure {
-            return Err(EngineError::Timely(reason));
+            return Err(EngineError::Timely(reason)); // the first failure says more than what followed
+        }
+        if let Some(results) = results? {
+            check(results)?;
         }
         tracing::info!("drained; bye");
         Ok(())

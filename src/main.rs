@@ -46,6 +46,18 @@ enum Command {
         /// Serve without authentication; refused unless --listen is a loopback address.
         #[arg(long)]
         no_auth: bool,
+        /// Processes in the timely cluster (above 1 needs --kafka, --s3-endpoint, --mongo-uri).
+        #[arg(short = 'n', long)]
+        processes: Option<usize>,
+        /// This process's index in the cluster, from 0.
+        #[arg(short = 'p', long)]
+        process: Option<usize>,
+        /// File of the processes' timely addresses, one host:port a line, in process order.
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
+        /// The processes' timely addresses host:port,host:port,…, in process order.
+        #[arg(long)]
+        peers: Option<String>,
     },
     /// Make, list and revoke API tokens, in the metadata store the config points at (the data
     /// dir's own while segflow is stopped, or MongoDB at any time).
@@ -98,9 +110,36 @@ async fn main() -> ExitCode {
         )
         .init();
     let done = match Cli::parse().command {
-        Command::Run { config, workers, data_dir, listen, dvr_window, kafka, s3_endpoint, mongo_uri, no_auth } => {
+        Command::Run {
+            config,
+            workers,
+            data_dir,
+            listen,
+            dvr_window,
+            kafka,
+            s3_endpoint,
+            mongo_uri,
+            no_auth,
+            processes,
+            process,
+            hostfile,
+            peers,
+        } => {
             let no_auth = no_auth.then_some(true);
-            let overrides = Overrides { data_dir, listen, workers, dvr_window, kafka, s3_endpoint, mongo_uri, no_auth };
+            let overrides = Overrides {
+                data_dir,
+                listen,
+                workers,
+                dvr_window,
+                kafka,
+                s3_endpoint,
+                mongo_uri,
+                no_auth,
+                processes,
+                process,
+                hostfile,
+                peers,
+            };
             run(config.as_deref(), &overrides).await
         }
         Command::Token { action, config, data_dir, mongo_uri } => {

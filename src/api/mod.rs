@@ -44,6 +44,7 @@ pub struct AppState {
     pub signer: Arc<UrlSigner>,
     pub auth: Arc<auth::Auth>,
     pub metrics: Arc<Metrics>,
+    pub cluster: Arc<crate::dataflow::cluster::Cluster>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -123,6 +124,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "workers": state.config.workers,
+        "cluster": state.cluster.health(),
         "backends": backends,
         "problems": problems,
     });

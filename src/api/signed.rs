@@ -12,19 +12,41 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// A secret written as hex (`what` names where it came from).
+fn decode(text: &str, what: &str) -> std::io::Result<Vec<u8>> {
+    hex::decode(text.trim())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what} is not hex: {e}")))
+}
+
 pub struct UrlSigner {
     secret: Vec<u8>,
     pub ttl_secs: u64,
 }
 
 impl UrlSigner {
+    /// The configured secret (hex), or else the data dir's, generated on first start.
+    pub fn from_config(configured: Option<&str>, data_dir: &Path, ttl_secs: u64) -> std::io::Result<UrlSigner> {
+        match configured {
+            Some(text) => UrlSigner::new(decode(text, "signing_key")?, ttl_secs),
+            None => UrlSigner::load_or_create(data_dir, ttl_secs),
+        }
+    }
+
+    fn new(secret: Vec<u8>, ttl_secs: u64) -> std::io::Result<UrlSigner> {
+        if secret.len() < 16 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the signing secret is shorter than 16 bytes",
+            ));
+        }
+        Ok(UrlSigner { secret, ttl_secs })
+    }
+
     /// Loads the data dir's signing secret, generating it on first start.
     pub fn load_or_create(data_dir: &Path, ttl_secs: u64) -> std::io::Result<UrlSigner> {
         let path = data_dir.join("signing.key");
         let secret = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                hex::decode(text.trim()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            }
+            Ok(text) => decode(&text, "signing.key")?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let secret: [u8; 32] = rand::random();
                 write_private(&path, &hex::encode(secret))?;
@@ -32,10 +54,7 @@ impl UrlSigner {
             }
             Err(e) => return Err(e),
         };
-        if secret.len() < 16 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "signing.key is too short"));
-        }
-        Ok(UrlSigner { secret, ttl_secs })
+        UrlSigner::new(secret, ttl_secs)
     }
 
     fn mac(&self, stream_id: &str, expires: u64) -> HmacSha256 {

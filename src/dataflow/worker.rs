@@ -2,12 +2,13 @@
 //! them, and hand on the log offsets the durable frontier passes.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::Probe;
 use timely::worker::Worker;
 
+use super::cluster::{Cluster, Heartbeat};
 use super::live::sink::LiveSink;
 use super::live::{live_pipeline, restore_streams};
 use super::offsets::{OffsetCommitter, TopicOffsets};
@@ -53,6 +54,7 @@ pub struct WorkerContext {
     /// only when every worker has, so no request races a restore.
     pub ready: tokio::sync::mpsc::UnboundedSender<usize>,
     pub offsets: OffsetCommitter,
+    pub cluster: Arc<Cluster>,
 }
 
 /// Runs one worker until the engine stops and the dataflows have drained.
@@ -78,9 +80,14 @@ pub fn run_worker(worker: &mut Worker, ctx: &WorkerContext) -> Result<(), Worker
     worker.dataflow::<u64, _, _>(|scope| {
         vod_pipeline(scope, source, context, runtime).probe_with(&vod.durable_frontier);
     });
+    // Built on every worker or none: the cluster's size is the same everywhere.
+    let mut heartbeat = ctx.cluster.is_cluster().then(|| Heartbeat::build(worker, ctx.cluster.clone()));
     let _ = ctx.ready.send(index);
     let mut last_handoff = Instant::now();
     while worker.step_or_park(Some(Duration::from_millis(100))) {
+        if let Some(heartbeat) = &mut heartbeat {
+            heartbeat.tick(ctx.stop.load(Ordering::SeqCst));
+        }
         if last_handoff.elapsed() >= OFFSET_HANDOFF_INTERVAL {
             live.commit_durable(&ctx.offsets);
             vod.commit_durable(&ctx.offsets);

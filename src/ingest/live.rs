@@ -24,6 +24,10 @@ use crate::storage::object::{ByteStream, StoreError, StoredObject};
 /// How long a control call waits for the dataflow to write the stream's playlist.
 const PLAYLIST_WAIT: Duration = Duration::from_secs(10);
 
+/// How often a process of a cluster reads a stream's document while it waits for a playlist
+/// another process writes.
+const DOCUMENT_POLL: Duration = Duration::from_millis(25);
+
 /// The settings a stream starts with; `None` takes the engine's default.
 #[derive(Debug, Default)]
 pub struct StartStream {
@@ -372,13 +376,34 @@ impl Ingest {
     async fn append_and_wait(&self, event: &LiveEvent<'_>, ended: bool) -> Result<bool, IngestError> {
         let mut written = self.notices.subscribe();
         self.append(Topic::LiveChunks, &event.stream_id, event).await?;
-        let wait = async {
+        let written_here = async {
             loop {
                 match written.recv().await {
                     Ok(n) if n.stream_id == event.stream_id && n.ended == ended => return true,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return false,
                 }
+            }
+        };
+        // On a cluster the stream's worker may be in another process: its document says.
+        let written_anywhere = async {
+            if !self.clustered {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(DOCUMENT_POLL).await;
+                if let Ok(Some(doc)) = self.backends.metadata.get_stream(&event.stream_id).await {
+                    let is_ended = doc.status == StreamStatus::Ended;
+                    if doc.manifest_updated_at_ms.is_some() && is_ended == ended {
+                        return true;
+                    }
+                }
+            }
+        };
+        let wait = async {
+            tokio::select! {
+                written = written_here => written,
+                written = written_anywhere => written,
             }
         };
         Ok(tokio::time::timeout(PLAYLIST_WAIT, wait).await.unwrap_or(false))

@@ -101,6 +101,9 @@ pub struct Ingest {
     live: LiveStreams,
     /// Told once the dataflow has written a stream's playlist: control calls wait for it.
     notices: broadcast::Sender<PlaylistNotice>,
+    /// One process of a cluster: another one's workers may own a stream, so its notices never
+    /// come here and nothing about a stream is cached; the documents are read instead.
+    clustered: bool,
 }
 
 impl Ingest {
@@ -109,8 +112,10 @@ impl Ingest {
         metrics: Arc<Metrics>,
         limits: Limits,
         notices: broadcast::Sender<PlaylistNotice>,
+        clustered: bool,
     ) -> Ingest {
-        Ingest { backends, metrics, limits, pushed: Arc::default(), live: LiveStreams::default(), notices }
+        let live = LiveStreams { cache: !clustered, ..Default::default() };
+        Ingest { backends, metrics, limits, pushed: Arc::default(), live, notices, clustered }
     }
 
     /// Appends an event to `topic`, keyed by `key`; resolves once it is durable.
@@ -125,26 +130,36 @@ impl Ingest {
 /// Live streams known to take chunks: their documents as of start (status and target
 /// duration do not change while live), with their newest key and a head that lags the real
 /// one, so that a segment costs no metadata read; an ended stream is dropped and read afresh.
+/// Off (`cache` false) on a cluster, where another process may end the stream or change its key.
 #[derive(Default)]
-struct LiveStreams(Mutex<HashMap<String, LiveStreamDoc>>);
+struct LiveStreams {
+    docs: Mutex<HashMap<String, LiveStreamDoc>>,
+    cache: bool,
+}
 
 impl LiveStreams {
+    fn docs(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveStreamDoc>> {
+        self.docs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn get(&self, stream_id: &str) -> Option<LiveStreamDoc> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(stream_id).cloned()
+        self.docs().get(stream_id).cloned()
     }
 
     fn insert(&self, doc: &LiveStreamDoc) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(doc.stream_id.clone(), doc.clone());
+        if self.cache {
+            self.docs().insert(doc.stream_id.clone(), doc.clone());
+        }
     }
 
     /// Moves a cached stream's head up to `head` (only that: its key may be newer here).
     fn advance_head(&self, stream_id: &str, head: u64) {
-        if let Some(doc) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get_mut(stream_id) {
+        if let Some(doc) = self.docs().get_mut(stream_id) {
             doc.head_sequence = Some(doc.head_sequence.map_or(head, |h| h.max(head)));
         }
     }
 
     fn remove(&self, stream_id: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(stream_id);
+        self.docs().remove(stream_id);
     }
 }

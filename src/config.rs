@@ -439,4 +439,44 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn a_cluster_needs_addresses_shared_backends_and_a_shared_signing_key() {
+        figment::Jail::expect_with(|jail| {
+            let two = Overrides { processes: Some(2), process: Some(1), ..Default::default() };
+            let refused = Config::load(None, &two).unwrap_err().to_string();
+            assert!(refused.contains("add --kafka") && refused.contains("--mongo-uri"), "{refused}");
+            jail.set_env("SEGFLOW_KAFKA", "k:9092");
+            jail.set_env("SEGFLOW_S3_ENDPOINT", "http://m:9000");
+            jail.set_env("SEGFLOW_S3_ACCESS_KEY", "u");
+            jail.set_env("SEGFLOW_S3_SECRET_KEY", "p");
+            jail.set_env("SEGFLOW_MONGO_URI", "mongodb://m/");
+            assert!(Config::load(None, &two).unwrap_err().to_string().contains("signing_key"));
+            jail.set_env("SEGFLOW_SIGNING_KEY", "00112233445566778899aabbccddeeff");
+            assert!(Config::load(None, &two).unwrap_err().to_string().contains("--hostfile or --peers"));
+            jail.set_env("SEGFLOW_PEERS", "a:2101, b:2102");
+            let config = Config::load(None, &two).expect("loads");
+            assert_eq!(config.cluster_addresses().unwrap(), ["a:2101", "b:2102"]);
+            let three = Overrides { processes: Some(3), ..Default::default() };
+            assert!(
+                Config::load(None, &three)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("2 timely addresses given for a cluster of 3")
+            );
+            let outside = Overrides { processes: Some(2), process: Some(2), ..Default::default() };
+            assert!(
+                Config::load(None, &outside).unwrap_err().to_string().contains("process 2 is not in a cluster of 2")
+            );
+            jail.set_env("SEGFLOW_PEERS", "a:2101,b");
+            assert!(Config::load(None, &two).unwrap_err().to_string().contains("\"b\" is not host:port"));
+            jail.create_file("hosts", "a:2101\n\nb:2102\nc:2103\n")?;
+            let from_file = Config { processes: 2, hostfile: Some("hosts".into()), ..Config::default() };
+            assert_eq!(from_file.cluster_addresses().unwrap(), ["a:2101", "b:2102"], "its first 2 lines");
+            let both = Overrides { hostfile: Some("hosts".into()), ..two.clone() };
+            jail.set_env("SEGFLOW_PEERS", "a:2101,b:2102");
+            assert!(Config::load(None, &both).unwrap_err().to_string().contains("either --hostfile or --peers"));
+            Ok(())
+        });
+    }
 }

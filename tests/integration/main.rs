@@ -13,6 +13,7 @@ mod common;
 mod auth;
 mod bad_input;
 mod bounds;
+mod cluster;
 mod damage;
 mod deploy_files;
 mod kafka;

@@ -457,10 +457,90 @@ pub fn spawn_segflow_with(backends: Backends, data_dir: &Path, settings: &[(&str
         .stdout(Stdio::piped())
         .spawn()
         .expect("the segflow binary runs");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_string();
+    let base = listening_address(&mut child).unwrap_or_else(|| panic!("segflow exited before it listened"));
     (EngineProcess(child), base)
+}
+
+/// The base URL a starting `segflow` prints on stdout once it serves (timely may print its
+/// own connection progress first).
+fn listening_address(child: &mut Child) -> Option<String> {
+    use std::io::BufRead;
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.split_whitespace().find(|w| w.starts_with("http://")).map(String::from))
+}
+
+/// Free loopback ports for a cluster's timely addresses (bound once, then released).
+pub fn free_addresses(n: usize) -> Vec<String> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
+}
+
+/// The `segflow` command of process `process` of a cluster over `peers`, on the backends of
+/// `shared` (one namespace and admin token for all) with its own data dir `data_dir`.
+pub fn cluster_command(shared: &Path, data_dir: &Path, peers: &[String], process: usize, workers: usize) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_segflow"));
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--workers", &workers.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .args(["--processes", &peers.len().to_string(), "--process", &process.to_string(), "--peers"])
+        .arg(peers.join(","))
+        .envs(Backends::Services.env(shared))
+        .env("SEGFLOW_SIGNING_KEY", sha256_hex(shared.as_os_str().as_encoded_bytes()))
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A cluster of `peers.len()` `segflow` processes ([`cluster_command`]), each with data dir
+/// `shared/p{i}`: every one started before any is waited for (timely connects them all
+/// first). Returns each process with its base URL and its stderr, read on a thread.
+pub fn spawn_cluster(shared: &Path, peers: &[String], workers: usize) -> Vec<(EngineProcess, String, Stderr)> {
+    let children: Vec<Child> = (0..peers.len())
+        .map(|i| {
+            let dir = shared.join(format!("p{i}"));
+            cluster_command(shared, &dir, peers, i, workers).spawn().expect("the segflow binary runs")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|mut child| {
+            let stderr = Stderr::read(&mut child);
+            let Some(base) = listening_address(&mut child) else {
+                let status = child.wait();
+                std::thread::sleep(std::time::Duration::from_millis(200)); // the rest of stderr
+                panic!("segflow exited ({status:?}) before it listened: {}", stderr.text());
+            };
+            (EngineProcess(child), base, stderr)
+        })
+        .collect()
+}
+
+/// A child's stderr, gathered on a thread as it is written.
+#[derive(Clone)]
+pub struct Stderr(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Stderr {
+    fn read(child: &mut Child) -> Stderr {
+        use std::io::Read;
+        let text = Stderr(std::sync::Arc::default());
+        let (mut pipe, into) = (child.stderr.take().unwrap(), text.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                into.0.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        text
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
 }
 
 /// PUTs a small made-up segment with its sequence number, 2 s duration and checksum; returns

@@ -200,31 +200,56 @@ impl Default for Config {
     }
 }
 
-/// Flags given on the command line; `None` leaves the lower layers' value.
-#[derive(Clone, Debug, Default, Serialize)]
+/// Flags given on the command line (`segflow run`'s, parsed by clap); `None` leaves the lower
+/// layers' value.
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
 pub struct Overrides {
+    /// Where segflow keeps its log, objects, metadata and signing secret.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// HTTP address to listen on (port 0: any free port; the bound address is printed).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Timely worker threads.
+    #[arg(short = 'w', long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// Segments kept in a live playlist (env: DVR_WINDOW_SIZE or SEGFLOW_DVR_WINDOW).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dvr_window: Option<u64>,
+    /// Kafka brokers host:port[,…] for the event log (env: KAFKA_BOOTSTRAP_SERVERS).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<String>,
+    /// S3 / MinIO endpoint URL for the object store (env: MINIO_ENDPOINT).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
+    /// MongoDB connection string for the metadata store (env: MONGO_URI).
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongo_uri: Option<String>,
+    /// Serve without authentication; refused unless --listen is a loopback address.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_auth: Option<bool>,
+    /// Processes in the timely cluster (above 1 needs --kafka, --s3-endpoint, --mongo-uri).
+    #[arg(short = 'n', long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes: Option<usize>,
+    /// This process's index in the cluster, from 0.
+    #[arg(short = 'p', long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<usize>,
+    /// File of the processes' timely addresses, one host:port a line, in process order.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostfile: Option<PathBuf>,
+    /// The processes' timely addresses host:port,host:port,…, in process order.
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<String>,
 }

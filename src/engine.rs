@@ -149,14 +149,6 @@ async fn peer_lost(cluster: &Cluster) -> String {
     }
 }
 
-/// Resolves once a peer says it is stopping (never for a cluster of one).
-async fn peer_stopping(cluster: &Cluster) -> usize {
-    if !cluster.is_cluster() {
-        std::future::pending::<()>().await;
-    }
-    cluster.peer_stopping().await
-}
-
 impl Engine {
     /// Opens every backend (one that does not answer fails this, naming it) and starts the
     /// workers; resolves once every worker has restored its streams, and once the live log is
@@ -292,7 +284,7 @@ impl Engine {
         api::server::serve(listener, api::router(state), limits, metrics, async move {
             tokio::select! {
                 _ = shutdown => tracing::info!("shutting down: draining in-flight work"),
-                peer = peer_stopping(&cluster) => {
+                peer = cluster.peer_stopping() => {
                     tracing::info!(peer, "a peer process is stopping, and a timely cluster stops together: draining");
                 }
                 reason = peer_lost(&cluster) => {

@@ -22,42 +22,8 @@ enum Command {
         /// TOML config file (lowest layer above the defaults).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Timely worker threads.
-        #[arg(short = 'w', long)]
-        workers: Option<usize>,
-        /// Where segflow keeps its log, objects, metadata and signing secret.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// HTTP address to listen on (port 0: any free port; the bound address is printed).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Segments kept in a live playlist (env: DVR_WINDOW_SIZE or SEGFLOW_DVR_WINDOW).
-        #[arg(long)]
-        dvr_window: Option<u64>,
-        /// Kafka brokers host:port[,…] for the event log (env: KAFKA_BOOTSTRAP_SERVERS).
-        #[arg(long)]
-        kafka: Option<String>,
-        /// S3 / MinIO endpoint URL for the object store (env: MINIO_ENDPOINT).
-        #[arg(long)]
-        s3_endpoint: Option<String>,
-        /// MongoDB connection string for the metadata store (env: MONGO_URI).
-        #[arg(long)]
-        mongo_uri: Option<String>,
-        /// Serve without authentication; refused unless --listen is a loopback address.
-        #[arg(long)]
-        no_auth: bool,
-        /// Processes in the timely cluster (above 1 needs --kafka, --s3-endpoint, --mongo-uri).
-        #[arg(short = 'n', long)]
-        processes: Option<usize>,
-        /// This process's index in the cluster, from 0.
-        #[arg(short = 'p', long)]
-        process: Option<usize>,
-        /// File of the processes' timely addresses, one host:port a line, in process order.
-        #[arg(long)]
-        hostfile: Option<PathBuf>,
-        /// The processes' timely addresses host:port,host:port,…, in process order.
-        #[arg(long)]
-        peers: Option<String>,
+        #[command(flatten)]
+        overrides: Overrides,
     },
     /// Make, list and revoke API tokens, in the metadata store the config points at (the data
     /// dir's own while segflow is stopped, or MongoDB at any time).
@@ -110,38 +76,7 @@ async fn main() -> ExitCode {
         )
         .init();
     let done = match Cli::parse().command {
-        Command::Run {
-            config,
-            workers,
-            data_dir,
-            listen,
-            dvr_window,
-            kafka,
-            s3_endpoint,
-            mongo_uri,
-            no_auth,
-            processes,
-            process,
-            hostfile,
-            peers,
-        } => {
-            let no_auth = no_auth.then_some(true);
-            let overrides = Overrides {
-                data_dir,
-                listen,
-                workers,
-                dvr_window,
-                kafka,
-                s3_endpoint,
-                mongo_uri,
-                no_auth,
-                processes,
-                process,
-                hostfile,
-                peers,
-            };
-            run(config.as_deref(), &overrides).await
-        }
+        Command::Run { config, overrides } => run(config.as_deref(), &overrides).await,
         Command::Token { action, config, data_dir, mongo_uri } => {
             let overrides = Overrides { data_dir, mongo_uri, ..Default::default() };
             token(action, config.as_deref(), &overrides).await

@@ -93,7 +93,7 @@ impl Cluster {
         }
     }
 
-    /// Resolves with a peer's index once one says it is stopping.
+    /// Resolves with a peer's index once one says it is stopping (never on a cluster of one).
     pub async fn peer_stopping(&self) -> usize {
         let mut stopping = self.stopping.subscribe();
         loop {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    admin_client, fetch_json, ffmpeg_decode, ffmpeg_segments, free_addresses, put_segment, sha256_hex, spawn_cluster,
+    StderrOnPanic, admin_client, fetch_json, ffmpeg_decode, ffmpeg_segments, free_addresses, put_segment, sha256_hex,
+    spawn_cluster,
 };
 
 #[test]
@@ -49,13 +50,13 @@ async fn start(client: &reqwest::Client, base: &str) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 16, open: peers started by the test sometimes never connect (timely's connect wait times out); run with --ignored"]
 async fn two_processes_run_one_live_computation_and_a_lost_peer_ends_the_other() {
     let (shared, media) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let segments = ffmpeg_segments(media.path(), 12);
     assert_eq!(segments.len(), 6);
     let peers = free_addresses(2);
     let mut cluster = spawn_cluster(shared.path(), &peers, 2);
+    let _shown = StderrOnPanic(cluster.iter().map(|(_, _, stderr)| stderr.clone()).collect());
     let client = admin_client(shared.path());
     let bases: Vec<String> = cluster.iter().map(|(_, base, _)| base.clone()).collect();
 
@@ -148,6 +149,7 @@ async fn two_processes_run_one_live_computation_and_a_lost_peer_ends_the_other()
     drop(cluster);
 
     let mut cluster = spawn_cluster(shared.path(), &peers, 2);
+    let _shown = StderrOnPanic(cluster.iter().map(|(_, _, stderr)| stderr.clone()).collect());
     let bases: Vec<String> = cluster.iter().map(|(_, base, _)| base.clone()).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (process, _, stderr) in &mut cluster {

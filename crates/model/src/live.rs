@@ -137,8 +137,9 @@ pub struct Chunk {
     pub audio_track_id: Option<String>,
     pub video_track_id: Option<String>,
     pub ingested_at_us: u64,
-    /// The encoder's own wall-clock start of the segment, when it sent one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The encoder's own wall-clock start of the segment, when it sent one. Always written:
+    /// a chunk crosses processes as bincode, which cannot skip a field.
+    #[serde(default)]
     pub encoder_program_date_time_ms: Option<u64>,
 }
 

@@ -225,10 +225,18 @@ impl MongoMetadata {
         what: &str,
         request: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
     ) -> Result<T, MetadataError> {
-        match tokio::time::timeout(MARKER_TIMEOUT, request).await {
-            Ok(result) => result.map_err(|e| self.error(what, e)),
-            Err(_) => Err(self.refused(what, format!("no answer within {MARKER_TIMEOUT:?}"))),
-        }
+        self.answer(what, request).await?.map_err(|e| self.error(what, e))
+    }
+
+    /// The server's answer to a request at start, unless none came within [`MARKER_TIMEOUT`].
+    async fn answer<T>(
+        &self,
+        what: &str,
+        request: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<mongodb::error::Result<T>, MetadataError> {
+        tokio::time::timeout(MARKER_TIMEOUT, request)
+            .await
+            .map_err(|_| self.refused(what, format!("no answer within {MARKER_TIMEOUT:?}")))
     }
 
     /// Whether `collection` holds any document.
@@ -361,7 +369,11 @@ impl MetadataStore for MongoMetadata {
         let what = format!("writing {MARKER_TABLE} of database {} failed", self.db.name());
         let markers = self.collection::<Document>(MARKER_TABLE);
         let write = markers.replace_one(doc! { "_id": MARKER_KEY }, marker).upsert(true);
-        self.bounded(&what, write).await.map(drop)
+        match self.answer(&what, write).await? {
+            // Another process of a cluster marked it at the same moment: it is marked.
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            result => result.map(drop).map_err(|e| self.error(&what, e)),
+        }
     }
 
     async fn get_stream(&self, stream_id: &str) -> Result<Option<LiveStreamDoc>, MetadataError> {

@@ -457,19 +457,36 @@ pub fn spawn_segflow_with(backends: Backends, data_dir: &Path, settings: &[(&str
         .stdout(Stdio::piped())
         .spawn()
         .expect("the segflow binary runs");
-    let base = listening_address(&mut child).unwrap_or_else(|| panic!("segflow exited before it listened"));
+    let base =
+        listening_address(&mut child).unwrap_or_else(|stdout| panic!("segflow exited before it listened: {stdout}"));
     (EngineProcess(child), base)
 }
 
 /// The base URL a starting `segflow` prints on stdout once it serves (timely may print its
-/// own connection progress first).
-fn listening_address(child: &mut Child) -> Option<String> {
+/// own connection progress first), or everything it printed if it exits first. Its stdout is
+/// read to the end on a thread, so a later line never meets a closed pipe.
+fn listening_address(child: &mut Child) -> Result<String, String> {
+    watch_stdout(child).recv().unwrap_or_else(|_| Err(String::new()))
+}
+
+/// [`listening_address`], answered on a channel.
+fn watch_stdout(child: &mut Child) -> std::sync::mpsc::Receiver<Result<String, String>> {
     use std::io::BufRead;
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    stdout
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.split_whitespace().find(|w| w.starts_with("http://")).map(String::from))
+    let (found, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut printed = String::new();
+        let mut found = Some(found);
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                found.take().map(|found| found.send(Ok(url.to_string())));
+            }
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+        found.map(|found| found.send(Err(printed)));
+    });
+    listening
 }
 
 /// Free loopback ports for a cluster's timely addresses (bound once, then released).
@@ -500,24 +517,36 @@ pub fn cluster_command(shared: &Path, data_dir: &Path, peers: &[String], process
 /// `shared/p{i}`: every one started before any is waited for (timely connects them all
 /// first). Returns each process with its base URL and its stderr, read on a thread.
 pub fn spawn_cluster(shared: &Path, peers: &[String], workers: usize) -> Vec<(EngineProcess, String, Stderr)> {
-    let children: Vec<Child> = (0..peers.len())
+    // Each one owned at once, so a panic below kills every one started.
+    let mut processes: Vec<EngineProcess> = (0..peers.len())
         .map(|i| {
             let dir = shared.join(format!("p{i}"));
-            cluster_command(shared, &dir, peers, i, workers).spawn().expect("the segflow binary runs")
+            EngineProcess(cluster_command(shared, &dir, peers, i, workers).spawn().expect("the segflow binary runs"))
         })
         .collect();
-    children
-        .into_iter()
-        .map(|mut child| {
-            let stderr = Stderr::read(&mut child);
-            let Some(base) = listening_address(&mut child) else {
-                let status = child.wait();
-                std::thread::sleep(std::time::Duration::from_millis(200)); // the rest of stderr
-                panic!("segflow exited ({status:?}) before it listened: {}", stderr.text());
-            };
-            (EngineProcess(child), base, stderr)
-        })
-        .collect()
+    let stderrs: Vec<Stderr> = processes.iter_mut().map(|process| Stderr::read(&mut process.0)).collect();
+    let stdouts: Vec<_> = processes.iter_mut().map(|process| watch_stdout(&mut process.0)).collect();
+    let bases: Result<Vec<String>, String> =
+        stdouts.iter().map(|stdout| stdout.recv().unwrap_or_else(|_| Err(String::new()))).collect();
+    let bases = bases.unwrap_or_else(|stdout| {
+        std::thread::sleep(std::time::Duration::from_millis(200)); // the rest of stderr
+        let stderrs: Vec<String> = stderrs.iter().map(Stderr::text).collect();
+        panic!("a cluster process exited before it listened; stdout: {stdout}\nstderr of each: {stderrs:#?}")
+    });
+    processes.into_iter().zip(bases).zip(stderrs).map(|((process, base), stderr)| (process, base, stderr)).collect()
+}
+
+/// Prints each stderr if the test panics while this lives: why a process of a cluster exited.
+pub struct StderrOnPanic(pub Vec<Stderr>);
+
+impl Drop for StderrOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (process, stderr) in self.0.iter().enumerate() {
+                eprintln!("stderr of process {process}:\n{}", stderr.text());
+            }
+        }
+    }
 }
 
 /// A child's stderr, gathered on a thread as it is written.

@@ -1,23 +1,28 @@
-//! Live dataflow throughput: chunk events per second through decode -> live_window at 1 and 2
-//! workers over 1,000 concurrent streams (JSON in, playlists rendered, sink I/O excluded),
-//! against a bare timely job that only parses the same JSON, in the same run.
+//! Live dataflow throughput: chunk events per second through decode -> live_window ->
+//! gap_documents at 1 and 2 workers over 1,000 concurrent streams, one chunk in 25 skipped
+//! (JSON in, playlists rendered, gap sets counted by differential, sink I/O excluded),
+//! against a bare timely job that only parses the same JSON, in the same run. Each also runs as
+//! 2 processes x 1 worker over loopback TCP (this bench starts a copy of itself as process 1),
+//! against 1 process x 2 workers: the cost of crossing processes. A run is timed from its
+//! workers' start (for 2 processes: once timely has connected them) to its end.
 //!
 //! `cargo bench --bench live_dataflow`
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use segflow::dataflow::live::SinkOp;
 use segflow::dataflow::live::decode::DecodeEvents;
+use segflow::dataflow::live::gaps::GapDocuments;
 use segflow::dataflow::live::window::LiveWindowOp;
 use segflow::log::LogRecord;
 use segflow::metrics::Metrics;
 use segflow::model::{LiveEvent, LiveEventType, Topic, stream_hash};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Input, Inspect, Probe};
+use timely::dataflow::operators::{Concat, Input, Inspect, Probe};
 
 /// The same allocator as the `segflow` binary.
 #[global_allocator]
@@ -43,7 +48,8 @@ fn records() -> Vec<LogRecord> {
         });
     }
     for seq in 0..CHUNKS_PER_STREAM {
-        for s in 0..STREAMS {
+        // One chunk in 25 never comes: a gap that enters the window and later leaves it.
+        for s in (0..STREAMS).filter(|s| seq == 0 || (seq + s) % 25 != 0) {
             let id = format!("live-{s:012x}");
             let sum = format!("{:064x}", s * 1_000_000 + seq);
             events.push(LiveEvent {
@@ -75,21 +81,36 @@ fn records() -> Vec<LogRecord> {
         .collect()
 }
 
-/// Runs `records` through a dataflow built by `build` on `workers` threads; each worker
-/// feeds the partitions it would read (`p % peers == index`). Returns what `count` counted.
-fn run(records: Arc<Vec<LogRecord>>, workers: usize, segflow: bool) -> u64 {
+/// How the workers are laid out: one process, or this process (0) of two over loopback TCP.
+#[derive(Clone, Copy)]
+enum Layout {
+    Threads(usize),
+    /// Two processes of one worker each: this one, and a copy of this bench it starts.
+    Processes,
+}
+
+/// Set in the copy a 2-process run starts: its process index and the cluster's addresses.
+const PEER_ENV: &str = "LIVE_DATAFLOW_PEER";
+
+/// Runs `records` through the live dataflow (`segflow`) or a bare JSON parse; each worker
+/// feeds the partitions it would read (`p % peers == index`). Returns what this process
+/// counted and the time from its workers' start (timely connected) to the end.
+fn run(records: Arc<Vec<LogRecord>>, config: timely::Config, segflow: bool) -> (u64, Duration) {
     let counted = Arc::new(AtomicU64::new(0));
     let total = counted.clone();
-    timely::execute(timely::Config::process(workers), move |worker| {
+    let began = Arc::new(std::sync::OnceLock::new());
+    let start = began.clone();
+    timely::execute(config, move |worker| {
+        start.get_or_init(Instant::now);
         let (index, peers) = (worker.index(), worker.peers());
         let counted = counted.clone();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Vec<LogRecord>>();
             let probe = if segflow {
                 let metrics = Arc::new(Metrics::new());
-                stream
-                    .decode_events(Topic::LiveChunks)
-                    .live_window(HashMap::new(), metrics)
+                let (ops, gap_updates) =
+                    stream.decode_events(Topic::LiveChunks).live_window(HashMap::new(), metrics.clone());
+                ops.concat(gap_updates.gap_documents(metrics))
                     .inspect(move |op| {
                         if matches!(op, SinkOp::Playlist { .. }) {
                             counted.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +150,42 @@ fn run(records: Arc<Vec<LogRecord>>, workers: usize, segflow: bool) -> u64 {
         worker.step_or_park_while(None, || !probe.done());
     })
     .unwrap();
-    total.load(Ordering::Relaxed)
+    let took = began.get().expect("a worker ran").elapsed();
+    (total.load(Ordering::Relaxed), took)
+}
+
+/// One timed run in `layout`; with two processes, the copy of this bench is process 1.
+fn run_in(records: Arc<Vec<LogRecord>>, layout: Layout, segflow: bool) -> (u64, Duration) {
+    match layout {
+        Layout::Threads(workers) => run(records, timely::Config::process(workers), segflow),
+        Layout::Processes => {
+            let addresses: Vec<String> = {
+                let listeners: Vec<_> = (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+                listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect()
+            };
+            let mut peer = std::process::Command::new(std::env::current_exe().unwrap())
+                .env(PEER_ENV, format!("{segflow} {}", addresses.join(",")))
+                .spawn()
+                .expect("the bench runs itself as process 1");
+            let ran = run(records, cluster(0, addresses), segflow);
+            assert!(peer.wait().unwrap().success(), "process 1 failed");
+            ran
+        }
+    }
+}
+
+/// Process `process` of two, one worker each, over `addresses`.
+fn cluster(process: usize, addresses: Vec<String>) -> timely::Config {
+    timely::Config {
+        communication: timely::CommunicationConfig::Cluster {
+            threads: 1,
+            process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        },
+        worker: timely::WorkerConfig::default(),
+    }
 }
 
 fn throughput(c: &mut Criterion) {
@@ -137,16 +193,39 @@ fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("live_dataflow");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
-    for workers in [1, 2] {
-        group.bench_with_input(BenchmarkId::new("bare_json_parse", workers), &workers, |b, &w| {
-            b.iter(|| assert_eq!(run(records.clone(), w, false), records.len() as u64))
+    let layouts = [("1", Layout::Threads(1)), ("2", Layout::Threads(2)), ("2_processes", Layout::Processes)];
+    for (name, layout) in layouts {
+        group.bench_with_input(BenchmarkId::new("bare_json_parse", name), &layout, |b, &layout| {
+            b.iter_custom(|iters| timed(iters, || run_in(records.clone(), layout, false), |n| n > 0))
         });
-        group.bench_with_input(BenchmarkId::new("segflow_live", workers), &workers, |b, &w| {
-            b.iter(|| assert!(run(records.clone(), w, true) >= STREAMS))
+        group.bench_with_input(BenchmarkId::new("segflow_live", name), &layout, |b, &layout| {
+            b.iter_custom(|iters| timed(iters, || run_in(records.clone(), layout, true), |n| n > 0))
         });
     }
     group.finish();
 }
 
+/// The summed time of `iters` runs, each checked by `ok` on what it counted.
+fn timed(iters: u64, run: impl Fn() -> (u64, Duration), ok: impl Fn(u64) -> bool) -> Duration {
+    (0..iters)
+        .map(|_| {
+            let (counted, took) = run();
+            assert!(ok(counted), "counted {counted}");
+            took
+        })
+        .sum()
+}
+
 criterion_group!(benches, throughput);
-criterion_main!(benches);
+
+fn main() {
+    // The copy a 2-process run starts: be process 1, then exit.
+    if let Ok(peer) = std::env::var(PEER_ENV) {
+        let (segflow, addresses) = peer.split_once(' ').expect("set by run_in");
+        let addresses = addresses.split(',').map(String::from).collect();
+        run(Arc::new(records()), cluster(1, addresses), segflow == "true");
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -360,7 +360,8 @@ impl Config {
         }
         if self.signing_key.is_none() {
             return invalid(
-                "a cluster needs one URL-signing secret on every process, so that a URL one mints plays on all: set                  signing_key (SEGFLOW_SIGNING_KEY), e.g. from `openssl rand -hex 32`"
+                "a cluster needs one URL-signing secret on every process, so that a URL one mints plays on all: set \
+                 signing_key (SEGFLOW_SIGNING_KEY), e.g. from `openssl rand -hex 32`"
                     .into(),
             );
         }

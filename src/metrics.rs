@@ -2,7 +2,9 @@
 //! (`live_chunk_gaps_total`, …) plus `segflow_*` ones. One registry per engine, so tests can run
 //! several engines in one process.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -15,6 +17,9 @@ pub struct Metrics {
     /// Live chunk events by outcome (`accepted`, `duplicate`, `late`, …).
     pub live_chunks_total: IntCounterVec,
     pub live_gaps_filled_total: IntCounter,
+    /// Gap slots in the DVR windows of the streams this process counts, by cause (`missing`,
+    /// `checksum_failed`): a cluster's total is the sum over its processes.
+    pub live_gap_slots: IntGaugeVec,
     /// Log records that could not be processed, by reason.
     pub dead_letters_total: IntCounterVec,
     pub log_appends_total: IntCounterVec,
@@ -24,6 +29,8 @@ pub struct Metrics {
     pub vod_videos_total: IntCounterVec,
     /// Upload acknowledged to `ready`.
     pub vod_processing_seconds: Histogram,
+    /// Rungs this process's FFmpeg runs encoded and stored (per-rung mode spreads them).
+    pub vod_rungs_transcoded_total: IntCounter,
 }
 
 impl Metrics {
@@ -74,6 +81,12 @@ impl Metrics {
             ),
             live_chunks_total: counter_vec("segflow_live_chunks_total", "Live chunk events by outcome", &["outcome"]),
             live_gaps_filled_total: counter("segflow_live_gaps_filled_total", "Gaps later filled by a late chunk"),
+            live_gap_slots: {
+                let help = "Gap slots now in live streams' DVR windows, by cause";
+                let g = IntGaugeVec::new(Opts::new("segflow_live_gap_slots", help), &["cause"]).expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             dead_letters_total: counter_vec(
                 "segflow_dead_letters_total",
                 "Log records moved to the dead-letter collection",
@@ -84,6 +97,10 @@ impl Metrics {
             sink_retries_total: counter("segflow_sink_retries_total", "Sink writes retried after an error"),
             vod_videos_total: counter_vec("segflow_vod_videos_total", "Videos finished, by outcome", &["outcome"]),
             vod_processing_seconds: vod_latency,
+            vod_rungs_transcoded_total: counter(
+                "segflow_vod_rungs_transcoded_total",
+                "Rungs encoded and stored by this process's FFmpeg runs",
+            ),
             registry,
         }
     }

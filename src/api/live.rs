@@ -108,7 +108,8 @@ pub async fn rotate_key(
     Ok(Json(started_view(&state, &headers, &stream, &key)))
 }
 
-/// `GET /streams/{id}/metadata` (a `read` token).
+/// `GET /streams/{id}/metadata` (a `read` token): the stream's document, with the gap slots
+/// of its window now (`gap_slots`, `health`), as the dataflow's gap set counts them.
 pub async fn metadata(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -116,7 +117,11 @@ pub async fn metadata(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.require(&headers, Scope::Read).await?;
     let doc = state.ingest.stream(&stream_id).await?;
-    Ok(Json(doc_view(&doc)))
+    let gaps = state.backends.metadata.get_gaps(&stream_id).await?.unwrap_or_default();
+    let mut view = doc_view(&doc);
+    view["gap_slots"] = json!({ "missing": gaps.missing, "checksum_failed": gaps.checksum_failed });
+    view["health"] = json!(gaps.health());
+    Ok(Json(view))
 }
 
 /// `GET /streams/{id}/live`: a signed URL of the live playlist; a `signed` stream needs a

@@ -1,5 +1,6 @@
 //! timely cluster mode across real processes: one computation over two `segflow` processes on
-//! the test servers, either API serving any request, and a lost peer ending the other.
+//! the test servers, either API serving any request, a video's rungs transcoded on both, and
+//! a lost peer ending the other.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    StderrOnPanic, admin_client, fetch_json, ffmpeg_decode, ffmpeg_segments, free_addresses, put_segment, sha256_hex,
-    spawn_cluster,
+    StderrOnPanic, admin_client, clip, fetch_json, ffmpeg_decode, ffmpeg_segments, free_addresses, put_segment,
+    sha256_hex, spawn_cluster, spawn_cluster_with, upload_video, wait_video_final,
 };
 
 #[test]
@@ -100,8 +101,13 @@ async fn two_processes_run_one_live_computation_and_a_lost_peer_ends_the_other()
     }
     let mut docs = Vec::new();
     for base in &bases {
-        let doc = wait_stream(&client, base, &id, |doc| doc["chunks_accepted"] == 5).await;
+        // Counted from the gap set wherever its worker is: 2 was filled, 4 failed its checksum.
+        let doc = wait_stream(&client, base, &id, |doc| {
+            doc["chunks_accepted"] == 5 && doc["gap_slots"]["checksum_failed"] == 1
+        })
+        .await;
         assert_eq!((doc["gaps_total"].as_u64(), doc["checksum_failures"].as_u64()), (Some(2), Some(1)), "{doc}");
+        assert_eq!(doc["gap_slots"]["missing"], 0, "{doc}");
         docs.push(doc);
     }
     assert_eq!(docs[0], docs[1], "both APIs give the same document");
@@ -161,4 +167,52 @@ async fn two_processes_run_one_live_computation_and_a_lost_peer_ends_the_other()
         let first = fetch_json(&client, &format!("{base}/streams/{id}/metadata")).await;
         assert_eq!((first["status"].as_str(), first["chunks_accepted"].as_u64()), (Some("vod"), Some(5)), "{first}");
     }
+}
+
+/// The process of a 2 x 2 cluster whose worker gets a transcode task of `rung` of video `id`
+/// in per-rung mode (timely routes by the task's hash modulo the 4 workers).
+fn process_of_rung(id: &str, rung: &str) -> usize {
+    (segflow::model::stream_hash(&format!("{id}/{rung}")) % 4 / 2) as usize
+}
+
+async fn rungs_transcoded(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find_map(|line| line.strip_prefix("segflow_vod_rungs_transcoded_total "));
+    line.map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_videos_rungs_are_transcoded_on_both_processes_and_it_plays_from_either() {
+    let (shared, media) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source = clip(media.path(), "talk.mp4", "1920x1080", 4, true);
+    let peers = free_addresses(2);
+    let settings = [("SEGFLOW_TRANSCODE_MODE", "per_rung"), ("SEGFLOW_TRANSCODE_JOBS", "2")];
+    let cluster = spawn_cluster_with(shared.path(), &peers, 2, &settings);
+    let _shown = StderrOnPanic(cluster.iter().map(|(_, _, stderr)| stderr.clone()).collect());
+    let client = admin_client(shared.path());
+    let bases: Vec<String> = cluster.iter().map(|(_, base, _)| base.clone()).collect();
+
+    // Two videos, uploaded through process 1, followed through process 0.
+    let mut expected = [0u64; 2];
+    for title in ["first", "second"] {
+        let (status, reply) = upload_video(&client, &bases[1], &source, title).await;
+        assert_eq!(status, 201, "{reply}");
+        let id = reply["stream_id"].as_str().unwrap().to_string();
+        let doc = wait_video_final(&client, &bases[0], &id).await;
+        assert_eq!(doc["status"], "ready", "{doc}");
+        assert_eq!(doc["variants_generated"], serde_json::json!(["1080p", "720p", "480p", "360p"]), "{doc}");
+        for rung in ["1080p", "720p", "480p", "360p"] {
+            expected[process_of_rung(&id, rung)] += 1;
+        }
+        // Either process signs a master playlist that plays every rung.
+        for base in &bases {
+            let manifest = fetch_json(&client, &format!("{base}/vod/{id}/manifest")).await;
+            let (ok, frames, stderr) = ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
+            assert!(ok && frames == 4 * 4 * 30, "every rung's 4 s at 30 fps from {base}: {frames}; {stderr}");
+        }
+    }
+    // Each rung was encoded by the process timely routed its task to.
+    let done = [rungs_transcoded(&client, &bases[0]).await, rungs_transcoded(&client, &bases[1]).await];
+    assert_eq!(done, expected, "rungs encoded by process 0 and 1");
+    println!("rungs encoded by process 0 and 1: {done:?}");
 }

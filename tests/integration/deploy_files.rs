@@ -16,6 +16,8 @@ use serde_norway::Value as Yaml;
 
 /// The backends segflow's compose service must wait for (healthy, not just started).
 const BACKENDS: [&str; 3] = ["kafka", "minio", "mongodb"];
+/// The compose services of the two-process cluster, in process order.
+const CLUSTER: [&str; 2] = ["segflow-cluster-0", "segflow-cluster-1"];
 /// Every metric family the dashboard must chart.
 const CHARTED: [&str; 12] = [
     "api_requests_total",
@@ -57,8 +59,18 @@ fn yaml(relative: &str) -> Yaml {
     serde_norway::from_str(&read(relative)).unwrap_or_else(|e| panic!("{relative} is not valid YAML: {e}"))
 }
 
+/// docker-compose.yml with its YAML merge keys (`<<: *anchor`) applied, as compose applies them.
+/// `apply_merge` leaves a merge key that a merged mapping brings along, so it runs until
+/// nothing changes.
 fn compose() -> Yaml {
-    yaml("docker-compose.yml")
+    let mut compose = yaml("docker-compose.yml");
+    loop {
+        let before = compose.clone();
+        compose.apply_merge().unwrap_or_else(|e| panic!("docker-compose.yml: a bad merge key: {e}"));
+        if compose == before {
+            return compose;
+        }
+    }
 }
 
 fn dockerfile() -> Dockerfile {
@@ -133,6 +145,12 @@ fn ports(service: &Yaml) -> Vec<(Option<u16>, u16)> {
 
 fn container_ports(service: &Yaml) -> BTreeSet<u16> {
     ports(service).into_iter().map(|(_, c)| c).collect()
+}
+
+/// The ports of a service's `expose` (reachable from the other containers, not published).
+fn exposed(service: &Yaml) -> BTreeSet<u16> {
+    let Some(list) = service["expose"].as_sequence() else { return BTreeSet::new() };
+    list.iter().map(|p| scalar(p).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("expose {p:?}"))).collect()
 }
 
 /// One entry of a service's `volumes`: a bind mount (host path) or a named volume.
@@ -560,6 +578,153 @@ fn compose_environment_configures_segflow_for_every_backend() {
         }
         Ok(())
     });
+}
+
+/// The cluster's processes: one timely cluster of two, each a copy of the segflow service (same
+/// image, backends, health check and drain time) with its own index, API port and data dir.
+#[test]
+fn compose_cluster_is_two_processes_of_one_timely_cluster() {
+    let compose = compose();
+    let segflow = service(&compose, "segflow");
+    assert!(segflow.get("profiles").is_none(), "a plain `docker compose up` starts segflow");
+    let (_, cmd) = entrypoint_and_cmd(&dockerfile());
+    let listen_port: u16 = flag_value(&cmd, "--listen").unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let data_dir = flag_value(&cmd, "--data-dir").unwrap();
+    let segflow_env = environment(segflow);
+
+    let mut published = BTreeMap::new();
+    for name in ["segflow"].into_iter().chain(CLUSTER) {
+        for (host, container) in ports(service(&compose, name)) {
+            let host = host.unwrap_or_else(|| panic!("{name}: port {container} has no fixed host port"));
+            if let Some(other) = published.insert(host, name) {
+                panic!("host port {host} is published by both {other} and {name}");
+            }
+        }
+    }
+    let mut volumes = BTreeSet::from([mounts(segflow).into_iter().find(|m| m.target == data_dir).unwrap().source]);
+    let (mut peers, mut keys, mut workers) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for (index, name) in CLUSTER.iter().enumerate() {
+        let svc = service(&compose, name);
+        let profiles: Vec<&str> =
+            svc["profiles"].as_sequence().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+        assert_eq!(profiles, ["cluster"], "{name}: only `docker compose --profile cluster up` starts it");
+        for key in ["build", "image", "init", "depends_on", "healthcheck", "stop_grace_period"] {
+            assert_eq!(svc[key], segflow[key], "{name}: {key} differs from the segflow service's");
+        }
+        // timely cannot lose a process: every process restarts, whatever it exited with.
+        assert!(matches!(svc["restart"].as_str(), Some("unless-stopped" | "always")), "{name}: restart");
+
+        let env = environment(svc);
+        for key in [
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "MINIO_ENDPOINT",
+            "MINIO_PUBLIC_ENDPOINT",
+            "MINIO_ROOT_USER",
+            "MINIO_ROOT_PASSWORD",
+            "MONGO_URI",
+        ] {
+            assert_eq!(env.get(key), segflow_env.get(key), "{name}: {key} differs from the segflow service's");
+        }
+        assert_eq!(env_default(svc, "SEGFLOW_PROCESSES"), CLUSTER.len().to_string(), "{name}");
+        assert_eq!(env_default(svc, "SEGFLOW_PROCESS"), index.to_string(), "{name}: process {index}, in order");
+        peers.insert(env_default(svc, "SEGFLOW_PEERS"));
+        keys.insert(env["SEGFLOW_SIGNING_KEY"].clone());
+        workers.insert(env_default(svc, "SEGFLOW_WORKERS"));
+
+        // Its own API on a published port of its own, named by its public URL.
+        assert!(container_ports(svc).contains(&listen_port), "{name} publishes its --listen port {listen_port}");
+        let url = reqwest::Url::parse(&env_default(svc, "SEGFLOW_PUBLIC_URL")).expect("SEGFLOW_PUBLIC_URL");
+        let host_port = ports(svc).into_iter().find(|(_, c)| *c == listen_port).and_then(|(h, _)| h);
+        assert_eq!(url.port_or_known_default(), host_port, "{name}: {url} is not its published API port");
+        // Its own named volume on the data dir.
+        let data: Vec<Mount> = mounts(svc).into_iter().filter(|m| m.target == data_dir).collect();
+        assert!(matches!(&data[..], [m] if !m.bind), "{name}: one named volume on {data_dir}: {data:?}");
+        assert!(volumes.insert(data[0].source.clone()), "{name} shares its data volume {}", data[0].source);
+    }
+    assert_eq!(workers.len(), 1, "every process of a cluster has the same --workers: {workers:?}");
+    assert_eq!(keys.len(), 1, "one signing key on every process: {keys:?}");
+    let key = resolve_defaults(keys.first().unwrap()).unwrap();
+    assert!(key.len() >= 32 && key.bytes().all(|b| b.is_ascii_hexdigit()), "signing key {key:?}: hex, ≥ 16 bytes");
+    assert!(
+        interpolations(keys.first().unwrap()).unwrap().iter().any(|i| i.name == "SEGFLOW_SIGNING_KEY"),
+        "the signing key can be changed from the environment"
+    );
+
+    // The same timely addresses on every process: process i's is a port its own service exposes.
+    assert_eq!(peers.len(), 1, "every process names the same peers: {peers:?}");
+    let addresses: Vec<&str> = peers.first().unwrap().split(',').map(str::trim).collect();
+    assert_eq!(addresses.len(), CLUSTER.len(), "one timely address per process: {addresses:?}");
+    for (index, address) in addresses.iter().enumerate() {
+        let (host, port) = address.rsplit_once(':').expect("host:port");
+        let port: u16 = port.parse().unwrap_or_else(|_| panic!("timely address {address}"));
+        let svc = service(&compose, host);
+        assert_eq!(host, CLUSTER[index], "address {index} ({address}) is not process {index}'s service");
+        assert!(exposed(svc).contains(&port), "{host} does not expose its timely port {port}");
+        assert!(!container_ports(svc).contains(&port), "{host}: timely's port {port} is not for the host");
+    }
+
+    // Prometheus scrapes every process's /metrics.
+    let config = yaml("deploy/prometheus/prometheus.yml");
+    let mut targets = BTreeSet::new();
+    for job in config["scrape_configs"].as_sequence().unwrap() {
+        for group in job["static_configs"].as_sequence().unwrap() {
+            targets.extend(group["targets"].as_sequence().unwrap().iter().map(|t| t.as_str().unwrap().to_string()));
+        }
+    }
+    for name in CLUSTER {
+        assert!(targets.contains(&format!("{name}:{listen_port}")), "Prometheus does not scrape {name}");
+    }
+}
+
+/// Each cluster process's environment is a valid config of a two-process cluster (the real
+/// `Config::load`, which refuses a cluster without shared backends, a signing key or
+/// addresses), and the cluster's namespace on the backends is its own: it shares no topic,
+/// consumer group, bucket or database with the single segflow service.
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's own error
+fn compose_cluster_environment_is_a_cluster_config_with_a_namespace_of_its_own() {
+    use segflow::config::{Config, Overrides};
+    let compose = compose();
+    let load = |name: &str| {
+        let svc = service(&compose, name);
+        let vars: Vec<(String, String)> = environment(svc)
+            .into_keys()
+            .filter(|k| k != "RUST_LOG")
+            .map(|k| (k.clone(), env_default(svc, &k)))
+            .collect();
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in &vars {
+                jail.set_env(key, value);
+            }
+            loaded = Some(Config::load(None, &Overrides::default()).unwrap_or_else(|e| panic!("{name}: {e}")));
+            Ok(())
+        });
+        loaded.unwrap()
+    };
+    let namespace = |c: &Config| {
+        (c.kafka_topic_prefix.clone(), c.kafka_group_id.clone(), c.s3_bucket_prefix.clone(), c.mongo_database.clone())
+    };
+    let single = load("segflow");
+    let cluster: Vec<Config> = CLUSTER.iter().map(|name| load(name)).collect();
+    for (index, config) in cluster.iter().enumerate() {
+        assert_eq!((config.processes, config.process), (CLUSTER.len(), index));
+        let addresses = config.cluster_addresses().expect("the peers are the cluster's addresses");
+        assert_eq!(addresses, cluster[0].cluster_addresses().unwrap());
+        assert!(config.signing_key.is_some() && config.signing_key == cluster[0].signing_key);
+        assert_eq!(config.workers, cluster[0].workers);
+        assert_eq!(
+            (&config.kafka, &config.s3_endpoint, &config.mongo_uri),
+            (&single.kafka, &single.s3_endpoint, &single.mongo_uri),
+            "the compose file's backends"
+        );
+        assert_eq!(namespace(config), namespace(&cluster[0]), "one namespace for the whole cluster");
+    }
+    let (ours, theirs) = (namespace(&cluster[0]), namespace(&single));
+    assert_ne!(ours.0, theirs.0, "the cluster's Kafka topics are the segflow service's");
+    assert_ne!(ours.1, theirs.1, "the cluster's Kafka consumer group is the segflow service's");
+    assert_ne!(ours.2, theirs.2, "the cluster's buckets are the segflow service's");
+    assert_ne!(ours.3, theirs.3, "the cluster's MongoDB database is the segflow service's");
 }
 
 #[test]

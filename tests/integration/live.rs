@@ -61,7 +61,12 @@ async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends:
     assert_eq!(put(1, false).await.unwrap().status(), 201);
     assert_eq!(put(1, true).await.unwrap().status(), 409);
 
-    let (_, doc) = engine.get_json(&format!("/streams/{id}/metadata")).await;
+    // The window's gap slots now, counted from the gap set: 2 was filled, 4 failed, 6 missing.
+    let doc = engine.wait_stream(&id, |doc| doc["gap_slots"]["missing"] == 1).await;
+    assert_eq!(doc["gap_slots"], serde_json::json!({"missing": 1, "checksum_failed": 1}), "{doc}");
+    assert_eq!(doc["health"], "gaps");
+    assert_eq!(engine.metric(r#"segflow_live_gap_slots{cause="missing"}"#).await, 1.0);
+    assert_eq!(engine.metric(r#"segflow_live_gap_slots{cause="checksum_failed"}"#).await, 1.0);
     assert_eq!(doc["gaps_total"], 3, "{doc}"); // 2, 4 (after the corrupt copy) and 6
     assert_eq!(doc["checksum_failures"], 1, "{doc}");
     assert_eq!(engine.metric("live_chunk_gaps_total").await, 3.0);

@@ -1,6 +1,7 @@
 //! Oracle test: random chunk sequences (gaps, duplicates, reordering, bad checksums, chunks
 //! after the end) go through the live dataflow with 1 and 3 workers; every playlist it emits
-//! must equal a plain recomputation from the same events.
+//! must equal a plain recomputation from the same events, and the gap counts differential
+//! dataflow derives from the gap set must match the final playlists' gap slots.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,11 +10,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use segflow::dataflow::live::SinkOp;
 use segflow::dataflow::live::decode::DecodeEvents;
+use segflow::dataflow::live::gaps::GapDocuments;
 use segflow::dataflow::live::window::LiveWindowOp;
 use segflow::log::LogRecord;
 use segflow::metrics::Metrics;
-use segflow::model::{LiveEvent, LiveEventType, Topic};
-use timely::dataflow::operators::{Input, Inspect, Probe};
+use segflow::model::{LiveEvent, LiveEventType, LiveGapsDoc, Topic};
+use timely::dataflow::operators::{Concat, Input, Inspect, Probe};
 
 const STREAMS: usize = 7;
 const EVENTS_PER_STREAM: usize = 60;
@@ -220,8 +222,12 @@ fn oracle(events: &[LiveEvent]) -> (HashMap<String, Vec<String>>, u64) {
 
 type Captured = Arc<Mutex<Vec<(String, u64, String)>>>;
 
-/// Runs the events through decode -> live_window with `workers` threads.
-fn run_dataflow(events: &[LiveEvent], workers: usize) -> (Vec<(String, u64, String)>, u64) {
+/// What the dataflow emitted: playlists (stream, events applied, body), gap documents in the
+/// order each stream's were written, and `live_chunk_gaps_total`.
+type Emitted = (Vec<(String, u64, String)>, Vec<LiveGapsDoc>, u64);
+
+/// Runs the events through decode -> live_window -> gap_documents with `workers` threads.
+fn run_dataflow(events: &[LiveEvent], workers: usize) -> Emitted {
     let records: Vec<LogRecord> = events
         .iter()
         .enumerate()
@@ -233,19 +239,22 @@ fn run_dataflow(events: &[LiveEvent], workers: usize) -> (Vec<(String, u64, Stri
         })
         .collect();
     let captured: Captured = Arc::default();
+    let gap_docs: Arc<Mutex<Vec<LiveGapsDoc>>> = Arc::default();
     let metrics = Arc::new(Metrics::new());
-    let (out, m) = (captured.clone(), metrics.clone());
+    let (out, gaps_out, m) = (captured.clone(), gap_docs.clone(), metrics.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
-        let (out, m) = (out.clone(), m.clone());
+        let (out, gaps_out, m) = (out.clone(), gaps_out.clone(), m.clone());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Vec<LogRecord>>();
-            let (probe, _) = stream
-                .decode_events(Topic::LiveChunks)
-                .live_window(HashMap::new(), m)
-                .inspect(move |op| {
-                    if let SinkOp::Playlist { stream_id, body, events_applied, .. } = op {
-                        out.lock().unwrap().push((stream_id.clone(), *events_applied, body.clone()));
+            let (ops, gap_updates) = stream.decode_events(Topic::LiveChunks).live_window(HashMap::new(), m.clone());
+            let (probe, _) = ops
+                .concat(gap_updates.gap_documents(m))
+                .inspect(move |op| match op {
+                    SinkOp::Playlist { stream_id, body, events_applied, .. } => {
+                        out.lock().unwrap().push((stream_id.clone(), *events_applied, body.clone()))
                     }
+                    SinkOp::Gaps(doc) => gaps_out.lock().unwrap().push(doc.clone()),
+                    _ => {}
                 })
                 .probe();
             (input, probe)
@@ -269,14 +278,15 @@ fn run_dataflow(events: &[LiveEvent], workers: usize) -> (Vec<(String, u64, Stri
     })
     .unwrap();
     let playlists = captured.lock().unwrap().clone();
-    (playlists, metrics.live_chunk_gaps_total.get())
+    let gap_docs = gap_docs.lock().unwrap().clone();
+    (playlists, gap_docs, metrics.live_chunk_gaps_total.get())
 }
 
 fn check(seed: u64, workers: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let events = random_events(&mut rng);
     let (expected, expected_gaps) = oracle(&events);
-    let (emitted, gaps) = run_dataflow(&events, workers);
+    let (emitted, gap_docs, gaps) = run_dataflow(&events, workers);
     assert!(emitted.len() > STREAMS, "seed {seed}: the dataflow emitted playlists");
     let mut last: HashMap<&str, u64> = HashMap::new();
     for (stream_id, applied, body) in &emitted {
@@ -293,6 +303,13 @@ fn check(seed: u64, workers: usize) {
         assert_eq!(&final_emitted.2, versions.last().unwrap(), "seed {seed}: final playlist of {stream_id}");
     }
     assert_eq!(gaps, expected_gaps, "seed {seed}: live_chunk_gaps_total");
+    // Each stream's newest gap document counts the gap slots of its final playlist.
+    for (stream_id, versions) in &expected {
+        let slots = versions.last().unwrap().matches("#EXT-X-GAP").count() as u64;
+        let newest = gap_docs.iter().rev().find(|doc| &doc.stream_id == stream_id);
+        let counted = newest.map_or(0, |doc| doc.missing + doc.checksum_failed);
+        assert_eq!(counted, slots, "seed {seed}, {workers} workers: gap slots of {stream_id} ({newest:?})");
+    }
 }
 
 #[test]

@@ -15,8 +15,8 @@ pub mod vod;
 pub use checks::ValidationError;
 pub use dead_letter::{DeadLetterDoc, DeadLetterReason};
 pub use live::{
-    Chunk, ChunkStatus, LiveChunkDoc, LiveCommand, LiveEvent, LiveEventType, LiveStreamDoc, PlaylistNotice,
-    StreamStatus, parse_program_date_time, program_date_time_at,
+    Chunk, ChunkStatus, GapCause, LiveChunkDoc, LiveCommand, LiveEvent, LiveEventType, LiveGapsDoc, LiveStreamDoc,
+    PlaylistNotice, StreamStatus, parse_program_date_time, program_date_time_at,
 };
 pub use topic::{Topic, stream_hash};
 pub use vod::{MediaInfo, StatusChange, VOD_UPLOADED, VariantDoc, VodDoc, VodEvent, VodStatus};

@@ -337,6 +337,33 @@ impl LiveStreamDoc {
     }
 }
 
+/// Why a slot of a live stream's DVR window is a gap (an `EXT-X-GAP` line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapCause {
+    /// No chunk of that sequence number arrived (yet).
+    Missing,
+    /// Its chunk arrived with bytes that do not hash to its checksum.
+    ChecksumFailed,
+}
+
+/// One document per live stream (`live_gaps`): the gap slots of its DVR window now, as the
+/// dataflow's gap set counts them. A late chunk takes its slot out; a checksum failure puts
+/// one in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveGapsDoc {
+    pub stream_id: String,
+    pub missing: u64,
+    pub checksum_failed: u64,
+}
+
+impl LiveGapsDoc {
+    /// `ok` when the window has no gap, else `gaps`.
+    pub fn health(&self) -> &'static str {
+        if self.missing == 0 && self.checksum_failed == 0 { "ok" } else { "gaps" }
+    }
+}
+
 fn default_max_sequence_jump() -> u64 {
     DEFAULT_MAX_SEQUENCE_JUMP
 }

@@ -6,12 +6,15 @@
 //!   -> decode_events     JSON -> checked command, or dead letter
 //!   -> verify_checksums  (exchange by stream) hashes stored bytes a producer did not hash with us
 //!   -> live_window       (exchange by stream) dedupe, order, gaps, checksums, DVR window, playlist
-//!   -> durable_sink      playlist writer thread; capabilities held until documents are durable
+//!        \-> gap set changes -> gap_documents  (differential: counts per stream) --\
+//!   -> durable_sink      <------------------------------------------------------/
+//!                        playlist writer thread; capabilities held until documents are durable
 //!   -> durable frontier -> offset commits
 //! ```
 
 pub mod decode;
 pub mod durable_sink;
+pub mod gaps;
 pub mod sink;
 pub mod stream;
 pub mod verify_checksums;
@@ -21,15 +24,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::dataflow::operators::log_source::{LogSourceConfig, log_source};
 use crate::metrics::Metrics;
-use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveCommand, LiveStreamDoc, StreamStatus, Topic, stream_hash};
+use crate::model::{
+    DeadLetterDoc, LiveChunkDoc, LiveCommand, LiveGapsDoc, LiveStreamDoc, StreamStatus, Topic, stream_hash,
+};
 use crate::storage::metadata::{MetadataError, MetadataStore};
 use crate::storage::object::ObjectStore;
 use decode::DecodeEvents;
 use durable_sink::DurableSink;
+use gaps::GapDocuments;
 use sink::LiveSink;
 use stream::LiveStream;
 use verify_checksums::VerifyChecksums;
@@ -75,6 +82,8 @@ pub enum SinkOp {
         overwrite: bool,
     },
     DeadLetter(DeadLetterDoc),
+    /// A stream's gap counts, from the gap set ([`gaps`]).
+    Gaps(LiveGapsDoc),
 }
 
 /// Builds the live stages on this worker's partitions of `live-chunks`, starting from the
@@ -88,11 +97,11 @@ pub fn live_pipeline<'s>(
     metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
 ) -> StreamVec<'s, u64, ()> {
-    log_source(scope, source)
+    let (sink_ops, gap_updates) = log_source(scope, source)
         .decode_events(Topic::LiveChunks)
         .verify_checksums(store, metrics.clone(), runtime.clone())
-        .live_window(restored, metrics)
-        .durable_sink(sink, runtime)
+        .live_window(restored, metrics.clone());
+    sink_ops.concat(gap_updates.gap_documents(metrics)).durable_sink(sink, runtime)
 }
 
 /// Rebuilds the state of the streams worker `index` of `peers` owns from their documents.

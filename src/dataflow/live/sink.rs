@@ -124,6 +124,7 @@ impl LiveSink {
                     writes.push(MetaWrite::Chunk { doc: *doc, overwrite });
                 }
                 SinkOp::DeadLetter(doc) => writes.push(MetaWrite::DeadLetter(doc)),
+                SinkOp::Gaps(doc) => writes.push(MetaWrite::Gaps(doc)),
             }
         }
         writes

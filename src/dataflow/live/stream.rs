@@ -1,11 +1,11 @@
 //! The state of one live stream inside the dataflow: dedupe, ordering, gap detection,
 //! checksum verdicts and the DVR window, as plain code the timely operator drives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::media::live_playlist::{self, LiveWindow, WindowSegment};
 use crate::model::checks::{DVR_WINDOW_SIZE, MAX_SEQUENCE_NUMBER, check_duration};
-use crate::model::{Chunk, ChunkStatus, LiveChunkDoc, LiveStreamDoc, StreamStatus, keys};
+use crate::model::{Chunk, ChunkStatus, GapCause, LiveChunkDoc, LiveStreamDoc, StreamStatus, keys};
 
 /// What became of one chunk event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,29 +57,106 @@ impl ChunkOutcome {
 pub struct LiveStream {
     pub doc: LiveStreamDoc,
     window: BTreeMap<u64, WindowSegment>,
+    /// The window's gap slots, and why each is one.
+    gaps: BTreeMap<u64, GapCause>,
+    /// Sequence numbers from the window's start on whose chunk failed its checksum and no
+    /// good one replaced (past the head too: a gap of that cause once the head passes).
+    failed: BTreeSet<u64>,
+    /// Changes to `gaps` not yet taken by [`Self::take_gap_changes`].
+    gap_changes: Vec<(u64, GapCause, isize)>,
     /// Events applied since this state was created; lets tests line outputs up with inputs.
     pub events_applied: u64,
 }
 
 impl LiveStream {
     pub fn new(doc: LiveStreamDoc) -> Self {
-        LiveStream { doc, window: BTreeMap::new(), events_applied: 0 }
+        LiveStream {
+            doc,
+            window: BTreeMap::new(),
+            gaps: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            gap_changes: Vec::new(),
+            events_applied: 0,
+        }
     }
 
     /// Rebuilds the state from stored documents (after a restart): the stream document and the
-    /// `live` chunk documents inside its window.
+    /// chunk documents inside its window. Its gaps come out of the next
+    /// [`Self::take_gap_changes`], as the dataflow's gap set starts empty.
     pub fn restore(doc: LiveStreamDoc, chunks: impl IntoIterator<Item = LiveChunkDoc>) -> Self {
         let mut stream = LiveStream::new(doc);
-        if let Some((start, head)) = stream.slots() {
+        if let (Some((start, head)), false) = (stream.slots(), stream.ended()) {
             for chunk in chunks {
                 let seq = chunk.chunk.sequence_number;
-                if chunk.status == ChunkStatus::Live && (start..=head).contains(&seq) {
-                    let segment = stream.window_segment(&chunk.chunk, chunk.program_date_time_ms);
-                    stream.window.insert(seq, segment);
+                match chunk.status {
+                    ChunkStatus::Live if (start..=head).contains(&seq) => {
+                        let segment = stream.window_segment(&chunk.chunk, chunk.program_date_time_ms);
+                        stream.window.insert(seq, segment);
+                    }
+                    ChunkStatus::ChecksumFailed if seq >= start => {
+                        stream.failed.insert(seq);
+                    }
+                    _ => {}
+                }
+            }
+            for seq in start..=head {
+                if !stream.window.contains_key(&seq) {
+                    stream.set_gap(seq, Some(stream.gap_cause(seq)));
                 }
             }
         }
         stream
+    }
+
+    /// What changed in the window's gap set since the last call: `(sequence number, cause, +1
+    /// or -1)`.
+    pub fn take_gap_changes(&mut self) -> Vec<(u64, GapCause, isize)> {
+        std::mem::take(&mut self.gap_changes)
+    }
+
+    fn gap_cause(&self, seq: u64) -> GapCause {
+        if self.failed.contains(&seq) { GapCause::ChecksumFailed } else { GapCause::Missing }
+    }
+
+    /// Makes slot `seq` a gap of `cause`, or no gap (`None`), noting the change.
+    fn set_gap(&mut self, seq: u64, cause: Option<GapCause>) {
+        let old = match cause {
+            Some(cause) => self.gaps.insert(seq, cause),
+            None => self.gaps.remove(&seq),
+        };
+        if old == cause {
+            return;
+        }
+        self.gap_changes.extend(old.map(|old| (seq, old, -1)));
+        self.gap_changes.extend(cause.map(|cause| (seq, cause, 1)));
+    }
+
+    /// Moves the window's start to `start`: the slots before it are no longer gaps of it.
+    fn slide_to(&mut self, start: u64) {
+        while let Some(gap) = self.gaps.first_entry().filter(|gap| *gap.key() < start) {
+            let (seq, cause) = gap.remove_entry();
+            self.gap_changes.push((seq, cause, -1));
+        }
+        while self.failed.first().is_some_and(|seq| *seq < start) {
+            self.failed.pop_first();
+        }
+    }
+
+    /// Notes a chunk of `seq` that failed its checksum: its slot's gap, if in the window, is
+    /// now of that cause.
+    fn checksum_failed(&mut self, seq: u64) {
+        let slots = self.slots();
+        if slots.is_some_and(|(start, _)| seq < start) {
+            return;
+        }
+        self.failed.insert(seq);
+        // Bounded: the oldest are dropped first (they would leave the window first).
+        while self.failed.len() as u64 > self.window_size() {
+            self.failed.pop_first();
+        }
+        if slots.is_some_and(|(_, head)| seq <= head) {
+            self.set_gap(seq, Some(GapCause::ChecksumFailed));
+        }
     }
 
     /// First and last slot of the window; never more slots than the window has, whatever a
@@ -133,9 +210,14 @@ impl LiveStream {
                     while self.window.first_key_value().is_some_and(|(first, _)| *first < new_start) {
                         self.window.pop_first();
                     }
+                    self.slide_to(new_start);
+                    for skipped in head.saturating_add(1).max(new_start)..seq {
+                        self.set_gap(skipped, Some(self.gap_cause(skipped)));
+                    }
                     ChunkOutcome::Accepted { new_gaps: seq.saturating_sub(head).saturating_sub(1), filled_gap: false }
                 }
                 None => {
+                    self.slide_to(seq);
                     self.doc.head_sequence = Some(seq);
                     self.doc.dvr_window_start = Some(seq);
                     ChunkOutcome::Accepted { new_gaps: 0, filled_gap: false }
@@ -148,10 +230,19 @@ impl LiveStream {
                 self.window.insert(seq, segment);
                 self.doc.chunks_accepted += 1;
                 self.doc.gaps_total += new_gaps;
+                if !self.failed.is_empty() {
+                    self.failed.remove(&seq);
+                }
+                if !self.gaps.is_empty() {
+                    self.set_gap(seq, None);
+                }
             }
             ChunkOutcome::Duplicate => self.doc.duplicate_chunks += 1,
             ChunkOutcome::Late => self.doc.late_chunks += 1,
-            ChunkOutcome::ChecksumFailed => self.doc.checksum_failures += 1,
+            ChunkOutcome::ChecksumFailed => {
+                self.doc.checksum_failures += 1;
+                self.checksum_failed(seq);
+            }
             ChunkOutcome::TooLong | ChunkOutcome::AfterEnd | ChunkOutcome::TooFarAhead => self.doc.rejected_chunks += 1,
         }
         let doc = outcome.status().map(|status| LiveChunkDoc {
@@ -390,5 +481,29 @@ mod tests {
         own.encoder_program_date_time_ms = Some(T0_MS + 2345);
         assert_eq!(dated(&mut s, own), T0_MS + 2345);
         assert_eq!(dated(&mut s, chunk(2, 2000, T0_MS + 6000)), T0_MS + 4345);
+    }
+
+    #[test]
+    fn the_gap_set_follows_skips_fills_checksum_failures_and_the_window() {
+        use GapCause::{ChecksumFailed, Missing};
+        let mut s = LiveStream::new(LiveStreamDoc::new("s", "", 2, 4, T0_MS));
+        let apply = |s: &mut LiveStream, seq: u64, good: bool| {
+            let mut c = chunk(seq, 2000, T0_MS + 2000 * (seq + 1));
+            if !good {
+                c.checksum = Some("cd".repeat(32));
+            }
+            s.apply_chunk(Box::new(c));
+            s.take_gap_changes()
+        };
+        assert_eq!(apply(&mut s, 0, true), vec![]);
+        assert_eq!(apply(&mut s, 3, true), vec![(1, Missing, 1), (2, Missing, 1)]);
+        assert_eq!(apply(&mut s, 2, true), vec![(2, Missing, -1)], "a late chunk retracts its gap");
+        assert_eq!(apply(&mut s, 1, false), vec![(1, Missing, -1), (1, ChecksumFailed, 1)]);
+        assert_eq!(apply(&mut s, 5, false), vec![], "past the head: not a slot yet");
+        assert_eq!(apply(&mut s, 6, true), vec![(1, ChecksumFailed, -1), (4, Missing, 1), (5, ChecksumFailed, 1)]);
+        // Restored with no chunk documents, every slot of the window 3..=6 is a gap at once.
+        let mut restored = LiveStream::restore(s.doc.clone(), []);
+        assert_eq!(restored.take_gap_changes(), [3, 4, 5, 6].map(|seq| (seq, Missing, 1)));
+        assert_eq!(apply(&mut s, 5, true), vec![(5, ChecksumFailed, -1)], "a good chunk replaces a failed one");
     }
 }

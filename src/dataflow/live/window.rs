@@ -1,5 +1,6 @@
 //! The keyed live operator: exchanges commands by stream id, applies them to each stream's
-//! state and emits what the sinks must write (chunk and stream documents, playlists).
+//! state and emits what the sinks must write (chunk and stream documents, playlists), and the
+//! changes to each stream's gap set that [`super::gaps`] counts.
 //!
 //! It works eagerly, without waiting for the frontier: every event of a stream comes from one
 //! log partition, read by one worker, through one FIFO channel, so arrival order is log order.
@@ -12,14 +13,18 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
+
+use super::gaps::GapUpdate;
 
 use crate::dataflow::live::stream::{ChunkOutcome, LiveStream};
 use crate::dataflow::live::{LiveInput, SinkOp};
 use crate::metrics::Metrics;
 use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, Topic, now_ms};
 
-/// Extension trait: `inputs.live_window(restored, metrics)`.
+/// Extension trait: `inputs.live_window(restored, metrics)`: what the sinks write, and the
+/// gap set's changes.
 ///
 /// ```
 /// use std::{collections::HashMap, sync::Arc};
@@ -33,26 +38,45 @@ use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, 
 ///     vec![LiveInput::Command { stream_id: "s1".into(), partition: 0, offset: 0, command: start }]
 ///         .to_stream(scope).container::<Vec<_>>()
 ///         .live_window(HashMap::new(), Arc::default())
+///         .0
 ///         .inspect(|op| if let SinkOp::Playlist { body, .. } = op { assert!(body.starts_with("#EXTM3U")) });
 /// });
 /// ```
 pub trait LiveWindowOp<'s> {
-    fn live_window(self, restored: HashMap<String, LiveStream>, metrics: Arc<Metrics>) -> StreamVec<'s, u64, SinkOp>;
+    fn live_window(self, restored: HashMap<String, LiveStream>, metrics: Arc<Metrics>) -> WindowStreams<'s>;
+}
+
+/// The live operator's two outputs: sink work, and changes to the streams' gap sets.
+pub type WindowStreams<'s> = (StreamVec<'s, u64, SinkOp>, StreamVec<'s, u64, GapUpdate>);
+
+/// One output of the live operator, split in two after it.
+enum WindowOutput {
+    Sink(SinkOp),
+    Gap(GapUpdate),
 }
 
 impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
-    fn live_window(self, restored: HashMap<String, LiveStream>, metrics: Arc<Metrics>) -> StreamVec<'s, u64, SinkOp> {
-        self.unary::<CapacityContainerBuilder<Vec<SinkOp>>, _, _, _>(
+    fn live_window(self, restored: HashMap<String, LiveStream>, metrics: Arc<Metrics>) -> WindowStreams<'s> {
+        use WindowOutput::{Gap, Sink};
+        let outputs = self.unary::<CapacityContainerBuilder<Vec<WindowOutput>>, _, _, _>(
             Exchange::new(|input: &LiveInput| input.route()),
             "LiveWindow",
-            move |_cap, _info| {
+            move |cap, _info| {
                 // Looked up several times per event: a fast hasher, seeded per map.
                 let mut streams: FastMap<String, LiveStream> = restored.into_iter().collect();
+                // The restored streams' gaps go out first, at time 0: the gap set starts empty.
+                let mut restored_gaps = Some(cap);
                 let counters = Counters::new(&metrics);
                 // Streams changed in this activation, and whether their playlist did: each is
                 // rendered once per activation, however many of its events arrived.
                 let mut touched: FastMap<String, bool> = FastMap::default();
                 move |input, output| {
+                    if let Some(cap) = restored_gaps.take() {
+                        let mut session = output.session(&cap);
+                        for (stream_id, stream) in streams.iter_mut() {
+                            session.give_iterator(gap_updates(stream_id, stream, *cap.time()).map(Gap));
+                        }
+                    }
                     // The earliest time seen: playlists go out at it, so the durable frontier
                     // cannot pass any of their events before they are written.
                     let mut earliest: Option<Capability<u64>> = None;
@@ -65,7 +89,7 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                             let (stream_id, partition, offset, command) = match item {
                                 LiveInput::Dead(dead) => {
                                     metrics.dead_letters_total.with_label_values(&[dead.reason.as_str()]).inc();
-                                    session.give(SinkOp::DeadLetter(dead));
+                                    session.give(Sink(SinkOp::DeadLetter(dead)));
                                     continue;
                                 }
                                 LiveInput::Command { stream_id, partition, offset, command } => {
@@ -74,7 +98,7 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                             };
                             let applied = guarded(|| {
                                 let stream = streams.get_mut(&stream_id);
-                                apply(stream, &stream_id, command, &counters, &mut |op| session.give(op))
+                                apply(stream, &stream_id, command, &counters, &mut |op| session.give(Sink(op)))
                             });
                             let changed = match applied {
                                 Ok(Applied::Changed(changed)) => changed,
@@ -87,7 +111,7 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                                     let error = format!("no stream {stream_id:?} was started");
                                     let dead =
                                         dead_letter(partition, offset, DeadLetterReason::UnknownStream, error, preview);
-                                    session.give(SinkOp::DeadLetter(dead));
+                                    session.give(Sink(SinkOp::DeadLetter(dead)));
                                     continue;
                                 }
                                 Ok(Applied::Nothing) => continue,
@@ -107,7 +131,7 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                                         error,
                                         String::new(),
                                     );
-                                    session.give(SinkOp::DeadLetter(dead));
+                                    session.give(Sink(SinkOp::DeadLetter(dead)));
                                     continue;
                                 }
                             };
@@ -122,21 +146,32 @@ impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
                     let Some(cap) = earliest else { return };
                     let mut session = output.session(&cap);
                     for (stream_id, playlist_changed) in touched.drain() {
-                        let stream = &streams[&stream_id];
+                        let Some(stream) = streams.get_mut(&stream_id) else { continue };
                         if playlist_changed {
-                            session.give(SinkOp::Playlist {
+                            session.give(Sink(SinkOp::Playlist {
                                 stream_id: stream_id.clone(),
                                 body: stream.render(),
                                 events_applied: stream.events_applied,
                                 ended: stream.ended(),
-                            });
+                            }));
                         }
-                        session.give(SinkOp::Stream(Box::new(stream.doc.clone())));
+                        session.give(Sink(SinkOp::Stream(Box::new(stream.doc.clone()))));
+                        session.give_iterator(gap_updates(&stream_id, stream, *cap.time()).map(Gap));
                     }
                 }
             },
-        )
+        );
+        outputs.ok_err(|output| match output {
+            Sink(op) => Ok(op),
+            Gap(update) => Err(update),
+        })
     }
+}
+
+/// A stream's gap changes since the last call, as updates of the gap set at `time`.
+fn gap_updates(stream_id: &str, stream: &mut LiveStream, time: u64) -> impl Iterator<Item = GapUpdate> {
+    let stream_id = stream_id.to_string();
+    stream.take_gap_changes().into_iter().map(move |(seq, cause, diff)| ((stream_id.clone(), (seq, cause)), time, diff))
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;

@@ -54,6 +54,7 @@ async fn run(ctx: &Arc<VodContext>, task: &TranscodeTask) -> Result<Vec<RungOutp
             let stored = ctx.backends.store.put_file(&key, &path).await;
             stored.map_err(|source| VodError::Store { file: file.to_string(), source })?;
         }
+        ctx.metrics.vod_rungs_transcoded_total.inc();
     }
     Ok(outputs)
 }

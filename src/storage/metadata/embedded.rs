@@ -15,11 +15,12 @@ use serde::de::DeserializeOwned;
 
 use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
-use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_streams");
 const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("live_metadata");
 const VODS: TableDefinition<&str, &[u8]> = TableDefinition::new("vod_metadata");
+const GAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_gaps");
 const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 const MARKER: TableDefinition<&str, &[u8]> = TableDefinition::new(MARKER_TABLE);
@@ -101,6 +102,7 @@ impl EmbeddedMetadata {
                 let mut dead = txn.open_table(DEAD_LETTERS).map_err(backend)?;
                 let mut vods = txn.open_table(VODS).map_err(backend)?;
                 let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
+                let mut gaps = txn.open_table(GAPS).map_err(backend)?;
                 for write in writes.iter() {
                     match write {
                         MetaWrite::Stream(doc) => {
@@ -121,6 +123,9 @@ impl EmbeddedMetadata {
                         }
                         MetaWrite::Token(doc) => {
                             tokens.insert(doc.token_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
+                        }
+                        MetaWrite::Gaps(doc) => {
+                            gaps.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
                         }
                     }
                 }
@@ -209,6 +214,10 @@ impl MetadataStore for EmbeddedMetadata {
         self.get_by_id(VODS, stream_id).await
     }
 
+    async fn get_gaps(&self, stream_id: &str) -> Result<Option<LiveGapsDoc>, MetadataError> {
+        self.get_by_id(GAPS, stream_id).await
+    }
+
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {
         self.list_all(STREAMS).await
     }
@@ -271,6 +280,7 @@ fn open_checked(path: &Path) -> Result<Database, Box<redb::Error>> {
     txn.open_table(DEAD_LETTERS).map_err(boxed)?;
     txn.open_table(VODS).map_err(boxed)?;
     txn.open_table(TOKENS).map_err(boxed)?;
+    txn.open_table(GAPS).map_err(boxed)?;
     txn.open_table(MARKER).map_err(boxed)?;
     txn.commit().map_err(boxed)?;
     Ok(db)

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::BoxError;
 use crate::model::auth::TokenDoc;
-use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
 #[derive(Debug, Error)]
 pub enum MetadataError {
@@ -85,6 +85,8 @@ pub enum MetaWrite {
     DeadLetter(DeadLetterDoc),
     /// Upsert keyed by `stream_id`.
     Vod(VodDoc),
+    /// Upsert keyed by `stream_id`.
+    Gaps(LiveGapsDoc),
     /// Upsert keyed by `token_id`.
     Token(TokenDoc),
 }
@@ -110,6 +112,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Chunks of a stream with `chunk_index >= from`, in order, at most `limit`.
     async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError>;
     async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError>;
+    /// The gap slots of a live stream's window (none until it had one).
+    async fn get_gaps(&self, stream_id: &str) -> Result<Option<LiveGapsDoc>, MetadataError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError>;
     async fn get_token(&self, token_id: &str) -> Result<Option<TokenDoc>, MetadataError>;
     async fn list_tokens(&self) -> Result<Vec<TokenDoc>, MetadataError>;

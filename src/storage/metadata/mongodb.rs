@@ -22,12 +22,13 @@ use serde::de::DeserializeOwned;
 
 use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
-use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveStreamDoc, VodDoc};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: &str = "live_streams";
 /// The legacy pipeline's name for the per-chunk documents.
 const CHUNKS: &str = "live_metadata";
 const VODS: &str = "vod_metadata";
+const GAPS: &str = "live_gaps";
 const DEAD_LETTERS: &str = "dead_letters";
 const TOKENS: &str = "api_tokens";
 
@@ -66,6 +67,7 @@ enum Key {
     Chunk(String, u64),
     DeadLetter(String, u32, u64),
     Vod(String),
+    Gaps(String),
     Token(String),
 }
 
@@ -98,6 +100,7 @@ impl MongoMetadata {
             (STREAMS, doc! { "stream_id": 1 }),
             (CHUNKS, doc! { "stream_id": 1, "chunk_index": 1 }),
             (VODS, doc! { "stream_id": 1 }),
+            (GAPS, doc! { "stream_id": 1 }),
             (DEAD_LETTERS, doc! { "topic": 1, "partition": 1, "offset": 1 }),
             (TOKENS, doc! { "token_id": 1 }),
         ];
@@ -165,6 +168,7 @@ impl MongoMetadata {
                 (Key::DeadLetter(doc.topic.clone(), doc.partition, doc.offset), op)
             }
             MetaWrite::Vod(doc) => (Key::Vod(doc.stream_id.clone()), self.by_stream_id(VODS, &doc.stream_id, doc)?),
+            MetaWrite::Gaps(doc) => (Key::Gaps(doc.stream_id.clone()), self.by_stream_id(GAPS, &doc.stream_id, doc)?),
             MetaWrite::Token(doc) => {
                 let filter = doc! { "token_id": &doc.token_id };
                 let op = Op { collection: TOKENS, filter, doc: self.encode(doc)?, overwrite: true };
@@ -406,6 +410,10 @@ impl MetadataStore for MongoMetadata {
 
     async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError> {
         self.find_one(VODS, doc! { "stream_id": stream_id }).await
+    }
+
+    async fn get_gaps(&self, stream_id: &str) -> Result<Option<LiveGapsDoc>, MetadataError> {
+        self.find_one(GAPS, doc! { "stream_id": stream_id }).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError> {

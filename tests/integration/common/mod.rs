@@ -517,11 +517,22 @@ pub fn cluster_command(shared: &Path, data_dir: &Path, peers: &[String], process
 /// `shared/p{i}`: every one started before any is waited for (timely connects them all
 /// first). Returns each process with its base URL and its stderr, read on a thread.
 pub fn spawn_cluster(shared: &Path, peers: &[String], workers: usize) -> Vec<(EngineProcess, String, Stderr)> {
+    spawn_cluster_with(shared, peers, workers, &[])
+}
+
+/// As [`spawn_cluster`], with more `SEGFLOW_*` settings on every process.
+pub fn spawn_cluster_with(
+    shared: &Path,
+    peers: &[String],
+    workers: usize,
+    settings: &[(&str, &str)],
+) -> Vec<(EngineProcess, String, Stderr)> {
     // Each one owned at once, so a panic below kills every one started.
     let mut processes: Vec<EngineProcess> = (0..peers.len())
         .map(|i| {
             let dir = shared.join(format!("p{i}"));
-            EngineProcess(cluster_command(shared, &dir, peers, i, workers).spawn().expect("the segflow binary runs"))
+            let mut command = cluster_command(shared, &dir, peers, i, workers);
+            EngineProcess(command.envs(settings.iter().copied()).spawn().expect("the segflow binary runs"))
         })
         .collect();
     let stderrs: Vec<Stderr> = processes.iter_mut().map(|process| Stderr::read(&mut process.0)).collect();

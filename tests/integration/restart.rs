@@ -10,6 +10,7 @@ use crate::common::{Backends, EngineProcess, fetch_json, put_segment, spawn_segf
 
 on_both_backends!(
     kill_9_loses_nothing_and_sigterm_drains,
+    the_gap_set_is_whole_again_after_kill_9,
     a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing
 );
 
@@ -93,6 +94,44 @@ async fn kill_9_loses_nothing_and_sigterm_drains(backends: Backends) {
     assert_eq!(uris(&playlist(&client, &third.base, &id).await, &id), expected);
     let mut third = third;
     third.child.kill();
+}
+
+/// Waits until the stream's window has `missing` gap slots, as the gap set counts them.
+async fn wait_missing(client: &reqwest::Client, base: &str, id: &str, missing: u64) {
+    for _ in 0..400 {
+        if stream_doc(client, base, id).await["gap_slots"]["missing"].as_u64() == Some(missing) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("stream {id} never had {missing} missing slots: {}", stream_doc(client, base, id).await);
+}
+
+/// The gap set lives in the dataflow: after `kill -9` the restored streams' gaps are counted
+/// again, so a new gap adds to them and a late chunk takes its own out.
+async fn the_gap_set_is_whole_again_after_kill_9(backends: Backends) {
+    let data = tempfile::tempdir().unwrap();
+    let client = crate::common::admin_client(data.path());
+    let mut first = spawn_on(backends, data.path());
+    let id = start_stream_at(&client, &first.base, r#"{"target_duration":2,"dvr_window_size":20}"#).await;
+    for seq in [0, 1, 3] {
+        assert_eq!(put_segment(&client, &first.base, &id, seq).await, 201);
+    }
+    wait_missing(&client, &first.base, &id, 1).await;
+    first.child.kill(); // SIGKILL
+
+    let mut second = spawn_on(backends, data.path());
+    assert_eq!(put_segment(&client, &second.base, &id, 5).await, 201);
+    wait_missing(&client, &second.base, &id, 2).await; // 2 from before the crash, and 4
+    assert_eq!(put_segment(&client, &second.base, &id, 2).await, 201);
+    wait_missing(&client, &second.base, &id, 1).await;
+    let doc = stream_doc(&client, &second.base, &id).await;
+    assert_eq!(
+        (doc["gap_slots"]["checksum_failed"].as_u64(), doc["health"].as_str()),
+        (Some(0), Some("gaps")),
+        "{doc}"
+    );
+    second.child.kill();
 }
 
 /// A transcode killed with `kill -9` is redone after the restart into the same files; a

@@ -1,5 +1,6 @@
 //! Oracle test: random chunk sequences (gaps, duplicates, reordering, bad checksums, chunks
-//! after the end) go through the live dataflow with 1 and 3 workers; every playlist it emits
+//! after the end) go through the live dataflow with 1 and 3 workers, and 2 timely processes of
+//! 2 workers over loopback TCP; every playlist it emits
 //! must equal a plain recomputation from the same events, and the gap counts differential
 //! dataflow derives from the gap set must match the final playlists' gap slots.
 
@@ -226,8 +227,40 @@ type Captured = Arc<Mutex<Vec<(String, u64, String)>>>;
 /// order each stream's were written, and `live_chunk_gaps_total`.
 type Emitted = (Vec<(String, u64, String)>, Vec<LiveGapsDoc>, u64);
 
-/// Runs the events through decode -> live_window -> gap_documents with `workers` threads.
-fn run_dataflow(events: &[LiveEvent], workers: usize) -> Emitted {
+/// How the oracle's dataflow runs: threads of one process, or timely processes over loopback
+/// TCP (each on a thread of this test, its records crossing as bincode as between machines).
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    Threads(usize),
+    Processes { processes: usize, workers: usize },
+}
+
+impl Layout {
+    /// One timely config per process.
+    fn configs(self) -> Vec<timely::Config> {
+        match self {
+            Layout::Threads(workers) => vec![timely::Config::process(workers)],
+            Layout::Processes { processes, workers } => {
+                let addresses = crate::common::free_addresses(processes);
+                (0..processes)
+                    .map(|process| timely::Config {
+                        communication: timely::CommunicationConfig::Cluster {
+                            threads: workers,
+                            process,
+                            addresses: addresses.clone(),
+                            report: false,
+                            zerocopy: false,
+                        },
+                        worker: timely::WorkerConfig::default(),
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Runs the events through decode -> live_window -> gap_documents laid out as `layout`.
+fn run_dataflow(events: &[LiveEvent], layout: Layout) -> Emitted {
     let records: Vec<LogRecord> = events
         .iter()
         .enumerate()
@@ -242,7 +275,7 @@ fn run_dataflow(events: &[LiveEvent], workers: usize) -> Emitted {
     let gap_docs: Arc<Mutex<Vec<LiveGapsDoc>>> = Arc::default();
     let metrics = Arc::new(Metrics::new());
     let (out, gaps_out, m) = (captured.clone(), gap_docs.clone(), metrics.clone());
-    timely::execute(timely::Config::process(workers), move |worker| {
+    let work = move |worker: &mut timely::worker::Worker| {
         let (out, gaps_out, m) = (out.clone(), gaps_out.clone(), m.clone());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Vec<LogRecord>>();
@@ -275,23 +308,33 @@ fn run_dataflow(events: &[LiveEvent], workers: usize) -> Emitted {
         while !probe.done() {
             worker.step();
         }
-    })
-    .unwrap();
+    };
+    let processes: Vec<_> = layout
+        .configs()
+        .into_iter()
+        .map(|config| {
+            let work = work.clone();
+            std::thread::spawn(move || timely::execute(config, work).map(drop))
+        })
+        .collect();
+    for process in processes {
+        process.join().unwrap().unwrap();
+    }
     let playlists = captured.lock().unwrap().clone();
     let gap_docs = gap_docs.lock().unwrap().clone();
     (playlists, gap_docs, metrics.live_chunk_gaps_total.get())
 }
 
-fn check(seed: u64, workers: usize) {
+fn check(seed: u64, layout: Layout) {
     let mut rng = StdRng::seed_from_u64(seed);
     let events = random_events(&mut rng);
     let (expected, expected_gaps) = oracle(&events);
-    let (emitted, gap_docs, gaps) = run_dataflow(&events, workers);
+    let (emitted, gap_docs, gaps) = run_dataflow(&events, layout);
     assert!(emitted.len() > STREAMS, "seed {seed}: the dataflow emitted playlists");
     let mut last: HashMap<&str, u64> = HashMap::new();
     for (stream_id, applied, body) in &emitted {
         let want = &expected[stream_id][*applied as usize];
-        assert_eq!(body, want, "seed {seed}, {workers} workers, {stream_id} after {applied} events");
+        assert_eq!(body, want, "seed {seed}, {layout:?}, {stream_id} after {applied} events");
         let seen = last.entry(stream_id).or_default();
         assert!(*applied >= *seen, "playlists of a stream arrive in order");
         *seen = *applied;
@@ -308,20 +351,27 @@ fn check(seed: u64, workers: usize) {
         let slots = versions.last().unwrap().matches("#EXT-X-GAP").count() as u64;
         let newest = gap_docs.iter().rev().find(|doc| &doc.stream_id == stream_id);
         let counted = newest.map_or(0, |doc| doc.missing + doc.checksum_failed);
-        assert_eq!(counted, slots, "seed {seed}, {workers} workers: gap slots of {stream_id} ({newest:?})");
+        assert_eq!(counted, slots, "seed {seed}, {layout:?}: gap slots of {stream_id} ({newest:?})");
     }
 }
 
 #[test]
 fn one_worker_matches_plain_recomputation() {
     for seed in 0..20 {
-        check(seed, 1);
+        check(seed, Layout::Threads(1));
     }
 }
 
 #[test]
 fn three_workers_match_plain_recomputation() {
     for seed in 100..120 {
-        check(seed, 3);
+        check(seed, Layout::Threads(3));
+    }
+}
+
+#[test]
+fn two_processes_of_two_workers_match_plain_recomputation() {
+    for seed in 200..210 {
+        check(seed, Layout::Processes { processes: 2, workers: 2 });
     }
 }

@@ -73,6 +73,7 @@ mod tests {
                 audio_codec: audio.then(|| "aac".into()),
             },
             rungs: vec![rung()],
+            time: 3,
         }
     }
 
@@ -81,7 +82,8 @@ mod tests {
     }
 
     fn failure() -> VodFailure {
-        VodFailure { stream_id: "vod-1".into(), uploaded_at_us: 1, error: "no".into(), rungs: vec![], planned: vec![] }
+        let (rungs, planned) = (vec![], vec![]);
+        VodFailure { stream_id: "vod-1".into(), uploaded_at_us: 1, error: "no".into(), rungs, planned, time: None }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! log_source (vod-chunks) -> VodInput::decode
 //!   -> async_stage VodProbe      (exchange by video)        ffprobe, ladder -> transcode tasks
 //!   -> async_stage VodTranscode  (exchange by video, rung)  FFmpeg pool (and the poster) -> one result per rung
-//!   -> join_rungs                (exchange by video)        every rung done, or the first failure
+//!   -> join_rungs                (exchange by video)        differential: every rung done, or a failure
 //!   -> async_stage VodFinish     (exchange by video)        master playlist, status ready | failed
 //!   -> durable frontier -> offset commits
 //! ```
@@ -27,7 +27,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{Scope, StreamVec};
 
 pub use context::VodContext;
-use join_rungs::JoinRungs;
+use join_rungs::{JoinRungs, StampPlanTime};
 use records::{Joined, RungDone, VodInput, VodResult, by_task, by_video};
 pub use transcode::SEGMENT_SECONDS;
 
@@ -48,6 +48,7 @@ pub fn vod_pipeline<'s>(
         .async_stage("VodProbe", VodInput::route, runtime.clone(), move |input| {
             probe::probe_stage(probing.clone(), input)
         })
+        .stamp_plan_time()
         .async_stage("VodTranscode", by_task, runtime.clone(), move |task| {
             transcode::transcode_stage(transcoding.clone(), task)
         })

@@ -51,6 +51,8 @@ pub struct VodFailure {
     /// when it failed before its ladder was planned (then nothing else of it follows).
     pub rungs: Vec<String>,
     pub planned: Vec<String>,
+    /// Its plan's [`VodPlan::time`], when it had one.
+    pub time: Option<u64>,
 }
 
 /// The outcome of a VOD stage for one video: its work, or why the video failed.
@@ -64,6 +66,9 @@ pub struct VodPlan {
     pub uploaded_at_us: u64,
     pub info: MediaInfo,
     pub rungs: Vec<Rung>,
+    /// The dataflow time its tasks went out at ([`stamp_plan_time`]): no result of the video
+    /// is at a later one, so the join counts them all at it.
+    pub time: u64,
 }
 
 impl VodPlan {
@@ -75,6 +80,7 @@ impl VodPlan {
             error,
             rungs: rungs.iter().map(|r| r.name.clone()).collect(),
             planned: self.rungs.iter().map(|r| r.name.clone()).collect(),
+            time: Some(self.time),
         }
     }
 }

@@ -586,18 +586,21 @@ impl Stderr {
 /// PUTs a small made-up segment with its sequence number, 2 s duration and checksum; returns
 /// the HTTP status.
 pub async fn put_segment(client: &reqwest::Client, base: &str, id: &str, seq: u64) -> u16 {
+    try_put_segment(client, base, id, seq).await.expect("segflow answers")
+}
+
+/// [`put_segment`], `None` when no answer came (the process is gone).
+pub async fn try_put_segment(client: &reqwest::Client, base: &str, id: &str, seq: u64) -> Option<u16> {
     let bytes = format!("segment {seq} of {id}").repeat(100).into_bytes();
-    client
+    let sent = client
         .put(format!("{base}/ingest/{id}/{seq}.ts"))
         .header("X-Sequence-Number", seq.to_string())
         .header("X-Duration-Ms", "2000")
         .header("X-Checksum-Sha256", sha256_hex(&bytes))
         .body(bytes)
         .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .await;
+    sent.ok().map(|response| response.status().as_u16())
 }
 
 /// GETs a URL and parses its JSON body.

@@ -255,7 +255,8 @@ impl Engine {
             max_sequence_jump: config.max_sequence_jump,
         };
         let ingest = Arc::new(Ingest::new(backends.clone(), metrics.clone(), limits, notices, cluster.is_cluster()));
-        let auth = Arc::new(api::auth::Auth::new(!config.no_auth, backends.metadata.clone()));
+        let token_ttl = if cluster.is_cluster() { Duration::ZERO } else { api::auth::TOKEN_CACHE_TTL };
+        let auth = Arc::new(api::auth::Auth::new(!config.no_auth, backends.metadata.clone(), token_ttl));
         let config = Arc::new(config);
         let state = AppState { config, backends, ingest, signer: Arc::new(signer), auth, metrics, cluster };
         Ok(Engine { state, stop, workers, offsets_committed, first_admin_token })

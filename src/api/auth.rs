@@ -12,9 +12,10 @@ use crate::model::auth::{self, NewSecret, PlaybackPolicy, STREAM_KEY_PREFIX, Sco
 use crate::model::{LiveStreamDoc, now_ms};
 use crate::storage::metadata::{MetaWrite, MetadataError, MetadataStore};
 
-/// How long a token read from the metadata store is trusted before it is read again: a
-/// revocation takes effect everywhere within this.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long a token read from the metadata store is trusted before it is read again, by a
+/// process of its own: a revocation by `segflow token revoke` takes effect within this. A
+/// cluster reads every time, so that a revocation through one process holds on all at once.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// The header an encoder that cannot send `Authorization` (FFmpeg's `-headers`) may use.
 pub const STREAM_KEY_HEADER: &str = "x-stream-key";
@@ -24,11 +25,13 @@ pub struct Auth {
     enabled: bool,
     metadata: Arc<dyn MetadataStore>,
     cache: Mutex<HashMap<String, (Option<TokenDoc>, Instant)>>,
+    /// [`TOKEN_CACHE_TTL`], or zero: no cache.
+    cache_ttl: Duration,
 }
 
 impl Auth {
-    pub fn new(enabled: bool, metadata: Arc<dyn MetadataStore>) -> Auth {
-        Auth { enabled, metadata, cache: Mutex::default() }
+    pub fn new(enabled: bool, metadata: Arc<dyn MetadataStore>, cache_ttl: Duration) -> Auth {
+        Auth { enabled, metadata, cache: Mutex::default(), cache_ttl }
     }
 
     pub fn enabled(&self) -> bool {
@@ -107,14 +110,16 @@ impl Auth {
         let Some(id) = auth::token_id(presented) else { return Ok(None) };
         let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
         let doc = match cached {
-            Some((doc, at)) if at.elapsed() < TOKEN_CACHE_TTL => doc,
+            Some((doc, at)) if at.elapsed() < self.cache_ttl => doc,
             _ => {
                 let doc = self.metadata.get_token(id).await?;
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() > 10_000 {
-                    cache.clear(); // bounded: ids from outside are made up at will
+                if !self.cache_ttl.is_zero() {
+                    let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                    if cache.len() > 10_000 {
+                        cache.clear(); // bounded: ids from outside are made up at will
+                    }
+                    cache.insert(id.to_string(), (doc.clone(), Instant::now()));
                 }
-                cache.insert(id.to_string(), (doc.clone(), Instant::now()));
                 doc
             }
         };

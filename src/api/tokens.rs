@@ -63,7 +63,8 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
     Ok(Json(json!({ "tokens": tokens.iter().map(token_view).collect::<Vec<_>>() })))
 }
 
-/// `DELETE /tokens/{id}`: revoked at once in this process, within seconds in others.
+/// `DELETE /tokens/{id}`: revoked at once in this process (on a cluster, in all of them),
+/// within [`super::auth::TOKEN_CACHE_TTL`] in another segflow on the same store.
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,

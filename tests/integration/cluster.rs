@@ -79,6 +79,22 @@ async fn two_processes_run_one_live_computation_and_a_lost_peer_ends_the_other()
         assert_eq!(cluster["peers"][0]["address"], peers[1 - process].as_str(), "{health}");
     }
 
+    // A token made through process 0 works on process 1, and once revoked through process 0
+    // it works on neither, at once: no process caches tokens on a cluster.
+    let made = client.post(format!("{}/tokens", bases[0])).body(r#"{"name":"viewer","scopes":["read"]}"#).send();
+    let made: Value = made.await.unwrap().json().await.unwrap();
+    let viewer = format!("Bearer {}", made["token"].as_str().unwrap());
+    let read_with = |base: &str, token: &str| {
+        reqwest::Client::new().get(format!("{base}/dead-letters")).header("authorization", token).send()
+    };
+    assert_eq!(read_with(&bases[1], &viewer).await.unwrap().status(), 200);
+    let token_id = made["token_id"].as_str().unwrap();
+    let revoked = client.delete(format!("{}/tokens/{token_id}", bases[0])).send().await.unwrap();
+    assert_eq!(revoked.status(), 200);
+    for base in &bases {
+        assert_eq!(read_with(base, &viewer).await.unwrap().status(), 401, "a revoked token on {base}");
+    }
+
     // One stream, its segments sent to either process: 0 1 3 2 (late, fills 2) 4 (corrupted) 5.
     let (id, key) = start(&client, &bases[0]).await;
     for (turn, (seq, corrupt)) in

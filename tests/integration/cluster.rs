@@ -205,6 +205,13 @@ async fn two_processes_run_one_live_computation_and_a_lost_peer_ends_the_other()
             chunks["chunks"].as_array().unwrap().iter().map(|c| c["chunk_index"].as_u64().unwrap()).collect();
         let lost: Vec<&u64> = acknowledged.iter().filter(|seq| !stored.contains(seq)).collect();
         assert!(lost.is_empty(), "acknowledged but lost: {lost:?} of {acknowledged:?}");
+        // Nothing doubled: the playlist lists each stored segment of its window once.
+        let live = fetch_json(&client, &format!("{base}/streams/{second}/live")).await;
+        let playlist = reqwest::get(live["manifest_url"].as_str().unwrap()).await.unwrap().text().await.unwrap();
+        let entries: Vec<&str> = playlist.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+        let unique: std::collections::HashSet<&&str> = entries.iter().collect();
+        assert_eq!(unique.len(), entries.len(), "{playlist}");
+        assert!(!entries.is_empty(), "{playlist}");
         let first = fetch_json(&client, &format!("{base}/streams/{id}/metadata")).await;
         assert_eq!((first["status"].as_str(), first["chunks_accepted"].as_u64()), (Some("vod"), Some(5)), "{first}");
     }

@@ -17,9 +17,10 @@ pub trait JoinRungs<'s> {
     -> StreamVec<'s, u64, VodResult<Joined>>;
 }
 
-/// One rung's result in the collection: `(video, (rung, result as JSON))`. JSON, as the
-/// collection's records must be ordered and a result holds floats.
-type Report = (String, (String, String));
+/// One rung's result in the collection: `(video, (rung, result as bincode))`. Encoded, as the
+/// collection's records must be ordered and a result holds floats; bincode, as timely uses it
+/// for every record that crosses processes (its round trip is tested in `dataflow`).
+type Report = (String, (String, Vec<u8>));
 
 impl<'s> JoinRungs<'s> for StreamVec<'s, u64, VodResult<RungDone>> {
     fn join_rungs(
@@ -48,11 +49,14 @@ impl<'s> JoinRungs<'s> for StreamVec<'s, u64, VodResult<RungDone>> {
             },
         )
         .as_collection()
-        .reduce_named("JoinRungs", |_video, reports: &[(&(String, String), isize)], out: &mut Vec<(String, isize)>| {
-            if let Some(joined) = joined(reports) {
-                out.push((serde_json::to_string(&joined).expect("a joined video encodes as JSON"), 1));
-            }
-        })
+        .reduce_named(
+            "JoinRungs",
+            |_video, reports: &[(&(String, Vec<u8>), isize)], out: &mut Vec<(Vec<u8>, isize)>| {
+                if let Some(joined) = joined(reports) {
+                    out.push((bincode::serialize(&joined).expect("a joined video encodes"), 1));
+                }
+            },
+        )
         .inner
         .unary::<CapacityContainerBuilder<Vec<VodResult<Joined>>>, _, _, _>(
             Pipeline,
@@ -63,7 +67,7 @@ impl<'s> JoinRungs<'s> for StreamVec<'s, u64, VodResult<RungDone>> {
                         // Only additions: the retraction one time later says nothing new.
                         for ((_video, joined), time, _) in data.drain(..).filter(|(_, _, diff)| *diff > 0) {
                             let joined: VodResult<Joined> =
-                                serde_json::from_str(&joined).expect("encoded by the reduce");
+                                bincode::deserialize(&joined).expect("encoded by the reduce");
                             output.session(&cap.delayed(&time, 0)).give(joined);
                         }
                     });
@@ -79,16 +83,16 @@ fn report(result: &VodResult<RungDone>) -> Report {
         Ok(done) => (done.plan.stream_id.clone(), done.output.rung.name.clone()),
         Err(failure) => (failure.stream_id.clone(), failure.rungs.join(",")),
     };
-    (video, (rung, serde_json::to_string(result).expect("a rung's result encodes as JSON")))
+    (video, (rung, bincode::serialize(result).expect("a rung's result encodes")))
 }
 
 /// What a video's results at one time say: a failure (the first, by rung name), every planned
 /// rung done (in the plan's order), or nothing yet.
-fn joined(reports: &[(&(String, String), isize)]) -> Option<VodResult<Joined>> {
+fn joined(reports: &[(&(String, Vec<u8>), isize)]) -> Option<VodResult<Joined>> {
     let results: Vec<VodResult<RungDone>> = reports
         .iter()
         .filter(|(_, count)| *count > 0)
-        .filter_map(|((_, json), _)| serde_json::from_str(json).ok())
+        .filter_map(|((_, encoded), _)| bincode::deserialize(encoded).ok())
         .collect();
     if let Some(failure) = results.iter().find_map(|result| result.as_ref().err()) {
         return Some(Err(failure.clone()));

@@ -13,8 +13,8 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::core::OkErr;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::gaps::GapUpdate;
 
@@ -49,122 +49,116 @@ pub trait LiveWindowOp<'s> {
 /// The live operator's two outputs: sink work, and changes to the streams' gap sets.
 pub type WindowStreams<'s> = (StreamVec<'s, u64, SinkOp>, StreamVec<'s, u64, GapUpdate>);
 
-/// One output of the live operator, split in two after it.
-enum WindowOutput {
-    Sink(SinkOp),
-    Gap(GapUpdate),
-}
-
 impl<'s> LiveWindowOp<'s> for StreamVec<'s, u64, LiveInput> {
     fn live_window(self, restored: HashMap<String, LiveStream>, metrics: Arc<Metrics>) -> WindowStreams<'s> {
-        use WindowOutput::{Gap, Sink};
-        let outputs = self.unary::<CapacityContainerBuilder<Vec<WindowOutput>>, _, _, _>(
-            Exchange::new(|input: &LiveInput| input.route()),
-            "LiveWindow",
-            move |cap, _info| {
-                // Looked up several times per event: a fast hasher, seeded per map.
-                let mut streams: FastMap<String, LiveStream> = restored.into_iter().collect();
-                // The restored streams' gaps go out first, at time 0: the gap set starts empty.
-                let mut restored_gaps = Some(cap);
-                let counters = Counters::new(&metrics);
-                // Streams changed in this activation, and whether their playlist did: each is
-                // rendered once per activation, however many of its events arrived.
-                let mut touched: FastMap<String, bool> = FastMap::default();
-                move |input, output| {
-                    if let Some(cap) = restored_gaps.take() {
-                        let mut session = output.session(&cap);
-                        for (stream_id, stream) in streams.iter_mut() {
-                            session.give_iterator(gap_updates(stream_id, stream, *cap.time()).map(Gap));
-                        }
-                    }
-                    // The earliest time seen: playlists go out at it, so the durable frontier
-                    // cannot pass any of their events before they are written.
-                    let mut earliest: Option<Capability<u64>> = None;
-                    input.for_each(|cap, data| {
-                        if earliest.as_ref().is_none_or(|e| cap.least().is_some_and(|t| t < e.time())) {
-                            earliest = cap.retain_least(0);
-                        }
-                        let mut session = output.session(&cap);
-                        for item in data.drain(..) {
-                            let (stream_id, partition, offset, command) = match item {
-                                LiveInput::Dead(dead) => {
-                                    metrics.dead_letters_total.with_label_values(&[dead.reason.as_str()]).inc();
-                                    session.give(Sink(SinkOp::DeadLetter(dead)));
-                                    continue;
-                                }
-                                LiveInput::Command { stream_id, partition, offset, command } => {
-                                    (stream_id, partition, offset, command)
-                                }
-                            };
-                            let applied = guarded(|| {
-                                let stream = streams.get_mut(&stream_id);
-                                apply(stream, &stream_id, command, &counters, &mut |op| session.give(Sink(op)))
-                            });
-                            let changed = match applied {
-                                Ok(Applied::Changed(changed)) => changed,
-                                Ok(Applied::Started(stream)) => {
-                                    streams.insert(stream_id.clone(), *stream);
-                                    true
-                                }
-                                Ok(Applied::Unknown(preview)) => {
-                                    counters.unknown_stream.inc();
-                                    let error = format!("no stream {stream_id:?} was started");
-                                    let dead =
-                                        dead_letter(partition, offset, DeadLetterReason::UnknownStream, error, preview);
-                                    session.give(Sink(SinkOp::DeadLetter(dead)));
-                                    continue;
-                                }
-                                Ok(Applied::Nothing) => continue,
-                                Err(error) => {
-                                    tracing::error!(
-                                        stream_id,
-                                        partition,
-                                        offset,
-                                        error,
-                                        "a live event failed; set aside as a dead letter"
-                                    );
-                                    counters.processing_failed.inc();
-                                    let dead = dead_letter(
-                                        partition,
-                                        offset,
-                                        DeadLetterReason::ProcessingFailed,
-                                        error,
-                                        String::new(),
-                                    );
-                                    session.give(Sink(SinkOp::DeadLetter(dead)));
-                                    continue;
-                                }
-                            };
-                            match touched.get_mut(&stream_id) {
-                                Some(playlist) => *playlist |= changed,
-                                None => {
-                                    touched.insert(stream_id, changed);
-                                }
-                            }
-                        }
-                    });
-                    let Some(cap) = earliest else { return };
-                    let mut session = output.session(&cap);
-                    for (stream_id, playlist_changed) in touched.drain() {
-                        let Some(stream) = streams.get_mut(&stream_id) else { continue };
-                        if playlist_changed {
-                            session.give(Sink(SinkOp::Playlist {
-                                stream_id: stream_id.clone(),
-                                body: stream.render(),
-                                events_applied: stream.events_applied,
-                                ended: stream.ended(),
-                            }));
-                        }
-                        session.give(Sink(SinkOp::Stream(Box::new(stream.doc.clone()))));
-                        session.give_iterator(gap_updates(&stream_id, stream, *cap.time()).map(Gap));
+        let mut builder = OperatorBuilder::new("LiveWindow".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Exchange::new(|input: &LiveInput| input.route()));
+        let (sink_output, sink_ops) = builder.new_output::<Vec<SinkOp>>();
+        let (gap_output, gap_changes) = builder.new_output::<Vec<GapUpdate>>();
+        let mut sink_output: OutputBuilder<_, CapacityContainerBuilder<_>> = OutputBuilder::from(sink_output);
+        let mut gap_output: OutputBuilder<_, CapacityContainerBuilder<_>> = OutputBuilder::from(gap_output);
+        builder.build(move |mut caps| {
+            // The restored streams' gaps go out first, at time 0: the gap set starts empty.
+            let mut restored_gaps = caps.pop();
+            drop(caps);
+            // Looked up several times per event: a fast hasher, seeded per map.
+            let mut streams: FastMap<String, LiveStream> = restored.into_iter().collect();
+            let counters = Counters::new(&metrics);
+            // Streams changed in this activation, and whether their playlist did: each is
+            // rendered once per activation, however many of its events arrived.
+            let mut touched: FastMap<String, bool> = FastMap::default();
+            move |_frontiers| {
+                let (mut sinks, mut gaps) = (sink_output.activate(), gap_output.activate());
+                if let Some(cap) = restored_gaps.take() {
+                    let mut session = gaps.session(&cap);
+                    for (stream_id, stream) in streams.iter_mut() {
+                        session.give_iterator(gap_updates(stream_id, stream, *cap.time()));
                     }
                 }
-            },
-        );
-        outputs.ok_err(|output| match output {
-            Sink(op) => Ok(op),
-            Gap(update) => Err(update),
-        })
+                // The earliest time seen, for each output: playlists go out at it, so the
+                // durable frontier cannot pass any of their events before they are written.
+                let mut earliest: Option<(Capability<u64>, Capability<u64>)> = None;
+                input.for_each(|cap, data| {
+                    if earliest.as_ref().is_none_or(|(e, _)| cap.least().is_some_and(|t| t < e.time())) {
+                        earliest = cap.retain_least(0).zip(cap.retain_least(1));
+                    }
+                    let mut session = sinks.session(&cap);
+                    for item in data.drain(..) {
+                        let (stream_id, partition, offset, command) = match item {
+                            LiveInput::Dead(dead) => {
+                                metrics.dead_letters_total.with_label_values(&[dead.reason.as_str()]).inc();
+                                session.give(SinkOp::DeadLetter(dead));
+                                continue;
+                            }
+                            LiveInput::Command { stream_id, partition, offset, command } => {
+                                (stream_id, partition, offset, command)
+                            }
+                        };
+                        let applied = guarded(|| {
+                            let stream = streams.get_mut(&stream_id);
+                            apply(stream, &stream_id, command, &counters, &mut |op| session.give(op))
+                        });
+                        let changed = match applied {
+                            Ok(Applied::Changed(changed)) => changed,
+                            Ok(Applied::Started(stream)) => {
+                                streams.insert(stream_id.clone(), *stream);
+                                true
+                            }
+                            Ok(Applied::Unknown(preview)) => {
+                                counters.unknown_stream.inc();
+                                let error = format!("no stream {stream_id:?} was started");
+                                let dead =
+                                    dead_letter(partition, offset, DeadLetterReason::UnknownStream, error, preview);
+                                session.give(SinkOp::DeadLetter(dead));
+                                continue;
+                            }
+                            Ok(Applied::Nothing) => continue,
+                            Err(error) => {
+                                tracing::error!(
+                                    stream_id,
+                                    partition,
+                                    offset,
+                                    error,
+                                    "a live event failed; set aside as a dead letter"
+                                );
+                                counters.processing_failed.inc();
+                                let dead = dead_letter(
+                                    partition,
+                                    offset,
+                                    DeadLetterReason::ProcessingFailed,
+                                    error,
+                                    String::new(),
+                                );
+                                session.give(SinkOp::DeadLetter(dead));
+                                continue;
+                            }
+                        };
+                        match touched.get_mut(&stream_id) {
+                            Some(playlist) => *playlist |= changed,
+                            None => {
+                                touched.insert(stream_id, changed);
+                            }
+                        }
+                    }
+                });
+                let Some((cap, gap_cap)) = earliest else { return };
+                let (mut session, mut gap_session) = (sinks.session(&cap), gaps.session(&gap_cap));
+                for (stream_id, playlist_changed) in touched.drain() {
+                    let Some(stream) = streams.get_mut(&stream_id) else { continue };
+                    if playlist_changed {
+                        session.give(SinkOp::Playlist {
+                            stream_id: stream_id.clone(),
+                            body: stream.render(),
+                            events_applied: stream.events_applied,
+                            ended: stream.ended(),
+                        });
+                    }
+                    session.give(SinkOp::Stream(Box::new(stream.doc.clone())));
+                    gap_session.give_iterator(gap_updates(&stream_id, stream, *gap_cap.time()));
+                }
+            }
+        });
+        (sink_ops, gap_changes)
     }
 }
 

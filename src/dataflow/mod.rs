@@ -82,8 +82,7 @@ mod tests {
     }
 
     fn failure() -> VodFailure {
-        let (rungs, planned) = (vec![], vec![]);
-        VodFailure { stream_id: "vod-1".into(), uploaded_at_us: 1, error: "no".into(), rungs, planned, time: None }
+        VodFailure { stream_id: "vod-1".into(), uploaded_at_us: 1, error: "no".into(), rungs: vec![], time: None }
     }
 
     #[test]

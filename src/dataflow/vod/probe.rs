@@ -29,7 +29,7 @@ pub async fn probe_stage(ctx: Arc<VodContext>, input: VodInput) -> Vec<VodResult
     // Nothing of the video is planned yet, so nothing else of it follows a failure.
     let fail = |error: VodError| {
         let (stream_id, uploaded_at_us, error) = (id.clone(), event.uploaded_at_us, error.to_string());
-        vec![Err(VodFailure { stream_id, uploaded_at_us, error, rungs: Vec::new(), planned: Vec::new(), time: None })]
+        vec![Err(VodFailure { stream_id, uploaded_at_us, error, rungs: Vec::new(), time: None })]
     };
     // A replayed event of a finished video changes nothing; an unfinished one is redone.
     let started = ctx

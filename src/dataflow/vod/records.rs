@@ -47,10 +47,9 @@ pub struct VodFailure {
     pub stream_id: String,
     pub uploaded_at_us: u64,
     pub error: String,
-    /// The rungs this failure stands for, and every rung of the video's ladder: both empty
-    /// when it failed before its ladder was planned (then nothing else of it follows).
+    /// The rungs this failure stands for: none when it failed before its ladder was planned
+    /// (then nothing else of it follows).
     pub rungs: Vec<String>,
-    pub planned: Vec<String>,
     /// Its plan's [`VodPlan::time`], when it had one.
     pub time: Option<u64>,
 }
@@ -79,7 +78,6 @@ impl VodPlan {
             uploaded_at_us: self.uploaded_at_us,
             error,
             rungs: rungs.iter().map(|r| r.name.clone()).collect(),
-            planned: self.rungs.iter().map(|r| r.name.clone()).collect(),
             time: Some(self.time),
         }
     }

@@ -19,13 +19,14 @@ const BACKENDS: [&str; 3] = ["kafka", "minio", "mongodb"];
 /// The compose services of the two-process cluster, in process order.
 const CLUSTER: [&str; 2] = ["segflow-cluster-0", "segflow-cluster-1"];
 /// Every metric family the dashboard must chart.
-const CHARTED: [&str; 12] = [
+const CHARTED: [&str; 13] = [
     "api_requests_total",
     "chunk_checksum_failures_total",
     "chunk_processing_latency_seconds",
     "live_chunk_gaps_total",
     "segflow_dead_letters_total",
     "segflow_live_chunks_total",
+    "segflow_live_gap_slots",
     "segflow_live_gaps_filled_total",
     "segflow_log_appends_total",
     "segflow_playlists_written_total",

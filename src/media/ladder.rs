@@ -28,43 +28,45 @@ const STANDARD: [(u32, u32, u32); 4] = [(1080, 5000, 128), (720, 2800, 128), (48
 /// The smallest video bitrate a rung gets, for sources below 360p.
 const MIN_VIDEO_KBPS: u32 = 200;
 
-/// The rungs for `source`: the standard ones no taller than it, or one at its own height when it
-/// is smaller than 360p.
+/// The rungs for `source`, named by their short side as players and other platforms label
+/// them (a 720x1280 phone video's top rung is `720p`): the standard ones no bigger than it, or
+/// one at its own size when its short side is under 360.
 pub fn ladder(source: &MediaInfo) -> Vec<Rung> {
+    let short = source.width.min(source.height);
     let rungs: Vec<Rung> = STANDARD
         .iter()
-        .filter(|(height, _, _)| *height <= source.height)
-        .map(|&(height, video_kbps, audio_kbps)| rung(source, height, video_kbps, audio_kbps))
+        .filter(|(side, _, _)| *side <= short)
+        .map(|&(side, video_kbps, audio_kbps)| rung(source, side, video_kbps, audio_kbps))
         .collect();
     if !rungs.is_empty() {
         return rungs;
     }
     // Below 360p: the 360p rate scaled by pixel count.
-    let height = even_floor(source.height).max(2);
-    let width = width_for(source, height);
     let (_, base_kbps, audio_kbps) = STANDARD[STANDARD.len() - 1];
-    let share = f64::from(width) * f64::from(height) / (640.0 * 360.0);
-    let video_kbps = ((f64::from(base_kbps) * share).round() as u32).max(MIN_VIDEO_KBPS);
-    vec![rung(source, height, video_kbps, audio_kbps)]
+    let mut rung = rung(source, even_floor(short).max(2), base_kbps, audio_kbps);
+    let share = f64::from(rung.width) * f64::from(rung.height) / (640.0 * 360.0);
+    rung.video_kbps = ((f64::from(base_kbps) * share).round() as u32).max(MIN_VIDEO_KBPS);
+    rung.max_kbps = max_kbps(rung.video_kbps);
+    vec![rung]
 }
 
-fn rung(source: &MediaInfo, height: u32, video_kbps: u32, audio_kbps: u32) -> Rung {
-    Rung {
-        name: format!("{height}p"),
-        width: width_for(source, height),
-        height,
-        video_kbps,
-        max_kbps: (f64::from(video_kbps) * 1.07).round() as u32,
-        audio_kbps,
-    }
+/// The rung whose short side is `side`.
+fn rung(source: &MediaInfo, side: u32, video_kbps: u32, audio_kbps: u32) -> Rung {
+    let (width, height) = size_for(source, side);
+    Rung { name: format!("{side}p"), width, height, video_kbps, max_kbps: max_kbps(video_kbps), audio_kbps }
 }
 
-/// The source's aspect ratio at `height`, even (H.264 4:2:0 needs even sizes), never wider than
-/// the source.
-fn width_for(source: &MediaInfo, height: u32) -> u32 {
-    let exact = f64::from(source.width) * f64::from(height) / f64::from(source.height);
-    let even = ((exact / 2.0).round() as u32 * 2).max(2);
-    even.min(even_floor(source.width).max(2))
+fn max_kbps(video_kbps: u32) -> u32 {
+    (f64::from(video_kbps) * 1.07).round() as u32
+}
+
+/// The source's shape with `side` as its short side, the long side even (H.264 4:2:0 needs even
+/// sizes) and never longer than the source's.
+fn size_for(source: &MediaInfo, side: u32) -> (u32, u32) {
+    let (short, long) = (source.width.min(source.height), source.width.max(source.height));
+    let exact = f64::from(long) * f64::from(side) / f64::from(short.max(1));
+    let long = (((exact / 2.0).round() as u32) * 2).max(2).min(even_floor(long).max(2));
+    if source.height > source.width { (side, long) } else { (long, side) }
 }
 
 fn even_floor(n: u32) -> u32 {
@@ -128,5 +130,15 @@ mod tests {
         assert_eq!(sizes(&rungs), [("240p", 332, 240)]);
         let rungs = ladder(&source(1279, 719));
         assert!(rungs.iter().all(|r| r.width % 2 == 0 && r.height % 2 == 0 && r.width <= 1279));
+    }
+
+    #[test]
+    fn a_portrait_phone_video_is_laddered_by_its_short_side() {
+        let rungs = ladder(&source(720, 1280));
+        assert_eq!(sizes(&rungs), [("720p", 720, 1280), ("480p", 480, 854), ("360p", 360, 640)]);
+        assert_eq!(rungs[0].video_kbps, 2800, "the rate of a 1280x720 rung: the same pixels");
+        let full_hd = ladder(&source(1080, 1920));
+        assert_eq!(sizes(&full_hd)[0], ("1080p", 1080, 1920));
+        assert_eq!(sizes(&ladder(&source(1080, 1080)))[0], ("1080p", 1080, 1080));
     }
 }

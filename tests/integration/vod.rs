@@ -4,6 +4,7 @@
 on_both_backends!(
     a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays,
     a_small_silent_upload_is_never_upscaled_and_has_no_audio,
+    a_portrait_upload_is_laddered_by_its_short_side,
     a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing,
     producers_that_store_the_source_themselves_post_its_key,
     per_rung_mode_transcodes_each_rung_as_a_task_of_its_own,
@@ -119,6 +120,30 @@ async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio(backends: Back
         let probed = ffprobe_json(&["-show_streams"], segment.to_str().unwrap());
         assert!(probed["streams"].as_array().unwrap().iter().all(|s| s["codec_type"] != "audio"));
     }
+    engine.shutdown().await;
+}
+
+/// A phone's portrait video: rungs named and sized by the short side, upright, and playable.
+async fn a_portrait_upload_is_laddered_by_its_short_side(backends: Backends) {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = clip(media.path(), "phone.mp4", "720x1280", 2, true);
+    let engine = TestEngine::start_on(backends, data.path(), 1).await;
+    let (status, reply) = upload_video(&engine.client, &engine.base, &source, "phone").await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+    let doc = wait_video_final(&engine.client, &engine.base, &id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    assert_eq!(doc["variants_generated"], serde_json::json!(["720p", "480p", "360p"]));
+    for (variant, size) in doc["variants"].as_array().unwrap().iter().zip([(720, 1280), (480, 854), (360, 640)]) {
+        let segment = first_segment(&engine, variant["playlist_path"].as_str().unwrap(), media.path()).await;
+        let probed = ffprobe_json(&["-show_streams"], segment.to_str().unwrap());
+        let video = probed["streams"].as_array().unwrap().iter().find(|s| s["codec_type"] == "video").cloned().unwrap();
+        assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(size.0), Some(size.1)), "{variant}");
+    }
+    let (_, manifest) = engine.get_json(&format!("/vod/{id}/manifest")).await;
+    let (ok, frames, stderr) = crate::common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
+    assert!(ok && frames == 3 * 2 * 30, "three rungs' 2 s at 30 fps: {frames} frames; {stderr}");
     engine.shutdown().await;
 }
 

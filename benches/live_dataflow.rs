@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use segflow::dataflow::cluster::cluster_config;
 use segflow::dataflow::live::SinkOp;
 use segflow::dataflow::live::decode::DecodeEvents;
 use segflow::dataflow::live::gaps::GapDocuments;
@@ -167,24 +168,10 @@ fn run_in(records: Arc<Vec<LogRecord>>, layout: Layout, segflow: bool) -> (u64, 
                 .env(PEER_ENV, format!("{segflow} {}", addresses.join(",")))
                 .spawn()
                 .expect("the bench runs itself as process 1");
-            let ran = run(records, cluster(0, addresses), segflow);
+            let ran = run(records, cluster_config(1, 0, addresses), segflow);
             assert!(peer.wait().unwrap().success(), "process 1 failed");
             ran
         }
-    }
-}
-
-/// Process `process` of two, one worker each, over `addresses`.
-fn cluster(process: usize, addresses: Vec<String>) -> timely::Config {
-    timely::Config {
-        communication: timely::CommunicationConfig::Cluster {
-            threads: 1,
-            process,
-            addresses,
-            report: false,
-            zerocopy: false,
-        },
-        worker: timely::WorkerConfig::default(),
     }
 }
 
@@ -223,7 +210,7 @@ fn main() {
     if let Ok(peer) = std::env::var(PEER_ENV) {
         let (segflow, addresses) = peer.split_once(' ').expect("set by run_in");
         let addresses = addresses.split(',').map(String::from).collect();
-        run(Arc::new(records()), cluster(1, addresses), segflow == "true");
+        run(Arc::new(records()), cluster_config(1, 1, addresses), segflow == "true");
         return;
     }
     benches();

@@ -36,6 +36,21 @@ struct Peer {
     stopping: bool,
 }
 
+/// timely's configuration for process `process` of a cluster over `addresses` (in process
+/// order), with `threads` workers each.
+pub fn cluster_config(threads: usize, process: usize, addresses: Vec<String>) -> timely::Config {
+    timely::Config {
+        communication: timely::CommunicationConfig::Cluster {
+            threads,
+            process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        },
+        worker: timely::WorkerConfig::default(),
+    }
+}
+
 /// One process's heartbeat, broadcast to every worker of the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Beat {
@@ -67,16 +82,7 @@ impl Cluster {
         if !self.is_cluster() {
             return timely::Config::process(self.workers_per_process);
         }
-        timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: self.workers_per_process,
-                process: self.process,
-                addresses: self.addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        }
+        cluster_config(self.workers_per_process, self.process, self.addresses.clone())
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, Vec<Peer>> {

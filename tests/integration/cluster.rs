@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    StderrOnPanic, admin_client, clip, fetch_json, ffmpeg_decode, ffmpeg_segments, free_addresses, sha256_hex,
+    StderrOnPanic, admin_client, clip, fetch_json, ffmpeg_decode, ffmpeg_segments, free_addresses, metric, sha256_hex,
     spawn_cluster, spawn_cluster_with, try_put_segment, upload_video, wait_video_final,
 };
 
@@ -225,9 +225,7 @@ fn process_of_rung(id: &str, rung: &str) -> usize {
 }
 
 async fn rungs_transcoded(client: &reqwest::Client, base: &str) -> u64 {
-    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = text.lines().find_map(|line| line.strip_prefix("segflow_vod_rungs_transcoded_total "));
-    line.map_or(0, |n| n.trim().parse().unwrap())
+    metric(client, base, "segflow_vod_rungs_transcoded_total").await as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,15 @@ use serde_norway::Value as Yaml;
 
 /// The backends segflow's compose service must wait for (healthy, not just started).
 const BACKENDS: [&str; 3] = ["kafka", "minio", "mongodb"];
+/// The settings (legacy names) that point segflow's compose services at the backends.
+const BACKEND_ENV: [&str; 6] = [
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "MINIO_ENDPOINT",
+    "MINIO_PUBLIC_ENDPOINT",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "MONGO_URI",
+];
 /// The compose services of the two-process cluster, in process order.
 const CLUSTER: [&str; 2] = ["segflow-cluster-0", "segflow-cluster-1"];
 /// Every metric family the dashboard must chart.
@@ -487,16 +496,7 @@ fn segflow_builds_the_dockerfile_and_waits_for_healthy_backends() {
     assert!(repo().join(context).join(file_name).is_file(), "{context}/{file_name} does not exist");
 
     let env = environment(segflow);
-    for key in [
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "MINIO_ENDPOINT",
-        "MINIO_PUBLIC_ENDPOINT",
-        "MINIO_ROOT_USER",
-        "MINIO_ROOT_PASSWORD",
-        "MONGO_URI",
-        "MONGO_DB",
-        "SEGFLOW_PUBLIC_URL",
-    ] {
+    for key in BACKEND_ENV.into_iter().chain(["MONGO_DB", "SEGFLOW_PUBLIC_URL"]) {
         assert!(env.contains_key(key), "segflow's environment lacks {key}");
     }
 
@@ -616,14 +616,7 @@ fn compose_cluster_is_two_processes_of_one_timely_cluster() {
         assert!(matches!(svc["restart"].as_str(), Some("unless-stopped" | "always")), "{name}: restart");
 
         let env = environment(svc);
-        for key in [
-            "KAFKA_BOOTSTRAP_SERVERS",
-            "MINIO_ENDPOINT",
-            "MINIO_PUBLIC_ENDPOINT",
-            "MINIO_ROOT_USER",
-            "MINIO_ROOT_PASSWORD",
-            "MONGO_URI",
-        ] {
+        for key in BACKEND_ENV {
             assert_eq!(env.get(key), segflow_env.get(key), "{name}: {key} differs from the segflow service's");
         }
         assert_eq!(env_default(svc, "SEGFLOW_PROCESSES"), CLUSTER.len().to_string(), "{name}");

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use segflow::dataflow::cluster::cluster_config;
 use segflow::dataflow::live::SinkOp;
 use segflow::dataflow::live::decode::DecodeEvents;
 use segflow::dataflow::live::gaps::GapDocuments;
@@ -242,18 +243,7 @@ impl Layout {
             Layout::Threads(workers) => vec![timely::Config::process(workers)],
             Layout::Processes { processes, workers } => {
                 let addresses = crate::common::free_addresses(processes);
-                (0..processes)
-                    .map(|process| timely::Config {
-                        communication: timely::CommunicationConfig::Cluster {
-                            threads: workers,
-                            process,
-                            addresses: addresses.clone(),
-                            report: false,
-                            zerocopy: false,
-                        },
-                        worker: timely::WorkerConfig::default(),
-                    })
-                    .collect()
+                (0..processes).map(|process| cluster_config(workers, process, addresses.clone())).collect()
             }
         }
     }

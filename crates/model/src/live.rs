@@ -347,6 +347,18 @@ pub enum GapCause {
     ChecksumFailed,
 }
 
+impl GapCause {
+    pub const ALL: [GapCause; 2] = [GapCause::Missing, GapCause::ChecksumFailed];
+
+    /// Its serde name, as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapCause::Missing => "missing",
+            GapCause::ChecksumFailed => "checksum_failed",
+        }
+    }
+}
+
 /// One document per live stream (`live_gaps`): the gap slots of its DVR window now, as the
 /// dataflow's gap set counts them. A late chunk takes its slot out; a checksum failure puts
 /// one in.
@@ -414,6 +426,13 @@ pub struct LiveChunkDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gap_causes_are_written_as_their_labels() {
+        for cause in GapCause::ALL {
+            assert_eq!(serde_json::to_value(cause).unwrap(), cause.as_str());
+        }
+    }
 
     #[test]
     fn a_legacy_chunk_event_parses_as_a_chunk() {

@@ -32,8 +32,7 @@ pub trait GapDocuments<'s> {
 impl<'s> GapDocuments<'s> for StreamVec<'s, u64, GapUpdate> {
     /// The `live_gaps` document of every stream whose counts changed, once per completed time.
     fn gap_documents(self, metrics: Arc<Metrics>) -> StreamVec<'s, u64, SinkOp> {
-        let gauges = [GapCause::Missing, GapCause::ChecksumFailed]
-            .map(|cause| metrics.live_gap_slots.with_label_values(&[cause_label(cause)]));
+        let gauges = GapCause::ALL.map(|cause| metrics.live_gap_slots.with_label_values(&[cause.as_str()]));
         self.as_collection()
             .reduce_named(
                 "GapCounts",
@@ -93,11 +92,4 @@ fn track(gauges: &[IntGauge; 2], (missing, checksum_failed): Counts, diff: isize
     let by = |n: u64| i64::try_from(n).unwrap_or(i64::MAX).saturating_mul(diff as i64);
     gauges[0].add(by(missing));
     gauges[1].add(by(checksum_failed));
-}
-
-pub fn cause_label(cause: GapCause) -> &'static str {
-    match cause {
-        GapCause::Missing => "missing",
-        GapCause::ChecksumFailed => "checksum_failed",
-    }
 }

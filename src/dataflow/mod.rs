@@ -69,6 +69,8 @@ mod tests {
                 width: 640,
                 height: 360,
                 frame_rate: 25.0,
+                rotation_degrees: 0,
+                variable_frame_rate: false,
                 video_codec: "h264".into(),
                 audio_codec: audio.then(|| "aac".into()),
             },

@@ -83,6 +83,8 @@ mod tests {
             width,
             height,
             frame_rate: 30.0,
+            rotation_degrees: 0,
+            variable_frame_rate: false,
             video_codec: "h264".into(),
             audio_codec: Some("aac".into()),
         }

@@ -65,6 +65,12 @@ struct ProbeStream {
     duration: Option<String>,
     #[serde(default)]
     disposition: Disposition,
+    /// FFmpeg 5's display matrix (`rotation`, counterclockwise).
+    #[serde(default)]
+    side_data_list: Vec<serde_json::Value>,
+    /// Older muxers' `rotate` tag (clockwise).
+    #[serde(default)]
+    tags: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,24 +116,59 @@ fn media_info(parsed: ProbeOutput) -> Result<MediaInfo, MediaError> {
         .filter_map(|d| d.parse::<f64>().ok())
         .find(|d| d.is_finite() && *d > 0.0)
         .ok_or(MediaError::Unknown("duration"))?;
+    let rotation_degrees = rotation(video);
     let (width, height) = match (video.width, video.height) {
+        (Some(w), Some(h)) if w > 0 && h > 0 && rotation_degrees % 180 == 90 => (h, w),
         (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
         _ => return Err(MediaError::Unknown("picture size")),
     };
-    let frame_rate = [video.avg_frame_rate.as_deref(), video.r_frame_rate.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter_map(parse_rate)
-        .next()
-        .ok_or(MediaError::Unknown("frame rate"))?;
+    let average = video.avg_frame_rate.as_deref().and_then(parse_rate);
+    let nominal = video.r_frame_rate.as_deref().and_then(parse_rate);
+    let (frame_rate, variable_frame_rate) = constant_rate(average, nominal).ok_or(MediaError::Unknown("frame rate"))?;
     Ok(MediaInfo {
         duration_s,
         width,
         height,
         frame_rate,
+        rotation_degrees,
+        variable_frame_rate,
         video_codec: video.codec_name.clone().unwrap_or_else(|| "unknown".into()),
         audio_codec: audio.map(|a| a.codec_name.clone().unwrap_or_else(|| "unknown".into())),
     })
+}
+
+/// The source's clockwise rotation in whole quarter turns; anything else is shown unrotated.
+fn rotation(video: &ProbeStream) -> u16 {
+    let matrix = video.side_data_list.iter().find_map(|d| d.get("rotation")?.as_f64()).map(|ccw| -ccw);
+    let tag = video.tags.get("rotate").and_then(|t| t.as_str()?.trim().parse::<f64>().ok());
+    let Some(clockwise) = matrix.or(tag).filter(|d| d.is_finite()) else { return 0 };
+    let quarter_turns = (clockwise / 90.0).round();
+    if (clockwise - quarter_turns * 90.0).abs() > 0.5 {
+        return 0;
+    }
+    // In 0..4, so the cast is exact.
+    (quarter_turns.rem_euclid(4.0) as u16) * 90
+}
+
+/// Rates players and encoders expect: the ladder of a variable-rate source is encoded at one.
+const STANDARD_RATES: [f64; 8] = [24000.0 / 1001.0, 24.0, 25.0, 30000.0 / 1001.0, 30.0, 50.0, 60000.0 / 1001.0, 60.0];
+
+/// The constant rate to encode at and whether the source's varies, from ffprobe's average
+/// (`avg_frame_rate`) and nominal (`r_frame_rate`) rates. They differ by more than 1 % when the
+/// frames come unevenly: the nominal rate is then kept if it is a plausible capture rate (at
+/// least the average, at most 60), else the average is raised to the next standard rate.
+fn constant_rate(average: Option<f64>, nominal: Option<f64>) -> Option<(f64, bool)> {
+    match (average, nominal) {
+        (Some(average), Some(nominal)) if (average - nominal).abs() > 0.01 * nominal => {
+            if (average..=60.0).contains(&nominal) {
+                return Some((nominal, true));
+            }
+            let standard = STANDARD_RATES.into_iter().find(|r| *r >= average * 0.995).unwrap_or(60.0);
+            Some((standard, true))
+        }
+        (Some(rate), _) | (None, Some(rate)) => Some((rate, false)),
+        (None, None) => None,
+    }
 }
 
 /// `"30000/1001"` -> 29.97..; `"0/0"` and nonsense -> `None`.
@@ -224,6 +265,44 @@ pub(crate) mod tests {
         assert!((parse_rate("30000/1001").unwrap() - 29.97).abs() < 0.001);
         assert_eq!(parse_rate("0/0"), None);
         assert_eq!(parse_rate("25"), Some(25.0));
+    }
+
+    #[test]
+    fn a_variable_rate_gets_a_constant_one() {
+        // A constant source keeps its rate, however ffprobe rounds the two.
+        assert_eq!(constant_rate(Some(29.97), Some(30000.0 / 1001.0)), Some((29.97, false)));
+        assert_eq!(constant_rate(None, Some(25.0)), Some((25.0, false)));
+        // Frames dropped from a 30 fps capture: its nominal rate.
+        assert_eq!(constant_rate(Some(20.34), Some(30.0)), Some((30.0, true)));
+        // A phone's 90 kHz time base as the nominal rate: the next standard rate above the average.
+        assert_eq!(constant_rate(Some(29.6), Some(90000.0 / 1000.0)), Some((30000.0 / 1001.0, true)));
+        assert_eq!(constant_rate(Some(24.5), Some(600.0)), Some((25.0, true)));
+        assert_eq!(constant_rate(Some(75.0), Some(120.0)), Some((60.0, true)));
+        assert_eq!(constant_rate(None, None), None);
+    }
+
+    #[test]
+    fn rotation_swaps_the_shown_picture_size() {
+        let stream = |extra: &str| {
+            let json = format!(
+                r#"{{"streams":[{{"codec_type":"video","codec_name":"hevc","width":1920,"height":1080,
+                "avg_frame_rate":"30/1"{extra}}}],"format":{{"duration":"3.0"}}}}"#
+            );
+            media_info(serde_json::from_str(&json).unwrap()).unwrap()
+        };
+        let shown = |info: MediaInfo| (info.width, info.height, info.rotation_degrees);
+        assert_eq!(shown(stream("")), (1920, 1080, 0));
+        // ffprobe's display matrix turns counterclockwise: -90 is a quarter turn clockwise.
+        assert_eq!(
+            shown(stream(r#","side_data_list":[{"side_data_type":"Display Matrix","rotation":-90}]"#)),
+            (1080, 1920, 90)
+        );
+        assert_eq!(shown(stream(r#","side_data_list":[{"rotation":90}]"#)), (1080, 1920, 270));
+        assert_eq!(shown(stream(r#","side_data_list":[{"rotation":180}]"#)), (1920, 1080, 180));
+        assert_eq!(shown(stream(r#","tags":{"rotate":"90"}"#)), (1080, 1920, 90));
+        // Not a quarter turn, or nonsense: shown as coded.
+        assert_eq!(shown(stream(r#","side_data_list":[{"rotation":45}]"#)), (1920, 1080, 0));
+        assert_eq!(shown(stream(r#","tags":{"rotate":"sideways"}"#)), (1920, 1080, 0));
     }
 
     #[test]

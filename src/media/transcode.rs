@@ -516,6 +516,8 @@ mod tests {
             width: 320,
             height: 240,
             frame_rate: 30.0,
+            rotation_degrees: 0,
+            variable_frame_rate: false,
             video_codec: "h264".into(),
             audio_codec: None,
         };
@@ -547,6 +549,8 @@ mod tests {
             width: 2,
             height: 2,
             frame_rate: 1.0,
+            rotation_degrees: 0,
+            variable_frame_rate: false,
             video_codec: "h264".into(),
             audio_codec: None,
         };
@@ -595,6 +599,8 @@ mod tests {
             width: 1280,
             height: 720,
             frame_rate: 30.0,
+            rotation_degrees: 0,
+            variable_frame_rate: false,
             video_codec: "h264".into(),
             audio_codec: Some("aac".into()),
         };

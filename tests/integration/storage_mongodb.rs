@@ -87,6 +87,8 @@ fn vod(id: &str) -> VodDoc {
         width: 1920,
         height: 1080,
         frame_rate: 29.97,
+        rotation_degrees: 0,
+        variable_frame_rate: false,
         video_codec: "h264".into(),
         audio_codec: Some("aac".into()),
     });

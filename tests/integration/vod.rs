@@ -4,7 +4,7 @@
 on_both_backends!(
     a_1080p_upload_with_audio_becomes_a_four_rung_ladder_that_plays,
     a_small_silent_upload_is_never_upscaled_and_has_no_audio,
-    a_portrait_upload_is_laddered_by_its_short_side,
+    a_phone_video_comes_out_upright_at_a_constant_rate_laddered_by_its_short_side,
     a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing,
     producers_that_store_the_source_themselves_post_its_key,
     per_rung_mode_transcodes_each_rung_as_a_task_of_its_own,
@@ -123,27 +123,47 @@ async fn a_small_silent_upload_is_never_upscaled_and_has_no_audio(backends: Back
     engine.shutdown().await;
 }
 
-/// A phone's portrait video: rungs named and sized by the short side, upright, and playable.
-async fn a_portrait_upload_is_laddered_by_its_short_side(backends: Backends) {
+/// A phone's video (HEVC 10-bit, recorded sideways with a rotation, frames at a varying rate):
+/// upright, unrotated, at a constant 30 fps, its rungs named and sized by the short side.
+async fn a_phone_video_comes_out_upright_at_a_constant_rate_laddered_by_its_short_side(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();
-    let source = clip(media.path(), "phone.mp4", "720x1280", 2, true);
+    let source = crate::common::phone_clip(media.path(), "phone.mp4");
     let engine = TestEngine::start_on(backends, data.path(), 1).await;
     let (status, reply) = upload_video(&engine.client, &engine.base, &source, "phone").await;
     assert_eq!(status, 201, "{reply}");
     let id = reply["stream_id"].as_str().unwrap().to_string();
     let doc = wait_video_final(&engine.client, &engine.base, &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
+    let source_info = &doc["source"];
+    assert_eq!((source_info["video_codec"].as_str(), source_info["width"].as_u64()), (Some("hevc"), Some(720)));
+    assert_eq!(source_info["height"], 1280);
+    assert_eq!(source_info["rotation_degrees"].as_u64().unwrap() % 180, 90, "{source_info}");
+    assert_eq!(
+        (source_info["variable_frame_rate"].as_bool(), source_info["frame_rate"].as_f64()),
+        (Some(true), Some(30.0))
+    );
     assert_eq!(doc["variants_generated"], serde_json::json!(["720p", "480p", "360p"]));
     for (variant, size) in doc["variants"].as_array().unwrap().iter().zip([(720, 1280), (480, 854), (360, 640)]) {
         let segment = first_segment(&engine, variant["playlist_path"].as_str().unwrap(), media.path()).await;
-        let probed = ffprobe_json(&["-show_streams"], segment.to_str().unwrap());
+        let target = segment.to_str().unwrap();
+        let probed = ffprobe_json(&["-show_streams"], target);
         let video = probed["streams"].as_array().unwrap().iter().find(|s| s["codec_type"] == "video").cloned().unwrap();
         assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(size.0), Some(size.1)), "{variant}");
+        assert_eq!((video["codec_name"].as_str(), video["pix_fmt"].as_str()), (Some("h264"), Some("yuv420p")));
+        assert!(video["side_data_list"].is_null(), "the rotation is applied, not passed on: {video}");
+        // Constant rate: every frame 1/30 s after the one before (3000 ticks of 90 kHz).
+        let frames = ffprobe_json(&["-select_streams", "v", "-show_entries", "frame=pts"], target);
+        let mut pts: Vec<i64> =
+            frames["frames"].as_array().unwrap().iter().map(|f| f["pts"].as_i64().unwrap()).collect();
+        pts.sort_unstable();
+        let steps: std::collections::BTreeSet<i64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(steps, [3000].into(), "{variant}: {} frames", pts.len());
     }
     let (_, manifest) = engine.get_json(&format!("/vod/{id}/manifest")).await;
     let (ok, frames, stderr) = crate::common::ffmpeg_decode(manifest["manifest_url"].as_str().unwrap());
-    assert!(ok && frames == 3 * 2 * 30, "three rungs' 2 s at 30 fps: {frames} frames; {stderr}");
+    // The source's last frame is at 2.9 s: frames every 1/30 s from 0 to it are 88 per rung.
+    assert!(ok && frames == 3 * 88, "three rungs' 88 frames: {frames} frames; {stderr}");
     engine.shutdown().await;
 }
 

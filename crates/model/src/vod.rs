@@ -63,10 +63,18 @@ impl VodEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MediaInfo {
     pub duration_s: f64,
+    /// The picture as it is shown: after `rotation_degrees`, which FFmpeg applies when decoding.
     pub width: u32,
     pub height: u32,
-    /// From `avg_frame_rate` (or `r_frame_rate`), e.g. 29.97.
+    /// The constant rate the ladder is encoded at, e.g. 29.97: the source's own, or for a source
+    /// whose rate varies, its nominal one.
     pub frame_rate: f64,
+    /// Clockwise, 0, 90, 180 or 270: the source's display matrix (phones record sideways).
+    #[serde(default)]
+    pub rotation_degrees: u16,
+    /// The source's frames come at a varying rate (phones); the ladder's do not.
+    #[serde(default)]
+    pub variable_frame_rate: bool,
     /// FFmpeg's codec name, e.g. `h264`.
     pub video_codec: String,
     /// `None` when the source has no audio stream.

@@ -152,6 +152,8 @@ mod tests {
             width: 1280,
             height: 720,
             frame_rate: 30.0,
+            rotation_degrees: 0,
+            variable_frame_rate: false,
             video_codec: "h264".into(),
             audio_codec: None,
         };

@@ -644,6 +644,29 @@ pub fn clip(dir: &Path, name: &str, size: &str, seconds: u32, audio: bool) -> Pa
     path
 }
 
+/// A clip as phones record them: HEVC 10-bit, coded 1280x720 with a quarter-turn rotation
+/// (shown 720x1280), frames at a varying rate (30 fps for 1 s, then every third frame), AAC.
+pub fn phone_clip(dir: &Path, name: &str) -> PathBuf {
+    let coded = dir.join(format!("coded-{name}"));
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"]);
+    ffmpeg.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3"]);
+    ffmpeg.args(["-vf", "select='lt(t\\,1)+not(mod(n\\,3))'", "-fps_mode", "vfr"]);
+    ffmpeg.args(["-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-tag:v", "hvc1", "-x265-params", "log-level=error"]);
+    let status = ffmpeg.args(["-c:a", "aac"]).arg(&coded).status().expect("ffmpeg runs");
+    assert!(status.success(), "encoding the phone clip");
+    // The rotation goes into the container, as a phone writes it: FFmpeg 6 and later take
+    // `-display_rotation`, FFmpeg 5 the `rotate` tag.
+    let path = dir.join(name);
+    let remux = |before: &[&str], after: &[&str]| {
+        let mut ffmpeg = Command::new("ffmpeg");
+        ffmpeg.args(["-hide_banner", "-loglevel", "quiet", "-y"]).args(before).arg("-i").arg(&coded);
+        ffmpeg.args(["-c", "copy"]).args(after).arg(&path).status().expect("ffmpeg runs").success()
+    };
+    assert!(remux(&["-display_rotation", "90"], &[]) || remux(&[], &["-metadata:s:v:0", "rotate=90"]));
+    path
+}
+
 /// `POST /vod/upload` as multipart, the way a browser form sends it.
 pub async fn upload_video(client: &reqwest::Client, base: &str, file: &Path, title: &str) -> (u16, Value) {
     let bytes = std::fs::read(file).unwrap();

@@ -95,7 +95,11 @@ impl Metrics {
             log_appends_total: counter_vec("segflow_log_appends_total", "Events appended to the log", &["topic"]),
             playlists_written_total: counter("segflow_playlists_written_total", "Media playlists written"),
             sink_retries_total: counter("segflow_sink_retries_total", "Sink writes retried after an error"),
-            vod_videos_total: counter_vec("segflow_vod_videos_total", "Videos finished, by outcome", &["outcome"]),
+            vod_videos_total: counter_vec(
+                "segflow_vod_videos_total",
+                "Videos finished (ready, failed) or deleted, by outcome",
+                &["outcome"],
+            ),
             vod_processing_seconds: vod_latency,
             vod_rungs_transcoded_total: counter(
                 "segflow_vod_rungs_transcoded_total",

@@ -4,8 +4,10 @@
 pub mod auth;
 mod error;
 mod ingest;
+mod library;
 mod live;
 mod play;
+mod quality;
 mod range;
 mod rate_limit;
 pub mod server;
@@ -21,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use http_body_util::LengthLimitError;
 use serde::Deserialize;
 use serde_json::json;
@@ -62,8 +64,15 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens", post(tokens::create).get(tokens::list).layer(limit.clone()))
         .route("/tokens/{token_id}", axum::routing::delete(tokens::revoke).layer(limit.clone()))
         .route("/dead-letters", get(live::dead_letters))
-        .route("/vod/{stream_id}/metadata", get(vod::metadata))
+        .route("/vod/{stream_id}/metadata", get(library::get))
         .route("/vod/{stream_id}/manifest", get(vod::manifest))
+        .route("/videos", get(library::list))
+        .route("/videos/{stream_id}/stream", get(quality::stream))
+        .route("/videos/{stream_id}/download", get(quality::download))
+        .route(
+            "/videos/{stream_id}",
+            get(library::get).merge(patch(library::edit).delete(library::delete).layer(limit.clone())),
+        )
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(middleware::from_fn_with_state(json_limit, read_json_body))
         .route("/ingest/{stream_id}/{file}", put(ingest::put_file).layer(DefaultBodyLimit::disable()))

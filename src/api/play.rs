@@ -28,7 +28,7 @@ fn forbidden() -> ApiError {
 pub async fn play(
     State(state): State<AppState>,
     UrlPath(signed_path): UrlPath<String>,
-    mut request: Request,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let mut fields = signed_path.splitn(4, '/');
     let (Some(expires), Some(signature), Some(stream_id)) = (fields.next(), fields.next(), fields.next()) else {
@@ -52,6 +52,17 @@ pub async fn play(
     for part in &parts {
         validate_file_name(part).map_err(|e| ApiError::NotFound(e.to_string()))?;
     }
+    serve(&state, stream_id, path, request).await
+}
+
+/// Serves the object behind `path` of a stream's playback folder: a file here with `Range`, or
+/// on S3 a redirect to a presigned URL (a playlist is served here, its media URIs presigned).
+pub(super) async fn serve(
+    state: &AppState,
+    stream_id: &str,
+    path: &str,
+    mut request: Request,
+) -> Result<Response, ApiError> {
     let key = keys::playback_object(stream_id, path);
     let ttl = Duration::from_secs(state.signer.ttl_secs);
     let file = match state.backends.store.playback(&key, ttl).await? {
@@ -62,7 +73,7 @@ pub async fn play(
         Playback::Redirect(_) => {
             let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
             let playlist = state.backends.store.get_bytes(&key).await?.ok_or_else(not_found)?;
-            let body = presign_media_uris(&state, stream_id, path, &playlist, ttl).await?;
+            let body = presign_media_uris(state, stream_id, path, &playlist, ttl).await?;
             let headers = [
                 (header::CONTENT_TYPE, content_type(path)),
                 (header::CACHE_CONTROL, "no-cache"),

@@ -154,7 +154,7 @@ async fn field_text(
     Ok(text)
 }
 
-async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc, ApiError> {
+pub(super) async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc, ApiError> {
     validate_vod_id(stream_id).map_err(|e| ApiError::NotFound(e.to_string()))?;
     state
         .backends
@@ -162,17 +162,6 @@ async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc, ApiError>
         .get_vod(stream_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no video {stream_id:?}")))
-}
-
-/// `GET /vod/{id}/metadata` (a `read` token).
-pub async fn metadata(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(stream_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    state.auth.require(&headers, Scope::Read).await?;
-    let doc = find_vod(&state, &stream_id).await?;
-    Ok(Json(serde_json::to_value(doc).unwrap_or_default()))
 }
 
 /// `GET /vod/{id}/manifest`: a signed URL of the master playlist once `ready`; 409 before. A

@@ -70,9 +70,7 @@ pub enum IngestError {
     Metadata(#[from] MetadataError),
 }
 
-/// Longest title and description of a stream or video.
-pub const MAX_TITLE_CHARS: usize = 256;
-pub const MAX_DESCRIPTION_CHARS: usize = 4096;
+pub use crate::model::library::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
 
 /// Refused when `text` is longer than `max_chars`.
 pub fn check_length(what: &str, text: &str, max_chars: usize) -> Result<(), IngestError> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Ingest, IngestError, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, check_length};
 use crate::model::auth::PlaybackPolicy;
 use crate::model::checks::{VOD_ID_PREFIX, validate_vod_id};
+use crate::model::library::{VodDeleted, VodEdit};
 use crate::model::{Topic, VOD_UPLOADED, VodDoc, VodEvent, VodStatus, keys, now_ms, now_us};
 use crate::storage::metadata::MetaWrite;
 use crate::storage::object::{ByteStream, StoreError, StoredObject};
@@ -92,16 +93,35 @@ impl Ingest {
             playback_policy: upload.playback_policy,
         };
         let doc = VodDoc::from_event(&event);
-        self.backends.metadata.apply(Arc::new(vec![MetaWrite::Vod(doc.clone())])).await?;
+        self.backends.metadata.apply(Arc::new(vec![MetaWrite::Vod(Box::new(doc.clone()))])).await?;
         if let Err(e) = self.append(Topic::VodChunks, &event.stream_id, &event).await {
             let mut failed = doc;
             failed.error = Some(format!("the upload event could not be logged: {e}"));
             failed.set_status(VodStatus::Failed, now_ms());
-            self.backends.metadata.apply(Arc::new(vec![MetaWrite::Vod(failed)])).await?;
+            self.backends.metadata.apply(Arc::new(vec![MetaWrite::Vod(Box::new(failed))])).await?;
             return Err(e);
         }
         tracing::info!(stream_id = event.stream_id, size_bytes = event.size_bytes, "video uploaded");
         Ok(event)
+    }
+}
+
+impl Ingest {
+    /// Appends a checked edit of a video to `vod-chunks` (the dataflow applies it).
+    pub async fn edit_video(&self, edit: &VodEdit) -> Result<(), IngestError> {
+        edit.validate()?;
+        self.append(Topic::VodChunks, &edit.stream_id, edit).await?;
+        tracing::info!(stream_id = edit.stream_id, "video edit logged");
+        Ok(())
+    }
+
+    /// Appends a video's deletion to `vod-chunks` (the dataflow removes it).
+    pub async fn delete_video(&self, stream_id: &str) -> Result<(), IngestError> {
+        let deleted = VodDeleted::new(stream_id, now_us());
+        deleted.validate()?;
+        self.append(Topic::VodChunks, stream_id, &deleted).await?;
+        tracing::info!(stream_id, "video deletion logged");
+        Ok(())
     }
 }
 

@@ -1,7 +1,8 @@
-//! Media handling: HLS playlist writing, and FFmpeg probing and transcoding for VOD.
+//! Media handling: HLS playlist writing, and FFmpeg probing, transcoding and remuxing for VOD.
 
 pub mod ladder;
 pub mod live_playlist;
 pub mod master_playlist;
 pub mod probe;
+pub mod remux;
 pub mod transcode;

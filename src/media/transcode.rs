@@ -113,8 +113,18 @@ pub async fn poster(source: &Path, out: &Path, info: &MediaInfo) -> Result<(), M
     push(&mut args, ["-frames:v", "1", "-vf", "scale='min(640,iw)':-2", "-c:v", "mjpeg", "-q:v", "3"]);
     push(&mut args, ["-f", "image2", "-update", "1"]);
     args.push(out.into());
+    run_to_file(&args, out, || format!("FFmpeg wrote no poster frame at {at:.3} s")).await
+}
+
+/// Runs FFmpeg with `args` (killed if dropped), which must leave a non-empty file at `out`;
+/// `empty` says what is missing when it does not.
+pub(super) async fn run_to_file(
+    args: &[OsString],
+    out: &Path,
+    empty: impl FnOnce() -> String,
+) -> Result<(), MediaError> {
     let output = Command::new("ffmpeg")
-        .args(&args)
+        .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -125,7 +135,7 @@ pub async fn poster(source: &Path, out: &Path, info: &MediaInfo) -> Result<(), M
     }
     match tokio::fs::metadata(out).await {
         Ok(meta) if meta.len() > 0 => Ok(()),
-        _ => Err(MediaError::Output(format!("FFmpeg wrote no poster frame at {at:.3} s"))),
+        _ => Err(MediaError::Output(empty())),
     }
 }
 

@@ -17,6 +17,7 @@ mod cluster;
 mod damage;
 mod deploy_files;
 mod kafka;
+mod library;
 mod live;
 mod oracle;
 mod restart;

@@ -9,10 +9,12 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::{Client, Database, IndexModel};
+use segflow::model::library::{VodQuery, VodSort, search_terms};
 use segflow::model::{
     Chunk, ChunkStatus, DeadLetterDoc, DeadLetterReason, LiveChunkDoc, LiveStreamDoc, MediaInfo, StreamStatus,
-    VariantDoc, VodDoc, VodStatus, keys, now_ms, now_us,
+    VariantDoc, VodDoc, VodKind, VodStatus, keys, now_ms, now_us,
 };
+use segflow::storage::metadata::embedded::EmbeddedMetadata;
 use segflow::storage::metadata::mongodb::MongoMetadata;
 use segflow::storage::metadata::{MetaWrite, MetadataStore};
 
@@ -142,7 +144,7 @@ async fn every_document_type_round_trips() {
             vec![
                 MetaWrite::Stream(s.clone()),
                 MetaWrite::Chunk { doc: c.clone(), overwrite: true },
-                MetaWrite::Vod(v.clone()),
+                MetaWrite::Vod(Box::new(v.clone())),
                 MetaWrite::DeadLetter(d.clone()),
             ],
         )
@@ -188,7 +190,7 @@ async fn applying_a_batch_twice_leaves_one_document_per_key() {
             MetaWrite::Stream(stream("live-a")),
             MetaWrite::Chunk { doc: chunk("live-a", 0), overwrite: true },
             MetaWrite::Chunk { doc: chunk("live-a", 1), overwrite: false },
-            MetaWrite::Vod(vod("vod-a")),
+            MetaWrite::Vod(Box::new(vod("vod-a"))),
             MetaWrite::DeadLetter(dead_letter(0, 7)),
         ]);
         store.apply(batch.clone()).await.unwrap();
@@ -433,4 +435,96 @@ async fn a_closed_port_fails_fast_naming_mongodb_without_the_password() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("MongoDB") && !err.contains("hunter2"), "{err}");
+}
+
+/// 10,000 videos of both kinds and every final status, with a few words each, created 1 ms apart.
+fn library(n: u64) -> Vec<VodDoc> {
+    let topics = ["beach", "city", "forest", "desert", "harbour"];
+    (0..n)
+        .map(|i| {
+            let mut doc = VodDoc::new(
+                &format!("vod-lib{i:05}"),
+                &format!("Clip {i} of the {}", topics[(i % 5) as usize]),
+                if i % 7 == 0 { "filmed at night" } else { "" },
+                &format!("vod-raw/vod-lib{i:05}/source.mp4"),
+                1_700_000_000_000 + i,
+            );
+            doc.set_status(
+                [VodStatus::Ready, VodStatus::Failed, VodStatus::Transcoding][(i % 3) as usize],
+                doc.created_at_ms,
+            );
+            doc.kind = if i % 4 == 0 { VodKind::Recording } else { VodKind::Upload };
+            doc.tags = if i % 11 == 0 { vec!["Featured".into()] } else { Vec::new() };
+            doc
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[cfg_attr(not(feature = "real-services"), ignore = "needs the test servers: scripts/test.sh")]
+async fn a_library_of_ten_thousand_videos_pages_as_the_embedded_store_does() {
+    with_store(|store, db| async move {
+        let data = tempfile::tempdir().unwrap();
+        let embedded = EmbeddedMetadata::open(&data.path().join("metadata.redb")).unwrap();
+        let docs = library(10_000);
+        // The embedded store through its write path; MongoDB by `insertMany` of the documents
+        // its write path makes (FerretDB upserts one at a time, each a scan of the collection).
+        let writes: Arc<Vec<MetaWrite>> = Arc::new(docs.iter().map(|d| MetaWrite::Vod(Box::new(d.clone()))).collect());
+        embedded.apply(writes).await.unwrap();
+        let encoded = docs.iter().map(|doc| {
+            let mut encoded = mongodb::bson::to_document(doc).unwrap();
+            encoded.insert("search_terms", search_terms(doc));
+            encoded
+        });
+        db.collection::<Document>("vod_metadata").insert_many(encoded).await.unwrap();
+        // One through the store's own write path, so the two encodings are checked to agree.
+        apply(&store, vec![MetaWrite::Vod(Box::new(docs[0].clone()))]).await;
+        let queries = [
+            VodQuery { limit: 20, ..VodQuery::default() },
+            VodQuery { skip: 9_990, limit: 20, ..VodQuery::default() },
+            VodQuery { status: Some(VodStatus::Failed), sort: VodSort::CreatedAsc, skip: 40, limit: 20, ..VodQuery::default() },
+            VodQuery { kind: Some(VodKind::Recording), status: Some(VodStatus::Ready), limit: 50, ..VodQuery::default() },
+            VodQuery { kind: Some(VodKind::Upload), limit: 10, ..VodQuery::default() },
+            VodQuery { words: vec!["beach".into(), "night".into()], skip: 10, limit: 25, ..VodQuery::default() },
+            VodQuery { words: vec!["featured".into()], status: Some(VodStatus::Ready), limit: 100, ..VodQuery::default() },
+            VodQuery { words: vec!["mountain".into()], limit: 10, ..VodQuery::default() },
+        ];
+        for query in &queries {
+            let began = Instant::now();
+            let (page, total) = store.list_vods(query).await.unwrap();
+            let mongo_took = began.elapsed();
+            let began = Instant::now();
+            let (expected, expected_total) = embedded.list_vods(query).await.unwrap();
+            eprintln!("{query:?}: {total} videos; a page in {mongo_took:?} on MongoDB, {:?} embedded", began.elapsed());
+            let ids = |docs: &[VodDoc]| docs.iter().map(|d| d.stream_id.clone()).collect::<Vec<_>>();
+            assert_eq!((ids(&page), total), (ids(&expected), expected_total), "{query:?}");
+            assert_eq!(page, expected, "whole documents, {query:?}");
+        }
+        let (page, total) = store.list_vods(&queries[5]).await.unwrap();
+        assert_eq!((page.len(), total), (25, 286), "every 35th video is a night at the beach");
+
+        // Every filter has an index that leads with it and goes on with the sort.
+        let keys: Vec<Document> = indexes(&db, "vod_metadata").await.into_iter().map(|i| i.keys).collect();
+        for leading in [
+            doc! { "created_at_ms": 1, "stream_id": 1 },
+            doc! { "status": 1, "created_at_ms": 1, "stream_id": 1 },
+            doc! { "kind": 1, "status": 1, "created_at_ms": 1, "stream_id": 1 },
+            doc! { "search_terms": 1, "created_at_ms": 1 },
+        ] {
+            assert!(keys.contains(&leading), "{leading} in {keys:?}");
+        }
+        // The server's own account of a page query, where it gives one (MongoDB does; FerretDB
+        // v1 reports its SQL instead): the documents it examined are the page, not the library.
+        let explain = doc! {
+            "explain": { "find": "vod_metadata", "filter": { "status": "failed" }, "sort": { "status": 1, "created_at_ms": 1, "stream_id": 1 }, "limit": 20 },
+            "verbosity": "executionStats",
+        };
+        let plan = db.run_command(explain).await.unwrap();
+        eprintln!("explain of a page of failed videos: {plan}");
+        if let Ok(stats) = plan.get_document("executionStats") {
+            let examined = stats.get_i64("totalDocsExamined").or_else(|_| stats.get_i32("totalDocsExamined").map(i64::from));
+            assert!(examined.unwrap() <= 20, "{stats}");
+        }
+    })
+    .await;
 }

@@ -112,6 +112,22 @@ pub fn vod_poster(stream_id: &str) -> String {
     vod_variant(stream_id, VOD_POSTER_FILE)
 }
 
+/// The MP4 of one rendition that `GET /videos/{id}/download` serves, beside the renditions.
+pub fn vod_download(stream_id: &str, rung: &str) -> String {
+    vod_variant(stream_id, &vod_download_file(rung))
+}
+
+/// [`vod_download`]'s path in the video's playback folder.
+pub fn vod_download_file(rung: &str) -> String {
+    format!("downloads/{rung}.mp4")
+}
+
+/// Every folder that holds objects of a video: its source, its renditions (and poster), its
+/// master playlist.
+pub fn vod_prefixes(stream_id: &str) -> [String; 3] {
+    [bucket::VOD_RAW, bucket::VOD_VARIANTS, bucket::MANIFESTS].map(|bucket| format!("{bucket}/{stream_id}/"))
+}
+
 /// The object behind `path` in a stream's playback folder (`/play/…/{stream_id}/{path}`).
 /// The folder spans two buckets, so that a playlist's relative URIs name its media: a live
 /// stream's playlists are in `manifests/` and its segments in `live-streams/`; a video's

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod checks;
 mod dead_letter;
 pub mod keys;
+pub mod library;
 pub mod live;
 pub mod pushed_playlist;
 mod topic;
@@ -19,7 +20,7 @@ pub use live::{
     PlaylistNotice, StreamStatus, parse_program_date_time, program_date_time_at,
 };
 pub use topic::{Topic, stream_hash};
-pub use vod::{MediaInfo, StatusChange, VOD_UPLOADED, VariantDoc, VodDoc, VodEvent, VodStatus};
+pub use vod::{MediaInfo, StatusChange, VOD_UPLOADED, VariantDoc, VodDoc, VodEvent, VodKind, VodStatus};
 
 /// Milliseconds since the Unix epoch, the one clock every event and document uses.
 pub fn now_ms() -> u64 {

@@ -8,7 +8,8 @@ use super::checks::{ValidationError, validate_vod_id};
 use super::keys;
 
 /// Where a video's processing stands; it only moves forward, and `failed` is final for an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `deleting` follows any other and is never left: the video and its objects are on their way out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VodStatus {
     Uploaded,
@@ -16,15 +17,58 @@ pub enum VodStatus {
     Transcoding,
     Ready,
     Failed,
+    Deleting,
 }
 
 impl VodStatus {
+    pub const ALL: [VodStatus; 6] = [
+        VodStatus::Uploaded,
+        VodStatus::Processing,
+        VodStatus::Transcoding,
+        VodStatus::Ready,
+        VodStatus::Failed,
+        VodStatus::Deleting,
+    ];
+
     pub fn is_final(self) -> bool {
         matches!(self, VodStatus::Ready | VodStatus::Failed)
     }
+
+    /// The status as the API spells it, e.g. `ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VodStatus::Uploaded => "uploaded",
+            VodStatus::Processing => "processing",
+            VodStatus::Transcoding => "transcoding",
+            VodStatus::Ready => "ready",
+            VodStatus::Failed => "failed",
+            VodStatus::Deleting => "deleting",
+        }
+    }
 }
 
-/// The one `event_type` of `vod-chunks`.
+/// Where a video came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VodKind {
+    /// `POST /vod/upload`, or an event a producer logged.
+    #[default]
+    Upload,
+    /// A live stream's recording.
+    Recording,
+}
+
+impl VodKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VodKind::Upload => "upload",
+            VodKind::Recording => "recording",
+        }
+    }
+}
+
+/// The `event_type` of a new video on `vod-chunks`; the library's edits have their own
+/// ([`crate::library`]).
 pub const VOD_UPLOADED: &str = "vod_uploaded";
 
 /// The event on `vod-chunks`: a source video is in the object store.
@@ -45,7 +89,7 @@ pub struct VodEvent {
     pub playback_policy: PlaybackPolicy,
 }
 
-fn vod_uploaded() -> String {
+pub(crate) fn vod_uploaded() -> String {
     VOD_UPLOADED.into()
 }
 
@@ -140,6 +184,14 @@ pub struct VodDoc {
     pub audio_track_id: Option<String>,
     #[serde(default)]
     pub playback_policy: PlaybackPolicy,
+    #[serde(default)]
+    pub kind: VodKind,
+    /// Set with `PATCH /videos/{id}`; at most [`crate::library::MAX_TAGS`].
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// `at_us` of the newest edit applied (0: never edited): how the API tells its edit is in.
+    #[serde(default)]
+    pub edited_at_us: u64,
 }
 
 impl VodDoc {
@@ -167,6 +219,9 @@ impl VodDoc {
             keyframe_aligned: false,
             audio_track_id: None,
             playback_policy: PlaybackPolicy::default(),
+            kind: VodKind::Upload,
+            tags: Vec::new(),
+            edited_at_us: 0,
         }
     }
 
@@ -180,8 +235,9 @@ impl VodDoc {
         doc
     }
 
+    /// Moves the status on; nothing moves a video out of `deleting`.
     pub fn set_status(&mut self, status: VodStatus, at_ms: u64) {
-        if self.status != status {
+        if self.status != status && self.status != VodStatus::Deleting {
             self.status = status;
             self.status_history.push(StatusChange { status, at_ms });
         }
@@ -207,6 +263,19 @@ mod tests {
         let statuses: Vec<_> = doc.status_history.iter().map(|c| (c.status, c.at_ms)).collect();
         assert_eq!(statuses, [(VodStatus::Uploaded, 1), (VodStatus::Processing, 2), (VodStatus::Ready, 4)]);
         assert!(doc.status.is_final());
+        doc.set_status(VodStatus::Deleting, 5);
+        doc.set_status(VodStatus::Failed, 6);
+        assert_eq!(doc.status, VodStatus::Deleting);
+    }
+
+    #[test]
+    fn statuses_are_spelled_as_serde_spells_them() {
+        for status in VodStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for kind in [VodKind::Upload, VodKind::Recording] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! What the VOD stages of every worker in a process share: the backends, the FFmpeg pool, the
-//! work directory, and the videos under way.
+//! work directory, the videos under way, and the order of each video's events.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Semaphore, oneshot};
 
 use crate::backends::Backends;
 use crate::config::TranscodeMode;
 use crate::dataflow::retry;
 use crate::metrics::Metrics;
-use crate::model::VodDoc;
+use crate::model::{VodDoc, VodStatus, keys};
 use crate::storage::metadata::MetaWrite;
 use crate::storage::object::StoreError;
 
@@ -26,9 +27,48 @@ pub struct VodContext {
     /// Taken for every read-modify-write of a VOD document, so that two never interleave
     /// (a stage and a progress report, say).
     doc_writes: Mutex<()>,
-    /// Videos between probe and finish: a duplicate event meanwhile is not run twice.
-    active: std::sync::Mutex<HashSet<String>>,
+    /// Videos between probe and finish: a duplicate event meanwhile is not run twice. `true`
+    /// once the video is deleted: whoever ends its work removes it.
+    active: std::sync::Mutex<HashMap<String, bool>>,
+    turns: Arc<std::sync::Mutex<Turns>>,
 }
+
+/// Per video, the newest job's ticket and the end of its turn.
+#[derive(Default)]
+struct Turns {
+    next_ticket: u64,
+    last: HashMap<String, (u64, oneshot::Receiver<()>)>,
+}
+
+/// A job's place among the jobs of one video: [`Turn::wait`] returns once every job taken
+/// before it has dropped its turn, so documents change in the order of the video's events.
+pub struct Turn {
+    before: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+    ticket: u64,
+    stream_id: String,
+    turns: Arc<std::sync::Mutex<Turns>>,
+}
+
+impl Turn {
+    pub async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            let _ = before.await; // a dropped turn ends it too
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        if turns.last.get(&self.stream_id).is_some_and(|(ticket, _)| *ticket == self.ticket) {
+            turns.last.remove(&self.stream_id);
+        }
+    }
+}
+
+/// How often a transcode looks whether its video was deleted.
+const DELETION_POLL: Duration = Duration::from_millis(500);
 
 impl VodContext {
     pub fn new(
@@ -46,17 +86,85 @@ impl VodContext {
             work_dir,
             doc_writes: Mutex::new(()),
             active: Default::default(),
+            turns: Default::default(),
         })
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Marks a video under way; false if it already is.
     pub fn begin(&self, stream_id: &str) -> bool {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(stream_id.to_string())
+        let mut active = self.active();
+        if active.contains_key(stream_id) {
+            return false;
+        }
+        active.insert(stream_id.to_string(), false);
+        true
     }
 
-    /// Marks a video no longer under way.
-    pub fn end(&self, stream_id: &str) {
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(stream_id);
+    /// Marks a video no longer under way; true if it was deleted meanwhile, and the caller is
+    /// to [`sweep`](Self::sweep) it.
+    #[must_use]
+    pub fn end(&self, stream_id: &str) -> bool {
+        self.active().remove(stream_id).unwrap_or(false)
+    }
+
+    /// Marks a video deleted. True if its work is under way (and whoever ends it sweeps); else
+    /// the video is now under way for the caller, who sweeps it and ends it.
+    pub fn mark_deleted(&self, stream_id: &str) -> bool {
+        let mut active = self.active();
+        let under_way = active.contains_key(stream_id);
+        active.insert(stream_id.to_string(), true);
+        under_way
+    }
+
+    /// Whether this process marked the video deleted.
+    pub fn is_deleted_here(&self, stream_id: &str) -> bool {
+        self.active().get(stream_id).copied().unwrap_or(false)
+    }
+
+    /// Resolves once the video is deleted: marked here, or (its deletion ran in another process
+    /// of a cluster) `deleting` or gone in the metadata store.
+    pub async fn deleted(&self, stream_id: &str) {
+        loop {
+            tokio::time::sleep(DELETION_POLL).await;
+            if self.is_deleted_here(stream_id) {
+                return;
+            }
+            match self.backends.metadata.get_vod(stream_id).await {
+                Ok(None) => return,
+                Ok(Some(doc)) if doc.status == VodStatus::Deleting => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// The next turn among `stream_id`'s jobs: taken as its event arrives, on the worker, so
+    /// turns follow the log's order.
+    pub fn turn(&self, stream_id: &str) -> Turn {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, end) = oneshot::channel();
+        turns.next_ticket += 1;
+        let ticket = turns.next_ticket;
+        let before = turns.last.insert(stream_id.to_string(), (ticket, end)).map(|(_, before)| before);
+        Turn { before, _done: done, ticket, stream_id: stream_id.to_string(), turns: self.turns.clone() }
+    }
+
+    /// Removes every object of a deleted video (source, renditions, poster, playlists), then its
+    /// document and its work files. Retried until done: a crash meanwhile leaves the deletion's
+    /// offset uncommitted, and the restart sweeps again.
+    pub async fn sweep(&self, stream_id: &str) {
+        let mut objects = 0;
+        for prefix in keys::vod_prefixes(stream_id) {
+            objects += retry(&self.metrics, || self.backends.store.delete_prefix(&prefix)).await;
+        }
+        let writes = Arc::new(vec![MetaWrite::DeleteVod(stream_id.to_string())]);
+        retry(&self.metrics, || self.backends.metadata.apply(writes.clone())).await;
+        self.clean_up(stream_id).await;
+        self.metrics.vod_videos_total.with_label_values(&["deleted"]).inc();
+        tracing::info!(stream_id, objects, "video deleted");
     }
 
     /// Where FFmpeg writes a video's renditions.
@@ -103,7 +211,7 @@ impl VodContext {
         let metadata = &self.backends.metadata;
         let mut doc = retry(&self.metrics, || metadata.get_vod(stream_id)).await.or(new)?;
         change(&mut doc);
-        let writes = Arc::new(vec![MetaWrite::Vod(doc.clone())]);
+        let writes = Arc::new(vec![MetaWrite::Vod(Box::new(doc.clone()))]);
         retry(&self.metrics, || metadata.apply(writes.clone())).await;
         Some(doc)
     }

@@ -27,7 +27,10 @@ pub async fn finish_stage(ctx: Arc<VodContext>, joined: VodResult<Joined>) -> Ve
         }
     };
     ctx.clean_up(&id).await;
-    ctx.end(&id);
+    if ctx.end(&id) {
+        ctx.sweep(&id).await; // deleted while it was processed
+        return vec![()];
+    }
     let finished = ctx
         .update(&id, |doc| {
             let now = now_ms();

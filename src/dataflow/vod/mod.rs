@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! log_source (vod-chunks) -> VodInput::decode
-//!   -> async_stage VodProbe      (exchange by video)        ffprobe, ladder -> transcode tasks
+//!   -> async_stage VodProbe      (exchange by video)        ffprobe, ladder -> transcode tasks; edits, deletions
 //!   -> async_stage VodTranscode  (exchange by video, rung)  FFmpeg pool (and the poster) -> one result per rung
 //!   -> join_rungs                (exchange by video)        differential: every rung done, or a failure
 //!   -> async_stage VodFinish     (exchange by video)        master playlist, status ready | failed
@@ -13,6 +13,11 @@
 //!
 //! Each stage holds its record's capability until its job is done, so a `vod-chunks` offset
 //! is committed only once the video is `ready` or `failed`: a restart redoes unfinished work.
+//!
+//! The library's edits and deletions of a video travel the same topic and meet its upload in
+//! the probe stage, in log order: an edit changes the document; a deletion removes every
+//! object and the document, at once or, while the video is being processed, once its work has
+//! stopped (its transcodes watch for it), and its offset too waits until that is done.
 
 mod context;
 mod finish;

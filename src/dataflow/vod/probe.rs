@@ -1,40 +1,92 @@
 //! The probe stage: a video becomes `processing`, `ffprobe` reads its source, the ladder is
-//! planned, and the video becomes `transcoding` with one transcode task per FFmpeg run.
+//! planned, and the video becomes `transcoding` with one transcode task per FFmpeg run. The
+//! library's edits and deletions of a video are applied here too, in the order of its events.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use super::context::VodContext;
+use super::context::{Turn, VodContext};
 use super::records::{TranscodeTask, VodError, VodFailure, VodInput, VodPlan, VodResult};
 use crate::config::TranscodeMode;
 use crate::dataflow::retry;
 use crate::media::ladder::{Rung, ladder};
 use crate::media::probe::probe;
-use crate::model::{VodDoc, VodStatus, keys, now_ms};
+use crate::model::library::{VodDeleted, VodEdit};
+use crate::model::{VodDoc, VodEvent, VodStatus, keys, now_ms};
 use crate::storage::metadata::MetaWrite;
 
-pub async fn probe_stage(ctx: Arc<VodContext>, input: VodInput) -> Vec<VodResult<TranscodeTask>> {
-    let event = match input {
-        VodInput::Dead(dead) => {
-            ctx.metrics.dead_letters_total.with_label_values(&[dead.reason.as_str()]).inc();
-            let writes = Arc::new(vec![MetaWrite::DeadLetter(dead)]);
-            retry(&ctx.metrics, || ctx.backends.metadata.apply(writes.clone())).await;
-            return Vec::new();
-        }
-        VodInput::Upload(event) => event,
+/// Claims a video and takes its turn as the record arrives (on the worker, so in log order),
+/// then does the work off it.
+pub fn probe_stage(
+    ctx: Arc<VodContext>,
+    input: VodInput,
+) -> impl Future<Output = Vec<VodResult<TranscodeTask>>> + Send + use<> {
+    let (claimed, turn) = match &input {
+        VodInput::Upload(event) => (ctx.begin(&event.stream_id), Some(ctx.turn(&event.stream_id))),
+        VodInput::Edit(edit) => (false, Some(ctx.turn(&edit.stream_id))),
+        VodInput::Delete(deleted) => (false, Some(ctx.turn(&deleted.stream_id))),
+        VodInput::Dead(_) => (false, None),
     };
-    let id = event.stream_id.clone();
-    if !ctx.begin(&id) {
-        return Vec::new(); // the same video is already on its way
+    async move {
+        match (input, turn) {
+            (VodInput::Upload(event), Some(turn)) if claimed => upload(ctx, event, turn).await,
+            (VodInput::Edit(edit), Some(turn)) => {
+                apply_edit(&ctx, edit, turn).await;
+                Vec::new()
+            }
+            (VodInput::Delete(deleted), Some(turn)) => {
+                delete(&ctx, deleted, turn).await;
+                Vec::new()
+            }
+            (VodInput::Dead(dead), _) => {
+                ctx.metrics.dead_letters_total.with_label_values(&[dead.reason.as_str()]).inc();
+                let writes = Arc::new(vec![MetaWrite::DeadLetter(dead)]);
+                retry(&ctx.metrics, || ctx.backends.metadata.apply(writes.clone())).await;
+                Vec::new()
+            }
+            _ => Vec::new(), // the same video is already on its way
+        }
     }
+}
+
+/// An edit changes the document, unless the video is gone or going.
+async fn apply_edit(ctx: &VodContext, edit: VodEdit, mut turn: Turn) {
+    turn.wait().await;
+    ctx.update(&edit.stream_id, |doc| {
+        if doc.status != VodStatus::Deleting {
+            edit.apply(doc);
+        }
+    })
+    .await;
+}
+
+/// A deletion marks the video `deleting`; its objects and document go now, or, while its work
+/// is under way, once that stops (the transcodes see the mark and stop early).
+async fn delete(ctx: &VodContext, deleted: VodDeleted, mut turn: Turn) {
+    turn.wait().await;
+    let id = &deleted.stream_id;
+    let under_way = ctx.mark_deleted(id);
+    ctx.update(id, |doc| doc.set_status(VodStatus::Deleting, now_ms())).await;
+    if !under_way {
+        ctx.sweep(id).await;
+        let _swept = ctx.end(id);
+    }
+}
+
+async fn upload(ctx: Arc<VodContext>, event: VodEvent, mut turn: Turn) -> Vec<VodResult<TranscodeTask>> {
+    turn.wait().await;
+    let id = event.stream_id.clone();
     // Nothing of the video is planned yet, so nothing else of it follows a failure.
     let fail = |error: VodError| {
         let (stream_id, uploaded_at_us, error) = (id.clone(), event.uploaded_at_us, error.to_string());
         vec![Err(VodFailure { stream_id, uploaded_at_us, error, rungs: Vec::new(), time: None })]
     };
-    // A replayed event of a finished video changes nothing; an unfinished one is redone.
+    // A replayed event of a finished (or deleted) video changes nothing; an unfinished one is
+    // redone.
+    let settled = |doc: &VodDoc| doc.status.is_final() || doc.status == VodStatus::Deleting;
     let started = ctx
         .upsert(&id, Some(VodDoc::from_event(&event)), |doc| {
-            if !doc.status.is_final() {
+            if !settled(doc) {
                 doc.set_status(VodStatus::Processing, now_ms());
                 doc.set_progress(0.0);
             }
@@ -42,12 +94,15 @@ pub async fn probe_stage(ctx: Arc<VodContext>, input: VodInput) -> Vec<VodResult
         .await;
     match started {
         None => return fail(VodError::NoDocument(id.clone())),
-        Some(doc) if doc.status.is_final() => {
-            ctx.end(&id);
+        Some(doc) if settled(&doc) => {
+            if ctx.end(&id) {
+                ctx.sweep(&id).await;
+            }
             return Vec::new();
         }
         Some(_) => {}
     }
+    drop(turn); // the document is there: later events of the video may go on
     let source = match ctx.source_file(&id, &event.source_key).await {
         Ok(path) => path,
         Err(e) => return fail(VodError::Source(e)),
@@ -56,6 +111,9 @@ pub async fn probe_stage(ctx: Arc<VodContext>, input: VodInput) -> Vec<VodResult
         Ok(info) => info,
         Err(e) => return fail(e.into()),
     };
+    if ctx.is_deleted_here(&id) {
+        return fail(VodError::Deleted);
+    }
     let rungs = ladder(&info);
     let _ = tokio::fs::remove_dir_all(ctx.output_dir(&id)).await; // an interrupted attempt's files
     let names: Vec<String> = rungs.iter().map(|r| r.name.clone()).collect();

@@ -7,37 +7,52 @@ use crate::log::LogRecord;
 use crate::media::ladder::Rung;
 use crate::media::probe::MediaError;
 use crate::media::transcode::RungOutput;
-use crate::model::{DeadLetterDoc, DeadLetterReason, MediaInfo, Topic, VodEvent, stream_hash};
+use crate::model::library::{VOD_DELETED, VOD_UPDATED, VodDeleted, VodEdit, VodEventType};
+use crate::model::{DeadLetterDoc, DeadLetterReason, MediaInfo, Topic, ValidationError, VodEvent, stream_hash};
 use crate::storage::object::StoreError;
 
 /// A decoded `vod-chunks` record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum VodInput {
     Upload(VodEvent),
+    Edit(VodEdit),
+    Delete(VodDeleted),
     Dead(DeadLetterDoc),
 }
 
 impl VodInput {
-    /// Decodes one `vod-chunks` record.
+    /// Decodes one `vod-chunks` record: its `event_type` says which event it is.
     pub fn decode(record: LogRecord) -> VodInput {
         let topic = Topic::VodChunks;
-        match parse_record::<VodEvent>(topic, &record) {
-            Err(dead) => VodInput::Dead(dead),
-            Ok(event) => match event.validate() {
-                Ok(()) => VodInput::Upload(event),
-                Err(error) => {
-                    VodInput::Dead(dead_letter(topic, &record, DeadLetterReason::InvalidEvent, error.to_string()))
-                }
-            },
-        }
+        let decoded = parse_record::<VodEventType>(topic, &record).and_then(|kind| match kind.event_type.as_str() {
+            VOD_UPDATED => checked(&record, VodEdit::validate).map(VodInput::Edit),
+            VOD_DELETED => checked(&record, VodDeleted::validate).map(VodInput::Delete),
+            _ => checked(&record, VodEvent::validate).map(VodInput::Upload),
+        });
+        decoded.unwrap_or_else(VodInput::Dead)
     }
 
-    /// Exchange key: by video, so that a duplicate event meets the first one.
+    /// Exchange key: by video, so that every event of one meets the ones before it, in order.
     pub fn route(&self) -> u64 {
         match self {
             VodInput::Upload(event) => stream_hash(&event.stream_id),
+            VodInput::Edit(edit) => stream_hash(&edit.stream_id),
+            VodInput::Delete(deleted) => stream_hash(&deleted.stream_id),
             VodInput::Dead(dead) => dead.partition as u64,
         }
+    }
+}
+
+/// A record parsed as `T` and validated, or its dead letter.
+fn checked<'a, T: Deserialize<'a>>(
+    record: &'a LogRecord,
+    validate: impl Fn(&T) -> Result<(), ValidationError>,
+) -> Result<T, DeadLetterDoc> {
+    let topic = Topic::VodChunks;
+    let event = parse_record::<T>(topic, record)?;
+    match validate(&event) {
+        Ok(()) => Ok(event),
+        Err(error) => Err(dead_letter(topic, record, DeadLetterReason::InvalidEvent, error.to_string())),
     }
 }
 
@@ -134,4 +149,6 @@ pub enum VodError {
     MasterPlaylist(#[source] StoreError),
     #[error("the FFmpeg pool is closed")]
     PoolClosed,
+    #[error("the video was deleted")]
+    Deleted,
 }

@@ -17,7 +17,12 @@ pub async fn transcode_stage(ctx: Arc<VodContext>, task: VodResult<TranscodeTask
         Ok(task) => task,
         Err(failure) => return vec![Err(failure)],
     };
-    match run(&ctx, &task).await {
+    // A deletion stops the work where it is (FFmpeg is killed); what it stored is swept.
+    let outcome = tokio::select! {
+        outcome = run(&ctx, &task) => outcome,
+        () = ctx.deleted(&task.plan.stream_id) => Err(VodError::Deleted),
+    };
+    match outcome {
         Ok(outputs) => outputs.into_iter().map(|output| Ok(RungDone { plan: task.plan.clone(), output })).collect(),
         Err(error) => vec![Err(task.plan.failure(&task.rungs, error.to_string()))],
     }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
+use crate::model::library::VodQuery;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_streams");
@@ -121,6 +122,9 @@ impl EmbeddedMetadata {
                         MetaWrite::Vod(doc) => {
                             vods.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
                         }
+                        MetaWrite::DeleteVod(stream_id) => {
+                            vods.remove(stream_id.as_str()).map_err(backend)?;
+                        }
                         MetaWrite::Token(doc) => {
                             tokens.insert(doc.token_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
                         }
@@ -216,6 +220,18 @@ impl MetadataStore for EmbeddedMetadata {
 
     async fn get_gaps(&self, stream_id: &str) -> Result<Option<LiveGapsDoc>, MetadataError> {
         self.get_by_id(GAPS, stream_id).await
+    }
+
+    /// A scan of every video: the embedded store serves one process's library, where that is
+    /// milliseconds for thousands of videos.
+    async fn list_vods(&self, query: &VodQuery) -> Result<(Vec<VodDoc>, u64), MetadataError> {
+        let mut docs: Vec<VodDoc> = self.list_all(VODS).await?;
+        docs.retain(|doc| query.matches(doc));
+        query.sort(&mut docs);
+        let total = docs.len() as u64;
+        let skip = usize::try_from(query.skip).unwrap_or(usize::MAX);
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        Ok((docs.into_iter().skip(skip).take(limit).collect(), total))
     }
 
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {

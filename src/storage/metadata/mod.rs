@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use super::BoxError;
 use crate::model::auth::TokenDoc;
+use crate::model::library::VodQuery;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
 #[derive(Debug, Error)]
@@ -84,7 +85,9 @@ pub enum MetaWrite {
     /// Keyed by `(topic, partition, offset)`, so a replay writes it once.
     DeadLetter(DeadLetterDoc),
     /// Upsert keyed by `stream_id`.
-    Vod(VodDoc),
+    Vod(Box<VodDoc>),
+    /// Removes a video's document (absent is fine).
+    DeleteVod(String),
     /// Upsert keyed by `stream_id`.
     Gaps(LiveGapsDoc),
     /// Upsert keyed by `token_id`.
@@ -112,6 +115,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Chunks of a stream with `chunk_index >= from`, in order, at most `limit`.
     async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError>;
     async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError>;
+    /// A page of the videos `query` matches, in its order, and how many it matches in all.
+    async fn list_vods(&self, query: &VodQuery) -> Result<(Vec<VodDoc>, u64), MetadataError>;
     /// The gap slots of a live stream's window (none until it had one).
     async fn get_gaps(&self, stream_id: &str) -> Result<Option<LiveGapsDoc>, MetadataError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError>;

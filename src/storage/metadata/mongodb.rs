@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{TryStreamExt, stream};
-use mongodb::bson::{self, Document, doc};
+use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -22,7 +22,8 @@ use serde::de::DeserializeOwned;
 
 use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
-use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
+use crate::model::library::{VodQuery, VodSort, search_terms};
+use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc, VodKind};
 
 const STREAMS: &str = "live_streams";
 /// The legacy pipeline's name for the per-chunk documents.
@@ -31,6 +32,8 @@ const VODS: &str = "vod_metadata";
 const GAPS: &str = "live_gaps";
 const DEAD_LETTERS: &str = "dead_letters";
 const TOKENS: &str = "api_tokens";
+/// A video document's words ([`search_terms`]), under a multikey index: what `q` matches.
+const SEARCH_TERMS: &str = "search_terms";
 
 /// Server selection and connect timeouts, unless the URI sets its own: a server that is down at
 /// start is reported within seconds, not after the driver's default 30 s.
@@ -56,8 +59,17 @@ struct Op {
     collection: &'static str,
     filter: Document,
     doc: Document,
-    /// Replace the document, or only insert it when absent.
-    overwrite: bool,
+    write: Write,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Replace the document, or insert it.
+    Replace,
+    /// Insert the document only when absent.
+    Insert,
+    /// Remove the document.
+    Delete,
 }
 
 /// What a write is keyed by, as in the embedded tables.
@@ -113,6 +125,18 @@ impl MongoMetadata {
                 .await
                 .map_err(|e| fail(&format!("refused the unique index of {collection}"), e))?;
         }
+        // The library's list queries: each filter (status, kind, both, words) with the sort.
+        let library = [
+            doc! { "created_at_ms": 1, "stream_id": 1 },
+            doc! { "status": 1, "created_at_ms": 1, "stream_id": 1 },
+            doc! { "kind": 1, "status": 1, "created_at_ms": 1, "stream_id": 1 },
+            doc! { SEARCH_TERMS: 1, "created_at_ms": 1 },
+        ];
+        for keys in library {
+            let model = IndexModel::builder().keys(keys).build();
+            let created = store.collection::<Document>(VODS).create_index(model).await;
+            created.map_err(|e| fail(&format!("refused an index of {VODS}"), e))?;
+        }
         Ok(store)
     }
 
@@ -143,7 +167,7 @@ impl MongoMetadata {
                     slot.insert(ops.len());
                     ops.push(op);
                 }
-                Entry::Occupied(slot) if op.overwrite => ops[*slot.get()] = op,
+                Entry::Occupied(slot) if op.write != Write::Insert => ops[*slot.get()] = op,
                 Entry::Occupied(_) => {}
             }
         }
@@ -158,20 +182,34 @@ impl MongoMetadata {
             MetaWrite::Chunk { doc, overwrite } => {
                 let index = doc.chunk.chunk_index;
                 let filter = doc! { "stream_id": &doc.stream_id, "chunk_index": self.int(index)? };
-                let op = Op { collection: CHUNKS, filter, doc: self.encode(doc)?, overwrite: *overwrite };
+                let write = if *overwrite { Write::Replace } else { Write::Insert };
+                let op = Op { collection: CHUNKS, filter, doc: self.encode(doc)?, write };
                 (Key::Chunk(doc.stream_id.clone(), index), op)
             }
             MetaWrite::DeadLetter(doc) => {
                 let (partition, offset) = (i64::from(doc.partition), self.int(doc.offset)?);
                 let filter = doc! { "topic": &doc.topic, "partition": partition, "offset": offset };
-                let op = Op { collection: DEAD_LETTERS, filter, doc: self.encode(doc)?, overwrite: true };
+                let op = Op { collection: DEAD_LETTERS, filter, doc: self.encode(doc)?, write: Write::Replace };
                 (Key::DeadLetter(doc.topic.clone(), doc.partition, doc.offset), op)
             }
-            MetaWrite::Vod(doc) => (Key::Vod(doc.stream_id.clone()), self.by_stream_id(VODS, &doc.stream_id, doc)?),
+            MetaWrite::Vod(doc) => {
+                let mut op = self.by_stream_id(VODS, &doc.stream_id, doc)?;
+                op.doc.insert(SEARCH_TERMS, search_terms(doc));
+                (Key::Vod(doc.stream_id.clone()), op)
+            }
+            MetaWrite::DeleteVod(stream_id) => {
+                let op = Op {
+                    collection: VODS,
+                    filter: doc! { "stream_id": stream_id },
+                    doc: doc! {},
+                    write: Write::Delete,
+                };
+                (Key::Vod(stream_id.clone()), op)
+            }
             MetaWrite::Gaps(doc) => (Key::Gaps(doc.stream_id.clone()), self.by_stream_id(GAPS, &doc.stream_id, doc)?),
             MetaWrite::Token(doc) => {
                 let filter = doc! { "token_id": &doc.token_id };
-                let op = Op { collection: TOKENS, filter, doc: self.encode(doc)?, overwrite: true };
+                let op = Op { collection: TOKENS, filter, doc: self.encode(doc)?, write: Write::Replace };
                 (Key::Token(doc.token_id.clone()), op)
             }
         })
@@ -184,7 +222,7 @@ impl MongoMetadata {
         stream_id: &str,
         doc: &impl Serialize,
     ) -> Result<Op, MetadataError> {
-        Ok(Op { collection, filter: doc! { "stream_id": stream_id }, doc: self.encode(doc)?, overwrite: true })
+        Ok(Op { collection, filter: doc! { "stream_id": stream_id }, doc: self.encode(doc)?, write: Write::Replace })
     }
 
     fn encode(&self, doc: &impl Serialize) -> Result<Document, MetadataError> {
@@ -201,21 +239,23 @@ impl MongoMetadata {
 
     async fn run(&self, op: Op) -> Result<(), MetadataError> {
         let collection = self.collection::<Document>(op.collection);
-        let result = if op.overwrite {
-            collection.replace_one(op.filter.clone(), op.doc.clone()).upsert(true).await.map(drop)
-        } else {
-            // The filter's fields are inserted from the filter itself.
-            let mut fields = op.doc.clone();
-            for key in op.filter.keys() {
-                fields.remove(key);
+        let result = match op.write {
+            Write::Replace => collection.replace_one(op.filter.clone(), op.doc.clone()).upsert(true).await.map(drop),
+            Write::Insert => {
+                // The filter's fields are inserted from the filter itself.
+                let mut fields = op.doc.clone();
+                for key in op.filter.keys() {
+                    fields.remove(key);
+                }
+                collection.update_one(op.filter.clone(), doc! { "$setOnInsert": fields }).upsert(true).await.map(drop)
             }
-            collection.update_one(op.filter.clone(), doc! { "$setOnInsert": fields }).upsert(true).await.map(drop)
+            Write::Delete => collection.delete_one(op.filter.clone()).await.map(drop),
         };
         match result {
             // Two upserts of one new key raced (another process, or a server that does not
             // retry it itself): the document now exists, so the insert is done and the replace
             // goes through on a second try.
-            Err(e) if is_duplicate_key(&e) && !op.overwrite => Ok(()),
+            Err(e) if is_duplicate_key(&e) && op.write == Write::Insert => Ok(()),
             Err(e) if is_duplicate_key(&e) => {
                 collection.replace_one(op.filter, op.doc).upsert(true).await.map(drop).map_err(|e| self.write_error(e))
             }
@@ -414,6 +454,37 @@ impl MetadataStore for MongoMetadata {
 
     async fn get_gaps(&self, stream_id: &str) -> Result<Option<LiveGapsDoc>, MetadataError> {
         self.find_one(GAPS, doc! { "stream_id": stream_id }).await
+    }
+
+    async fn list_vods(&self, query: &VodQuery) -> Result<(Vec<VodDoc>, u64), MetadataError> {
+        let mut filter = doc! {};
+        if let Some(status) = query.status {
+            filter.insert("status", status.as_str());
+        }
+        match query.kind {
+            // A document from before kinds has none: it is an upload.
+            Some(VodKind::Upload) => filter.insert("kind", doc! { "$in": [VodKind::Upload.as_str(), Bson::Null] }),
+            Some(kind) => filter.insert("kind", kind.as_str()),
+            None => None,
+        };
+        if !query.words.is_empty() {
+            filter.insert(SEARCH_TERMS, doc! { "$all": &query.words });
+        }
+        let order = if query.sort == VodSort::CreatedAsc { 1 } else { -1 };
+        let fail = |e: mongodb::error::Error| self.error(&format!("reading {VODS} failed"), e);
+        let handle = self.collection::<VodDoc>(VODS);
+        let total = handle.count_documents(filter.clone()).await.map_err(fail)?;
+        if query.limit == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let page = handle
+            .find(filter)
+            .projection(doc! { "_id": 0, SEARCH_TERMS: 0 })
+            .sort(doc! { "created_at_ms": order, "stream_id": order })
+            .skip(query.skip)
+            .limit(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let docs = page.await.map_err(fail)?.try_collect().await.map_err(fail)?;
+        Ok((docs, total))
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError> {

@@ -48,6 +48,18 @@ async fn remove_empty_parent(path: &Path) {
     }
 }
 
+/// Files below `dir`, at any depth (0 if it is absent).
+fn walkdir_count(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => walkdir_count(&entry.path()),
+            _ => 1,
+        })
+        .sum()
+}
+
 /// Runs file work that blocks on this thread where the runtime allows it (the playlist writer's
 /// own thread; a runtime thread first hands its other tasks to another), else on the blocking
 /// pool: a rewrite is a few system calls, shorter than the wait for a pool thread.
@@ -156,6 +168,10 @@ impl ObjectStore for LocalStore {
         Ok(ours)
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        tokio::fs::try_exists(self.path(key)?).await.map_err(io(key))
+    }
+
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError> {
         let path = self.path(key)?;
         // One trip to the blocking pool: open, read and hash there.
@@ -216,6 +232,19 @@ impl ObjectStore for LocalStore {
                 Ok(())
             }
         }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let dir = self.path(prefix.strip_suffix('/').ok_or_else(|| StoreError::InvalidKey(prefix.to_string()))?)?;
+        let key = prefix.to_string();
+        blocking(prefix, move || {
+            let count = walkdir_count(&dir);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&key)(e)),
+                _ => Ok(count),
+            }
+        })
+        .await?
     }
 
     async fn read_path(&self, key: &str, _scratch: &Path) -> Result<PathBuf, StoreError> {

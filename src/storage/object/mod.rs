@@ -137,6 +137,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// if `key` holds other bytes already (however close two uploads race) it is refused with
     /// [`StoreError::Exists`]; the same bytes again are taken (a retried upload).
     async fn put_stream(&self, key: &str, body: ByteStream, max_bytes: u64) -> Result<StoredObject, StoreError>;
+    /// Whether an object is there (cheaper than [`stat_sha256`](Self::stat_sha256)).
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     /// Size and SHA-256 of an object, `None` if absent.
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError>;
     /// Moves an object to a write-once key, as [`put_stream`](Self::put_stream) stores one.
@@ -145,6 +147,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<(), StoreError>;
     /// Removes an object; absent is fine.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Removes every object whose key starts with `prefix` (`{bucket}/{folder}/`); none is
+    /// fine. Returns how many went.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
     /// A file FFmpeg can read the object from: the object itself on a local store, else a
     /// download into the directory `scratch`.
     async fn read_path(&self, key: &str, scratch: &Path) -> Result<PathBuf, StoreError>;

@@ -23,7 +23,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-    Tag, Tagging,
+    Delete, ObjectIdentifier, Tag, Tagging,
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -560,6 +560,11 @@ impl ObjectStore for S3Store {
         self.upload(key, chunks, max_bytes, Write::Once).await
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let (bucket, object) = self.locate(key)?;
+        Ok(self.head(key, &bucket, object).await?.is_some())
+    }
+
     async fn stat_sha256(&self, key: &str) -> Result<Option<StoredObject>, StoreError> {
         let (bucket, object) = self.locate(key)?;
         let Some(head) = self.head(key, &bucket, object).await? else {
@@ -621,6 +626,52 @@ impl ObjectStore for S3Store {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(caused(key, e)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let folder = prefix.strip_suffix('/').ok_or_else(|| StoreError::InvalidKey(prefix.to_string()))?;
+        let (bucket, object_prefix) = self.locate(folder)?;
+        let object_prefix = format!("{object_prefix}/");
+        let mut deleted = 0;
+        // Each round lists what is left (at most 1,000, DeleteObjects' limit) and deletes it.
+        loop {
+            let listed = self
+                .client
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix(&object_prefix)
+                .send()
+                .await
+                .map_err(|e| caused(prefix, e))?;
+            let objects: Vec<ObjectIdentifier> = listed
+                .contents()
+                .iter()
+                .filter_map(|o| ObjectIdentifier::builder().set_key(o.key().map(str::to_string)).build().ok())
+                .collect();
+            if objects.is_empty() {
+                return Ok(deleted);
+            }
+            let count = objects.len() as u64;
+            let batch =
+                Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| caused(prefix, e))?;
+            let result = self
+                .client
+                .delete_objects()
+                .bucket(&bucket)
+                .delete(batch)
+                .send()
+                .await
+                .map_err(|e| caused(prefix, e))?;
+            if let Some(failed) = result.errors().first() {
+                let message = format!(
+                    "deleting {} failed: {}",
+                    failed.key().unwrap_or_default(),
+                    failed.message().unwrap_or_default()
+                );
+                return Err(StoreError::Backend { backend: BACKEND, key: prefix.to_string(), message, source: None });
+            }
+            deleted += count;
         }
     }
 

@@ -7,7 +7,10 @@ use segflow_model::checks::{
     DATE_RANGE_MS, DVR_WINDOW_SIZE, MAX_SEQUENCE_NUMBER, SEGMENT_DURATION_MS, TARGET_DURATION_S, validate_stream_id,
 };
 use segflow_model::keys::bucket;
-use segflow_model::{LiveCommand, LiveEvent, VodEvent};
+use segflow_model::library::{
+    MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, MAX_TITLE_CHARS, VodDeleted, VodEdit, search_terms,
+};
+use segflow_model::{LiveCommand, LiveEvent, VodDoc, VodEvent};
 
 fuzz_target!(|payload: &[u8]| {
     let Ok(text) = std::str::from_utf8(payload) else { return };
@@ -34,5 +37,19 @@ fuzz_target!(|payload: &[u8]| {
     }
     if let Ok(event) = serde_json::from_str::<VodEvent>(text) {
         let _ = event.validate();
+    }
+    if let Ok(edit) = serde_json::from_str::<VodEdit>(text)
+        && edit.validate().is_ok()
+    {
+        assert!(edit.title.as_ref().is_none_or(|t| t.chars().count() <= MAX_TITLE_CHARS));
+        assert!(edit.description.as_ref().is_none_or(|d| d.chars().count() <= MAX_DESCRIPTION_CHARS));
+        let tags = edit.tags.as_deref().unwrap_or_default();
+        assert!(tags.len() <= MAX_TAGS && tags.iter().all(|t| (1..=MAX_TAG_CHARS).contains(&t.chars().count())));
+        let mut doc = VodDoc::new(&edit.stream_id, "", "", "vod-raw/x/source.mp4", 0);
+        edit.apply(&mut doc);
+        let _ = search_terms(&doc);
+    }
+    if let Ok(deleted) = serde_json::from_str::<VodDeleted>(text) {
+        let _ = deleted.validate();
     }
 });

@@ -16,7 +16,7 @@ use super::live::rfc3339;
 use super::vod::find_vod;
 use super::{ApiError, AppState, parse_json, public_base};
 use crate::model::auth::{PlaybackPolicy, Scope};
-use crate::model::keys::{VOD_MANIFEST_FILE, VOD_POSTER_FILE};
+use crate::model::keys::{VOD_MANIFEST_FILE, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE};
 use crate::model::library::{
     MAX_PAGE_SIZE, MAX_QUERY_WORDS, MAX_TITLE_CHARS, VodEdit, VodQuery, VodSort, normalize_tags, words,
 };
@@ -228,8 +228,17 @@ impl Links<'_> {
             return json!({});
         }
         let (manifest, expires) = self.state.signer.url(&self.base, &doc.stream_id, VOD_MANIFEST_FILE, self.now_s);
-        let (poster, _) = self.state.signer.url(&self.base, &doc.stream_id, VOD_POSTER_FILE, self.now_s);
-        json!({ "manifest_url": manifest, "poster_url": poster, "expires_at": rfc3339(expires) })
+        let url = |file| self.state.signer.url(&self.base, &doc.stream_id, file, self.now_s).0;
+        let mut links = json!({
+            "manifest_url": manifest,
+            "poster_url": url(VOD_POSTER_FILE),
+            "expires_at": rfc3339(expires),
+        });
+        if doc.storyboard.is_some() {
+            links["storyboard_url"] = url(VOD_STORYBOARD_VTT_FILE).into();
+            links["storyboard_sprite_url"] = url(VOD_STORYBOARD_FILE).into();
+        }
+        links
     }
 }
 

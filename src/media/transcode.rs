@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::ladder::Rung;
 use super::probe::{MediaError, ffprobe_json};
-use crate::model::MediaInfo;
+use crate::model::{MediaInfo, Storyboard};
 
 /// One source to encode into `out_dir/<rung>/`.
 pub struct TranscodeJob<'a> {
@@ -114,6 +114,21 @@ pub async fn poster(source: &Path, out: &Path, info: &MediaInfo) -> Result<(), M
     push(&mut args, ["-f", "image2", "-update", "1"]);
     args.push(out.into());
     run_to_file(&args, out, || format!("FFmpeg wrote no poster frame at {at:.3} s")).await
+}
+
+/// Writes the storyboard's sprite sheet: a frame every `interval_s`, scaled to a tile, tiled
+/// row by row into one JPEG.
+pub async fn storyboard(source: &Path, out: &Path, plan: &Storyboard) -> Result<(), MediaError> {
+    let Storyboard { interval_s, columns, rows, tile_width, tile_height, .. } = plan;
+    let mut args: Vec<OsString> = Vec::new();
+    push(&mut args, ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"]);
+    args.push(source.into());
+    args.push("-an".into());
+    args.push("-vf".into());
+    args.push(format!("fps=1/{interval_s},scale={tile_width}:{tile_height},tile={columns}x{rows}").into());
+    push(&mut args, ["-frames:v", "1", "-c:v", "mjpeg", "-q:v", "4", "-f", "image2", "-update", "1"]);
+    args.push(out.into());
+    run_to_file(&args, out, || "FFmpeg wrote no storyboard".into()).await
 }
 
 /// Runs FFmpeg with `args` (killed if dropped), which must leave a non-empty file at `out`;

@@ -187,7 +187,11 @@ async fn a_deleted_video_leaves_no_object_or_document(backends: Backends) {
         assert_eq!(wait_video_final(&engine.client, &engine.base, id).await["status"], "ready");
     }
     let before = objects_of(backends, &engine, gone).await;
-    assert_eq!(before.len(), 5, "source, poster, master, the 360p rung's playlist and segment: {before:?}");
+    assert_eq!(
+        before.len(),
+        7,
+        "source, poster, storyboard and its track, master, 360p playlist and segment: {before:?}"
+    );
     let kept_before = objects_of(backends, &engine, kept).await;
 
     let (status, body) = send(&engine, reqwest::Method::DELETE, &format!("/videos/{gone}"), None).await;
@@ -303,7 +307,7 @@ fn decoded_md5(input: &str) -> String {
 async fn a_video_streams_and_downloads_by_quality(backends: Backends) {
     let data = tempfile::tempdir().unwrap();
     let media = tempfile::tempdir().unwrap();
-    let source = clip(media.path(), "talk.mp4", "1280x720", 2, true);
+    let source = clip(media.path(), "talk.mp4", "1280x720", 5, true);
     let engine = TestEngine::start_on(backends, data.path(), 2).await;
     let (_, reply) = upload_video(&engine.client, &engine.base, &source, "qualities").await;
     let id = reply["stream_id"].as_str().unwrap().to_string();
@@ -316,12 +320,36 @@ async fn a_video_streams_and_downloads_by_quality(backends: Backends) {
     let url = chosen["url"].as_str().unwrap();
     let text = engine.client.get(url).send().await.unwrap().bytes().await.unwrap();
     let playlist = m3u8_rs::parse_media_playlist_res(&text).expect("a media playlist");
-    assert_eq!(playlist.segments.len(), 1);
+    assert_eq!(playlist.segments.len(), 3);
     let (ok, frames, stderr) = crate::common::ffmpeg_decode(url);
-    assert!(ok && frames == 60, "480p alone: {frames} frames; {stderr}");
+    assert!(ok && frames == 150, "480p alone: {frames} frames; {stderr}");
     let (_, auto) = engine.get_json(&format!("/videos/{id}/stream")).await;
     let master = engine.client.get(auto["url"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(m3u8_rs::parse_master_playlist_res(&master).unwrap().variants.len(), 3);
+
+    // The storyboard: a frame every 2 s as 160x90 tiles of one sprite, and its WebVTT cues.
+    let (_, doc) = engine.get_json(&format!("/videos/{id}")).await;
+    assert_eq!(doc["storyboard"]["tiles"], 3, "{doc}");
+    let track = engine.client.get(doc["storyboard_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(track.headers()["content-type"], "text/vtt");
+    let track = track.text().await.unwrap();
+    let cues: Vec<&str> = track.lines().filter(|l| l.contains("#xywh=")).collect();
+    assert!(track.starts_with("WEBVTT"), "{track}");
+    assert_eq!(
+        cues,
+        ["storyboard.jpg#xywh=0,0,160,90", "storyboard.jpg#xywh=160,0,160,90", "storyboard.jpg#xywh=320,0,160,90"]
+    );
+    assert!(track.contains("00:00:04.000 --> 00:00:05.000"), "{track}");
+    let sprite = engine.client.get(doc["storyboard_sprite_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(sprite.headers()["content-type"], "image/jpeg");
+    let sprite_file = media.path().join("storyboard.jpg");
+    std::fs::write(&sprite_file, sprite.bytes().await.unwrap()).unwrap();
+    let size = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(&sprite_file)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "480,90", "three tiles in a row");
 
     // One MP4 of a rendition, remuxed: the same decoded frames as the rendition, with Range.
     let download = engine.client.get(engine.url(&format!("/videos/{id}/download?quality=480p"))).send().await.unwrap();
@@ -344,7 +372,7 @@ async fn a_video_streams_and_downloads_by_quality(backends: Backends) {
     let probed: Value = serde_json::from_slice(&probed.stdout).unwrap();
     assert!(probed["format"]["format_name"].as_str().unwrap().contains("mp4"), "{probed}");
     let duration: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((duration - 2.0).abs() < 0.2, "{probed}");
+    assert!((duration - 5.0).abs() < 0.2, "{probed}");
     let streams = probed["streams"].as_array().unwrap();
     assert!(streams.iter().any(|s| s["codec_name"] == "h264" && s["height"] == 480), "{probed}");
     assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{probed}");

@@ -30,6 +30,9 @@ pub const LIVE_PLAYLIST_FILE: &str = "live.m3u8";
 pub const VOD_MANIFEST_FILE: &str = "vod_manifest.m3u8";
 /// A video's poster, in its playback folder.
 pub const VOD_POSTER_FILE: &str = "poster.jpg";
+/// A video's storyboard: a sprite sheet of frames, and the WebVTT track that maps times onto it.
+pub const VOD_STORYBOARD_FILE: &str = "storyboard.jpg";
+pub const VOD_STORYBOARD_VTT_FILE: &str = "storyboard.vtt";
 
 /// A live segment, keyed by `(stream_id, sequence_number)`: a replay writes the same key.
 pub fn live_chunk(stream_id: &str, seq: u64, ext: &str) -> String {

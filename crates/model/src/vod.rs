@@ -192,6 +192,62 @@ pub struct VodDoc {
     /// `at_us` of the newest edit applied (0: never edited): how the API tells its edit is in.
     #[serde(default)]
     pub edited_at_us: u64,
+    /// Scrubbing previews, planned with the ladder.
+    #[serde(default)]
+    pub storyboard: Option<Storyboard>,
+}
+
+/// Frames every `interval_s` seconds, `tile_width` x `tile_height` each, in one sprite sheet of
+/// `columns` x `rows` tiles (row by row), and a WebVTT track of `#xywh=` cues onto it, the form
+/// video.js and Shaka read scrubbing previews in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Storyboard {
+    pub interval_s: u32,
+    pub tiles: u32,
+    pub columns: u32,
+    pub rows: u32,
+    pub tile_width: u32,
+    pub tile_height: u32,
+}
+
+impl Storyboard {
+    /// Tiles of a sheet at most, and a tile's width.
+    pub const MAX_TILES: u32 = 100;
+    pub const TILE_WIDTH: u32 = 160;
+
+    /// The storyboard of a `duration_s` video shown at `width` x `height`: a frame every 2 s,
+    /// or fewer so that at most [`Self::MAX_TILES`] fit one sheet, 10 to a row.
+    pub fn plan(duration_s: f64, width: u32, height: u32) -> Storyboard {
+        let duration = if duration_s.is_finite() { duration_s.max(0.0) } else { 0.0 };
+        let interval_s = ((duration / f64::from(Self::MAX_TILES)).ceil() as u32).max(2);
+        let tiles = ((duration / f64::from(interval_s)).ceil() as u32).clamp(1, Self::MAX_TILES);
+        let columns = tiles.min(10);
+        let rows = tiles.div_ceil(columns);
+        let shown = f64::from(Self::TILE_WIDTH) * f64::from(height.max(1)) / f64::from(width.max(1));
+        let tile_height = (((shown / 2.0).round() as u32) * 2).clamp(2, 4 * Self::TILE_WIDTH);
+        Storyboard { interval_s, tiles, columns, rows, tile_width: Self::TILE_WIDTH, tile_height }
+    }
+
+    /// The WebVTT track: one cue per tile, each naming its rectangle of `sprite`.
+    pub fn vtt(&self, duration_s: f64, sprite: &str) -> String {
+        let stamp =
+            |ms: u64| format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+        let end_ms = (duration_s.max(0.0) * 1000.0) as u64;
+        let mut vtt = String::from("WEBVTT\n");
+        for tile in 0..self.tiles {
+            let start = u64::from(tile) * u64::from(self.interval_s) * 1000;
+            let end = (start + u64::from(self.interval_s) * 1000).min(end_ms.max(start + 1));
+            let (x, y) = ((tile % self.columns) * self.tile_width, (tile / self.columns) * self.tile_height);
+            vtt.push_str(&format!(
+                "\n{} --> {}\n{sprite}#xywh={x},{y},{},{}\n",
+                stamp(start),
+                stamp(end),
+                self.tile_width,
+                self.tile_height
+            ));
+        }
+        vtt
+    }
 }
 
 impl VodDoc {
@@ -222,6 +278,7 @@ impl VodDoc {
             kind: VodKind::Upload,
             tags: Vec::new(),
             edited_at_us: 0,
+            storyboard: None,
         }
     }
 
@@ -266,6 +323,19 @@ mod tests {
         doc.set_status(VodStatus::Deleting, 5);
         doc.set_status(VodStatus::Failed, 6);
         assert_eq!(doc.status, VodStatus::Deleting);
+    }
+
+    #[test]
+    fn a_storyboard_fits_one_sheet_of_at_most_a_hundred_tiles() {
+        let short = Storyboard::plan(5.0, 1920, 1080);
+        assert_eq!((short.interval_s, short.tiles, short.columns, short.rows, short.tile_height), (2, 3, 3, 1, 90));
+        let hour = Storyboard::plan(3600.0, 720, 1280);
+        assert_eq!((hour.interval_s, hour.tiles, hour.columns, hour.rows, hour.tile_height), (36, 100, 10, 10, 284));
+        let vtt = short.vtt(5.0, "storyboard.jpg");
+        assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nstoryboard.jpg#xywh=0,0,160,90\n"), "{vtt}");
+        assert!(vtt.ends_with("00:00:04.000 --> 00:00:05.000\nstoryboard.jpg#xywh=320,0,160,90\n"), "{vtt}");
+        let odd = Storyboard::plan(f64::NAN, 0, 0);
+        assert_eq!((odd.tiles, odd.rows), (1, 1));
     }
 
     #[test]

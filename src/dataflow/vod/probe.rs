@@ -12,7 +12,7 @@ use crate::dataflow::retry;
 use crate::media::ladder::{Rung, ladder};
 use crate::media::probe::probe;
 use crate::model::library::{VodDeleted, VodEdit};
-use crate::model::{VodDoc, VodEvent, VodStatus, keys, now_ms};
+use crate::model::{Storyboard, VodDoc, VodEvent, VodStatus, keys, now_ms};
 use crate::storage::metadata::MetaWrite;
 
 /// Claims a video and takes its turn as the record arrives (on the worker, so in log order),
@@ -122,6 +122,7 @@ async fn upload(ctx: Arc<VodContext>, event: VodEvent, mut turn: Turn) -> Vec<Vo
         doc.source = Some(info.clone());
         doc.rungs_planned = names;
         doc.poster_path = Some(keys::vod_poster(&id));
+        doc.storyboard = Some(Storyboard::plan(info.duration_s, info.width, info.height));
         doc.keyframe_aligned = true;
         doc.audio_track_id = has_audio.then(|| format!("audio-{id}"));
         doc.set_status(VodStatus::Transcoding, now_ms());

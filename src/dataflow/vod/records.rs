@@ -137,7 +137,7 @@ pub enum VodError {
     Source(#[source] StoreError),
     #[error(transparent)]
     Media(#[from] MediaError),
-    #[error("making the poster: {0}")]
+    #[error("making the poster or storyboard: {0}")]
     Poster(#[source] MediaError),
     #[error("storing {file}: {source}")]
     Store {

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use super::context::VodContext;
 use super::records::{RungDone, TranscodeTask, VodError, VodPlan, VodResult};
-use crate::media::transcode::{RungOutput, TranscodeJob, poster, transcode};
-use crate::model::keys::{self, VOD_POSTER_FILE};
+use crate::media::probe::MediaError;
+use crate::media::transcode::{RungOutput, TranscodeJob, poster, storyboard, transcode};
+use crate::model::Storyboard;
+use crate::model::keys::{self, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE};
 
 /// Seconds per segment, and between keyframes, in every rung.
 pub const SEGMENT_SECONDS: u32 = 2;
@@ -88,9 +90,22 @@ fn report_progress(
     (progress, reporter)
 }
 
+/// The poster, and the storyboard's sprite sheet and WebVTT track.
 async fn make_poster(ctx: &VodContext, plan: &VodPlan, source: &Path, out_dir: &Path) -> Result<(), VodError> {
     let file = out_dir.join(VOD_POSTER_FILE);
     poster(source, &file, &plan.info).await.map_err(VodError::Poster)?;
-    let stored = ctx.backends.store.put_file(&keys::vod_poster(&plan.stream_id), &file).await;
-    stored.map_err(|source| VodError::Store { file: VOD_POSTER_FILE.into(), source })
+    let info = &plan.info;
+    let board = Storyboard::plan(info.duration_s, info.width, info.height);
+    let sprite = out_dir.join(VOD_STORYBOARD_FILE);
+    storyboard(source, &sprite, &board).await.map_err(VodError::Poster)?;
+    let track = out_dir.join(VOD_STORYBOARD_VTT_FILE);
+    let vtt = board.vtt(info.duration_s, VOD_STORYBOARD_FILE);
+    tokio::fs::write(&track, vtt)
+        .await
+        .map_err(|e| VodError::Poster(MediaError::io("writing the storyboard track", e)))?;
+    for (name, path) in [(VOD_POSTER_FILE, &file), (VOD_STORYBOARD_FILE, &sprite), (VOD_STORYBOARD_VTT_FILE, &track)] {
+        let stored = ctx.backends.store.put_file(&keys::vod_variant(&plan.stream_id, name), path).await;
+        stored.map_err(|source| VodError::Store { file: name.into(), source })?;
+    }
+    Ok(())
 }

@@ -73,6 +73,7 @@ pub fn content_type(key: &str) -> &'static str {
         Some("mp4") => "video/mp4",
         Some("aac") => "audio/aac",
         Some("jpg" | "jpeg") => "image/jpeg",
+        Some("vtt") => "text/vtt",
         Some("json") => "application/json",
         _ => "application/octet-stream",
     }

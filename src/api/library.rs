@@ -156,7 +156,7 @@ pub async fn edit(
     edit.description = body.description;
     edit.tags = body.tags.map(normalize_tags);
     edit.playback_policy = body.playback_policy;
-    edit.validate()?;
+    edit.validate()?; // 400 here; the write path's own check would answer 422
     state.ingest.edit_video(&edit).await?;
     let applied =
         wait_for(&state, &stream_id, EDIT_WAIT, |doc| doc.is_none_or(|d| d.edited_at_us >= edit.at_us)).await?;

@@ -5,12 +5,12 @@
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::live::rfc3339;
-use super::vod::find_vod;
+use super::vod::ready_video;
 use super::{ApiError, AppState, public_base};
 use crate::media::remux::hls_to_mp4;
 use crate::model::keys::{self, VOD_MANIFEST_FILE};
@@ -49,16 +49,6 @@ fn rendition<'a>(doc: &'a VodDoc, quality: &str) -> Result<Option<&'a VariantDoc
     }
 }
 
-/// A video that may be played with these headers, and is ready: 409 with its status before.
-async fn playable(state: &AppState, headers: &axum::http::HeaderMap, stream_id: &str) -> Result<VodDoc, ApiError> {
-    let doc = find_vod(state, stream_id).await?;
-    state.auth.require_to_play(headers, doc.playback_policy).await?;
-    if doc.status != VodStatus::Ready {
-        return Err(ApiError::Conflict(format!("video {stream_id} is {}, not ready", doc.status.as_str())));
-    }
-    Ok(doc)
-}
-
 /// The path of a variant's playlist in the video's playback folder (`720p/index.m3u8`).
 fn playback_path<'a>(doc: &VodDoc, variant: &'a VariantDoc) -> &'a str {
     let folder = keys::vod_variant(&doc.stream_id, "");
@@ -72,9 +62,12 @@ pub async fn stream(
     headers: axum::http::HeaderMap,
     Path(stream_id): Path<String>,
     params: Result<Query<QualityParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let doc = playable(&state, &headers, &stream_id).await?;
+    let doc = match ready_video(&state, &headers, &stream_id).await? {
+        Ok(doc) => doc,
+        Err(not_ready) => return Ok(not_ready),
+    };
     let quality = params.quality.unwrap_or_else(|| "auto".into());
     let variant = rendition(&doc, &quality)?;
     let file = variant.map_or(VOD_MANIFEST_FILE, |v| playback_path(&doc, v));
@@ -88,7 +81,8 @@ pub async fn stream(
         "height": variant.map(|v| v.height),
         "bandwidth": variant.map(|v| v.bandwidth),
         "qualities": doc.variants_generated,
-    })))
+    }))
+    .into_response())
 }
 
 /// `GET /videos/{id}/download?quality=` (read, none if `public`): one MP4 file of the
@@ -100,7 +94,10 @@ pub async fn download(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let doc = playable(&state, request.headers(), &stream_id).await?;
+    let doc = match ready_video(&state, request.headers(), &stream_id).await? {
+        Ok(doc) => doc,
+        Err(not_ready) => return Ok(not_ready),
+    };
     let quality = params.quality.unwrap_or_else(|| "auto".into());
     let variant = match rendition(&doc, &quality)? {
         Some(variant) => variant,
@@ -133,20 +130,19 @@ async fn make_download(state: &AppState, doc: &VodDoc, variant: &VariantDoc) -> 
     let work = state.config.data_dir.join("work");
     let scratch = work.join(format!("download-{}-{}-{:08x}", doc.stream_id, variant.name, rand::random::<u32>()));
     let made = async {
+        tokio::fs::create_dir_all(&scratch)
+            .await
+            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", scratch.display())))?;
         let playlist = store.read_path(&variant.playlist_path, &scratch).await?;
-        let text = store
-            .get_bytes(&variant.playlist_path)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("the {} playlist is not stored", variant.name)))?;
+        let text = tokio::fs::read(&playlist)
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading the {} playlist: {e}", variant.name)))?;
         let media = m3u8_rs::parse_media_playlist_res(&text)
             .map_err(|e| ApiError::Internal(format!("the stored {} playlist does not parse: {e}", variant.name)))?;
         let folder = variant.playlist_path.rsplit_once('/').map_or("", |(folder, _)| folder);
         for segment in &media.segments {
             store.read_path(&format!("{folder}/{}", segment.uri), &scratch).await?;
         }
-        tokio::fs::create_dir_all(&scratch)
-            .await
-            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", scratch.display())))?;
         let mp4 = scratch.join("download.mp4");
         hls_to_mp4(&playlist, &mp4).await.map_err(|e| ApiError::Internal(format!("making the MP4: {e}")))?;
         store.put_file(&key, &mp4).await?;

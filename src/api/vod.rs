@@ -164,6 +164,29 @@ pub(super) async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc
         .ok_or_else(|| ApiError::NotFound(format!("no video {stream_id:?}")))
 }
 
+/// A video these headers may play, if it is `ready`; else the answer to give, a 409 that says
+/// where the video stands. Unknown, or not to be played with these headers: the error.
+pub(super) async fn ready_video(
+    state: &AppState,
+    headers: &HeaderMap,
+    stream_id: &str,
+) -> Result<Result<VodDoc, Response>, ApiError> {
+    let doc = find_vod(state, stream_id).await?;
+    state.auth.require_to_play(headers, doc.playback_policy).await?;
+    if doc.status == VodStatus::Ready {
+        return Ok(Ok(doc));
+    }
+    let message = format!("video {stream_id} is {}, not ready", doc.status.as_str());
+    let body = json!({
+        "error": { "code": "conflict", "message": message },
+        "stream_id": stream_id,
+        "status": doc.status,
+        "progress_pct": doc.progress_pct,
+        "reason": doc.error,
+    });
+    Ok(Err((StatusCode::CONFLICT, Json(body)).into_response()))
+}
+
 /// `GET /vod/{id}/manifest`: a signed URL of the master playlist once `ready`; 409 before. A
 /// `signed` video needs a `read` token.
 pub async fn manifest(
@@ -171,20 +194,10 @@ pub async fn manifest(
     headers: HeaderMap,
     Path(stream_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let doc = find_vod(&state, &stream_id).await?;
-    state.auth.require_to_play(&headers, doc.playback_policy).await?;
-    if doc.status != VodStatus::Ready {
-        let status = json!(doc.status);
-        let message = format!("video {stream_id} is {}, not ready", status.as_str().unwrap_or_default());
-        let body = json!({
-            "error": { "code": "conflict", "message": message },
-            "stream_id": stream_id,
-            "status": status,
-            "progress_pct": doc.progress_pct,
-            "reason": doc.error,
-        });
-        return Ok((StatusCode::CONFLICT, Json(body)).into_response());
-    }
+    let doc = match ready_video(&state, &headers, &stream_id).await? {
+        Ok(doc) => doc,
+        Err(not_ready) => return Ok(not_ready),
+    };
     let base = public_base(&state, &headers);
     let now_s = now_ms() / 1000;
     let (url, expires) = state.signer.url(&base, &stream_id, VOD_MANIFEST_FILE, now_s);

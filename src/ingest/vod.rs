@@ -104,9 +104,7 @@ impl Ingest {
         tracing::info!(stream_id = event.stream_id, size_bytes = event.size_bytes, "video uploaded");
         Ok(event)
     }
-}
 
-impl Ingest {
     /// Appends a checked edit of a video to `vod-chunks` (the dataflow applies it).
     pub async fn edit_video(&self, edit: &VodEdit) -> Result<(), IngestError> {
         edit.validate()?;

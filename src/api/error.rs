@@ -100,8 +100,14 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 /// Middleware: errors produced outside the handlers (extractor rejections, unknown routes,
 /// wrong methods) get the same JSON body as [`ApiError`], keeping their status.
 pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(request).await;
+    let sent_a_body = has_body(request.headers());
+    let mut response = next.run(request).await;
     let status = response.status();
+    if sent_a_body && (status.is_client_error() || status.is_server_error()) {
+        // A refused body may be left unread, and the connection cannot carry another request:
+        // say so, or a client reusing it races the close (hyper's `IncompleteMessage`).
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -122,6 +128,12 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
         json.headers_mut().append(name, value.clone());
     }
     json
+}
+
+/// Whether a request carries a body: a non-zero `Content-Length`, or a chunked one.
+fn has_body(headers: &axum::http::HeaderMap) -> bool {
+    let length = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING) || length.is_some_and(|v| v.trim() != "0")
 }
 
 /// Whether an error, or one it wraps, is a full disk or quota: answered 507, not 500.
@@ -174,7 +186,8 @@ impl From<IngestError> for ApiError {
             IngestError::Invalid(
                 ValidationError::OutOfRange { .. }
                 | ValidationError::ClockSkew { .. }
-                | ValidationError::TooLong { .. },
+                | ValidationError::TooLong { .. }
+                | ValidationError::Parameter(_),
             ) => ApiError::Unprocessable(message),
             IngestError::Playlist(PushedPlaylistError::Invalid(invalid)) => IngestError::Invalid(invalid).into(),
             IngestError::Invalid(invalid) => ApiError::Invalid(invalid),
@@ -283,5 +296,29 @@ mod tests {
         assert_eq!(status(StoreError::Upload(full())), StatusCode::BAD_REQUEST);
         let response = ApiError::from(StoreError::Io { key: key(), source: full() }).into_response();
         assert_eq!(response.headers()["content-type"], "application/json");
+    }
+
+    #[tokio::test]
+    async fn an_error_to_a_request_with_a_body_closes_the_connection() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(|| async { StatusCode::PAYLOAD_TOO_LARGE }).get(|| async { "ok" }))
+            .route("/fine", axum::routing::post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(json_errors));
+        let send = |method: &str, path: &str, length: &str| {
+            let request = axum::http::Request::builder().method(method).uri(path).header("content-length", length);
+            app.clone().oneshot(request.body(axum::body::Body::from(vec![0u8; length.parse().unwrap()])).unwrap())
+        };
+        let refused = send("POST", "/", "10").await.unwrap();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(refused.headers()["connection"], "close");
+        assert_eq!(refused.headers()["content-type"], "application/json");
+        for (method, path, length) in [("POST", "/fine", "10"), ("GET", "/", "0")] {
+            let kept = send(method, path, length).await.unwrap();
+            assert!(kept.headers().get("connection").is_none(), "{method} {path}");
+        }
+        let unknown = send("GET", "/nowhere", "0").await.unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        assert!(unknown.headers().get("connection").is_none(), "no body sent, the connection stays");
     }
 }

@@ -175,7 +175,9 @@ impl Engine {
         let metrics = Arc::new(Metrics::new());
         let (notices, _) = tokio::sync::broadcast::channel(4096);
         let (store, metadata) = (backends.store.clone(), backends.metadata.clone());
-        let live_sink = LiveSink::start(store, metadata, metrics.clone(), notices.clone());
+        let work_dir = data_dir.join("work");
+        let live_sink =
+            LiveSink::start(backends.log.clone(), store, metadata, metrics.clone(), notices.clone(), work_dir);
 
         let stop = StopWorkersOnDrop(Arc::new(AtomicBool::new(false)));
         let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub sink_retries_total: IntCounter,
     /// Videos finished, by outcome (`ready`, `failed`).
     pub vod_videos_total: IntCounterVec,
+    pub media_jobs_total: IntCounterVec,
     /// Upload acknowledged to `ready`.
     pub vod_processing_seconds: Histogram,
     /// Rungs this process's FFmpeg runs encoded and stored (per-rung mode spreads them).
@@ -99,6 +100,11 @@ impl Metrics {
                 "segflow_vod_videos_total",
                 "Videos finished (ready, failed) or deleted, by outcome",
                 &["outcome"],
+            ),
+            media_jobs_total: counter_vec(
+                "segflow_media_jobs_total",
+                "Media jobs finished, by status (completed, failed, cancelled)",
+                &["status"],
             ),
             vod_processing_seconds: vod_latency,
             vod_rungs_transcoded_total: counter(

@@ -10,7 +10,7 @@ use segflow_model::keys::bucket;
 use segflow_model::library::{
     MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS, MAX_TITLE_CHARS, VodDeleted, VodEdit, search_terms,
 };
-use segflow_model::{LiveCommand, LiveEvent, VodDoc, VodEvent};
+use segflow_model::{LiveCommand, LiveEvent, RecordingEvent, VodDoc, VodEvent};
 
 fuzz_target!(|payload: &[u8]| {
     let Ok(text) = std::str::from_utf8(payload) else { return };
@@ -51,5 +51,10 @@ fuzz_target!(|payload: &[u8]| {
     }
     if let Ok(deleted) = serde_json::from_str::<VodDeleted>(text) {
         let _ = deleted.validate();
+    }
+    if let Ok(recorded) = serde_json::from_str::<RecordingEvent>(text)
+        && recorded.validate().is_ok()
+    {
+        assert!(validate_stream_id(&recorded.stream_id).is_ok());
     }
 });

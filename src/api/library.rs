@@ -16,7 +16,9 @@ use super::live::rfc3339;
 use super::vod::find_vod;
 use super::{ApiError, AppState, parse_json, public_base};
 use crate::model::auth::{PlaybackPolicy, Scope};
-use crate::model::keys::{VOD_MANIFEST_FILE, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE};
+use crate::model::keys::{
+    RECORDING_PLAYLIST_FILE, VOD_MANIFEST_FILE, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE,
+};
 use crate::model::library::{
     MAX_PAGE_SIZE, MAX_QUERY_WORDS, MAX_TITLE_CHARS, VodEdit, VodQuery, VodSort, normalize_tags, words,
 };
@@ -224,16 +226,24 @@ impl Links<'_> {
 
     /// `manifest_url`, `poster_url` and their expiry, once the video is ready.
     fn of(&self, doc: &VodDoc) -> Value {
+        let url = |file| self.state.signer.url(&self.base, &doc.stream_id, file, self.now_s).0;
         if doc.status != VodStatus::Ready {
-            return json!({});
+            // A recording plays as recorded while its ladder is made.
+            return match (doc.kind, doc.status) {
+                (VodKind::Recording, VodStatus::Processing | VodStatus::Transcoding) => {
+                    json!({ "recording_url": url(RECORDING_PLAYLIST_FILE) })
+                }
+                _ => json!({}),
+            };
         }
         let (manifest, expires) = self.state.signer.url(&self.base, &doc.stream_id, VOD_MANIFEST_FILE, self.now_s);
-        let url = |file| self.state.signer.url(&self.base, &doc.stream_id, file, self.now_s).0;
-        let mut links = json!({
-            "manifest_url": manifest,
-            "poster_url": url(VOD_POSTER_FILE),
-            "expires_at": rfc3339(expires),
-        });
+        let mut links = json!({ "manifest_url": manifest, "expires_at": rfc3339(expires) });
+        if doc.poster_path.is_some() {
+            links["poster_url"] = url(VOD_POSTER_FILE).into();
+        }
+        if doc.kind == VodKind::Recording {
+            links["recording_url"] = url(RECORDING_PLAYLIST_FILE).into();
+        }
         if doc.storyboard.is_some() {
             links["storyboard_url"] = url(VOD_STORYBOARD_VTT_FILE).into();
             links["storyboard_sprite_url"] = url(VOD_STORYBOARD_FILE).into();

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, parse_json, public_base};
 use crate::ingest::StartStream;
 use crate::model::auth::{PlaybackPolicy, Scope};
-use crate::model::keys::LIVE_PLAYLIST_FILE;
-use crate::model::{LiveEvent, LiveStreamDoc, now_ms};
+use crate::model::keys::{LIVE_PLAYLIST_FILE, VOD_POSTER_FILE};
+use crate::model::live::RecordOptions;
+use crate::model::{LiveEvent, LiveStreamDoc, StreamStatus, now_ms};
 
 /// `POST /streams/start`'s body.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +25,8 @@ pub struct StartRequest {
     dvr_window_size: Option<u64>,
     /// `signed` (default) or `public`.
     playback_policy: Option<PlaybackPolicy>,
+    /// `{"transcode": true}`: the recording is also encoded into the ladder once the stream ends.
+    record: Option<RecordOptions>,
 }
 
 /// `POST /streams/end`'s body.
@@ -49,6 +52,12 @@ fn stream_view(state: &AppState, headers: &HeaderMap, doc: &LiveStreamDoc) -> Va
     view["manifest_url"] = json!(url);
     view["expires_at"] = json!(rfc3339(expires));
     view["ingest_url"] = json!(format!("{base}/ingest/{}/", doc.stream_id));
+    // Refreshed from the newest chunk while live (404 until the first is made).
+    view["thumbnail_url"] = json!(state.signer.url(&base, &doc.stream_id, VOD_POSTER_FILE, now_ms() / 1000).0);
+    if doc.status == StreamStatus::Ended {
+        // Its recording becomes this video of the library, shortly after the end.
+        view["video_url"] = json!(format!("{base}/videos/{}", doc.stream_id));
+    }
     view
 }
 
@@ -56,7 +65,8 @@ pub(super) fn rfc3339(unix_s: u64) -> String {
     chrono::DateTime::from_timestamp(unix_s as i64, 0).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
-/// `POST /streams/start` `{"title"?, "target_duration"?, "dvr_window_size"?, "playback_policy"?}`
+/// `POST /streams/start` `{"title"?, "target_duration"?, "dvr_window_size"?, "playback_policy"?,
+/// "record"?: {"transcode"}}`
 /// (a `publish` token) -> 201, with the stream's key: shown this once.
 pub async fn start(
     State(state): State<AppState>,
@@ -72,6 +82,7 @@ pub async fn start(
             target_duration: request.target_duration,
             dvr_window_size: request.dvr_window_size,
             playback_policy: request.playback_policy,
+            record: request.record.unwrap_or_default(),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(started_view(&state, &headers, &started.doc, &started.stream_key))))

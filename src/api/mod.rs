@@ -4,6 +4,7 @@
 pub mod auth;
 mod error;
 mod ingest;
+mod jobs;
 mod library;
 mod live;
 mod play;
@@ -52,6 +53,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.max_json_bytes;
     let limit = rate_limit::layer(state.config.control_plane_rate_per_s, state.config.control_plane_burst);
+    // A job's body may carry its file: no body limit here, a JSON body stops at `max_json_bytes`.
+    let submit_job =
+        post(jobs::submit).layer::<_, std::convert::Infallible>(limit.clone()).layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -82,8 +86,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/vod/upload",
-            post(vod::upload).layer::<_, std::convert::Infallible>(limit).layer(DefaultBodyLimit::disable()),
+            post(vod::upload).layer::<_, std::convert::Infallible>(limit.clone()).layer(DefaultBodyLimit::disable()),
         )
+        .route("/jobs", get(jobs::list).merge(submit_job.clone()))
+        .route("/process", get(jobs::list).merge(submit_job))
+        .route("/jobs/{job_id}", get(jobs::status).merge(axum::routing::delete(jobs::cancel).layer(limit)))
+        .route("/status/{job_id}", get(jobs::status))
+        .route("/jobs/{job_id}/download", get(jobs::download))
+        .route("/download/{job_id}", get(jobs::download))
         .route("/play/{*signed_path}", get(play::play))
         .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), run_to_end_and_count))

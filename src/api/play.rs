@@ -13,9 +13,10 @@ use tower_http::services::ServeFile;
 use super::error::json_error;
 use super::range::{self, Requested};
 use super::{ApiError, AppState};
+use crate::media::live_playlist::is_gap;
 use crate::model::checks::{validate_file_name, validate_stream_id};
 use crate::model::keys;
-use crate::storage::object::{Playback, content_type};
+use crate::storage::object::{Playback, attachment, content_type};
 
 fn forbidden() -> ApiError {
     ApiError::Forbidden("missing, invalid or expired signature".into())
@@ -118,6 +119,27 @@ pub(super) async fn serve(
     Ok(response)
 }
 
+/// Serves `path` of a stream's playback folder as a download saved as `file_name`, with
+/// `Range`; on S3 a redirect that the store answers with the same `Content-Disposition`.
+pub(super) async fn serve_download(
+    state: &AppState,
+    stream_id: &str,
+    path: &str,
+    file_name: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let key = keys::playback_object(stream_id, path);
+    let ttl = Duration::from_secs(state.signer.ttl_secs);
+    if let Playback::Redirect(url) = state.backends.store.download(&key, ttl, file_name).await? {
+        return Ok(Redirect::temporary(&url).into_response());
+    }
+    let mut response = serve(state, stream_id, path, request).await?;
+    if let Ok(value) = HeaderValue::from_str(&attachment(file_name)) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
 /// A media playlist with each relative segment (and init section) URI replaced by a presigned
 /// URL of its object; a master playlist is left as is (its variants come back through here).
 async fn presign_media_uris(
@@ -133,7 +155,9 @@ async fn presign_media_uris(
         Err(e) => return Err(ApiError::Internal(format!("stored playlist {path} does not parse: {e}"))),
     };
     let dir = path.rsplit_once('/').map(|(dir, _)| format!("{dir}/")).unwrap_or_default();
-    for segment in &mut media.segments {
+    // A gap slot's URI names no object: it stays as it is.
+    let media_segments = media.segments.iter_mut().filter(|s| !is_gap(s));
+    for segment in media_segments {
         let uris = std::iter::once(&mut segment.uri).chain(segment.map.as_mut().map(|m| &mut m.uri));
         for uri in uris {
             if uri.contains("://") {

@@ -4,7 +4,6 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -12,6 +11,7 @@ use serde_json::json;
 use super::live::rfc3339;
 use super::vod::ready_video;
 use super::{ApiError, AppState, public_base};
+use crate::media::live_playlist::is_gap;
 use crate::media::remux::hls_to_mp4;
 use crate::model::keys::{self, VOD_MANIFEST_FILE};
 use crate::model::{VariantDoc, VodDoc, VodStatus, now_ms};
@@ -49,10 +49,13 @@ fn rendition<'a>(doc: &'a VodDoc, quality: &str) -> Result<Option<&'a VariantDoc
     }
 }
 
-/// The path of a variant's playlist in the video's playback folder (`720p/index.m3u8`).
+/// The path of a variant's playlist in the video's playback folder (`720p/index.m3u8`, a
+/// recording's `recording.m3u8`).
 fn playback_path<'a>(doc: &VodDoc, variant: &'a VariantDoc) -> &'a str {
-    let folder = keys::vod_variant(&doc.stream_id, "");
-    variant.playlist_path.strip_prefix(&folder).unwrap_or(&variant.playlist_path)
+    let (renditions, playlists) = (keys::vod_variant(&doc.stream_id, ""), keys::vod_manifest(&doc.stream_id));
+    let playlists = playlists.trim_end_matches(keys::VOD_MANIFEST_FILE);
+    let path = &variant.playlist_path;
+    path.strip_prefix(&renditions).or_else(|| path.strip_prefix(playlists)).unwrap_or(path)
 }
 
 /// `GET /videos/{id}/stream?quality=1080p|720p|480p|360p|auto` (read, none if `public`): a
@@ -107,12 +110,8 @@ pub async fn download(
     };
     make_download(&state, &doc, variant).await?;
     let file = keys::vod_download_file(&variant.name);
-    let mut response = super::play::serve(&state, &stream_id, &file, request).await?;
-    let disposition = format!("attachment; filename=\"{stream_id}-{}.mp4\"", variant.name);
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
-        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    let name = format!("{stream_id}-{}.mp4", variant.name);
+    super::play::serve_download(&state, &stream_id, &file, &name, request).await
 }
 
 /// Stores the rendition's MP4 unless it is there: its playlist and segments fetched into a
@@ -133,16 +132,25 @@ async fn make_download(state: &AppState, doc: &VodDoc, variant: &VariantDoc) -> 
         tokio::fs::create_dir_all(&scratch)
             .await
             .map_err(|e| ApiError::Internal(format!("creating {}: {e}", scratch.display())))?;
-        let playlist = store.read_path(&variant.playlist_path, &scratch).await?;
-        let text = tokio::fs::read(&playlist)
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading the {} playlist: {e}", variant.name)))?;
-        let media = m3u8_rs::parse_media_playlist_res(&text)
+        let text = store.get_bytes(&variant.playlist_path).await?.unwrap_or_default();
+        let mut media = m3u8_rs::parse_media_playlist_res(&text)
             .map_err(|e| ApiError::Internal(format!("the stored {} playlist does not parse: {e}", variant.name)))?;
-        let folder = variant.playlist_path.rsplit_once('/').map_or("", |(folder, _)| folder);
-        for segment in &media.segments {
-            store.read_path(&format!("{folder}/{}", segment.uri), &scratch).await?;
+        // FFmpeg reads each segment where it is (or as fetched), a recording's gaps left out.
+        media.segments.retain(|segment| !is_gap(segment));
+        let folder = playback_path(doc, variant).rsplit_once('/').map_or(String::new(), |(f, _)| format!("{f}/"));
+        for segment in &mut media.segments {
+            let uris = std::iter::once(&mut segment.uri).chain(segment.map.as_mut().map(|m| &mut m.uri));
+            for uri in uris {
+                let key = keys::playback_object(&doc.stream_id, &format!("{folder}{uri}"));
+                *uri = store.read_path(&key, &scratch).await?.to_string_lossy().into_owned();
+            }
         }
+        let playlist = scratch.join("input.m3u8");
+        let mut listed = Vec::new();
+        media.write_to(&mut listed).map_err(|e| ApiError::Internal(format!("writing the input playlist: {e}")))?;
+        tokio::fs::write(&playlist, listed)
+            .await
+            .map_err(|e| ApiError::Internal(format!("writing {}: {e}", playlist.display())))?;
         let mp4 = scratch.join("download.mp4");
         hls_to_mp4(&playlist, &mp4).await.map_err(|e| ApiError::Internal(format!("making the MP4: {e}")))?;
         store.put_file(&key, &mp4).await?;

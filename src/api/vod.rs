@@ -15,7 +15,7 @@ use super::live::rfc3339;
 use super::{ApiError, AppState, parse_json, public_base, refuse_declared_over};
 use crate::ingest::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, Upload, check_length};
 use crate::model::auth::{PlaybackPolicy, Scope};
-use crate::model::checks::validate_vod_id;
+use crate::model::checks::validate_stream_id;
 use crate::model::keys::{VOD_MANIFEST_FILE, VOD_POSTER_FILE};
 use crate::model::{VodDoc, VodEvent, VodStatus, now_ms};
 use crate::storage::object::{ByteStream, StoredObject};
@@ -121,7 +121,9 @@ async fn multipart_upload(state: &AppState, mut multipart: Multipart) -> Result<
 
 /// A multipart field's bytes as a body the store reads: the field borrows the request, so its
 /// chunks cross a small channel to a `'static` stream.
-fn field_stream(mut field: axum::extract::multipart::Field<'_>) -> (ByteStream, impl Future<Output = ()> + '_) {
+pub(super) fn field_stream(
+    mut field: axum::extract::multipart::Field<'_>,
+) -> (ByteStream, impl Future<Output = ()> + '_) {
     let (chunks, body) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let body =
         Box::pin(futures_util::stream::unfold(
@@ -155,7 +157,7 @@ async fn field_text(
 }
 
 pub(super) async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc, ApiError> {
-    validate_vod_id(stream_id).map_err(|e| ApiError::NotFound(e.to_string()))?;
+    validate_stream_id(stream_id).map_err(|e| ApiError::NotFound(e.to_string()))?;
     state
         .backends
         .metadata

@@ -100,6 +100,7 @@ mod tests {
         };
         let command = |command| LiveInput::Command { stream_id: "live-1".into(), partition: 0, offset: 9, command };
         for key in [None, Some("k".to_string())] {
+            let record = crate::model::live::RecordOptions { transcode: key.is_some() };
             crosses_processes(vec![command(LiveCommand::Start {
                 title: "t".into(),
                 target_duration_s: 2,
@@ -107,6 +108,7 @@ mod tests {
                 max_sequence_jump: 10,
                 stream_key_sha256: key,
                 playback_policy: PlaybackPolicy::Public,
+                record,
                 at_ms: 1,
             })]);
         }

@@ -13,6 +13,7 @@ use crate::model::checks::{
     DVR_WINDOW_SIZE, LIVE_ID_PREFIX, MAX_SEQUENCE_NUMBER, TARGET_DURATION_S, check_duration, check_range,
     validate_file_name, validate_sha256_hex, validate_stream_id,
 };
+use crate::model::live::RecordOptions;
 use crate::model::pushed_playlist::{PushedSegment, pushed_segments};
 use crate::model::{
     ChunkStatus, LiveCommand, LiveEvent, LiveEventType, LiveStreamDoc, StreamStatus, Topic, keys, now_ms, now_us,
@@ -35,6 +36,7 @@ pub struct StartStream {
     pub target_duration: Option<u64>,
     pub dvr_window_size: Option<u64>,
     pub playback_policy: Option<PlaybackPolicy>,
+    pub record: RecordOptions,
 }
 
 /// A stream started, and its key: shown this once, only its hash is kept.
@@ -84,6 +86,7 @@ impl Ingest {
         let key = auth::new_stream_key();
         doc.stream_key_sha256 = Some(key.sha256.clone());
         doc.playback_policy = request.playback_policy.unwrap_or_default();
+        doc.record = request.record;
         self.backends.metadata.apply(std::sync::Arc::new(vec![MetaWrite::Stream(doc.clone())])).await?;
         self.live.insert(&doc);
         let event = LiveEvent {
@@ -95,6 +98,7 @@ impl Ingest {
             max_sequence_jump: Some(doc.max_sequence_jump),
             stream_key_sha256: Some(key.sha256.as_str().into()),
             playback_policy: Some(doc.playback_policy),
+            record: Some(doc.record),
             ingested_at_us: Some(at_us),
             ..Default::default()
         };

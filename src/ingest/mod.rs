@@ -6,6 +6,7 @@
 //! a stream's or a video's document, written before its first event, so that it can be found
 //! the moment its id is returned. Every later version comes from the dataflow.
 
+mod jobs;
 mod live;
 mod pushed;
 mod vod;

@@ -28,12 +28,7 @@ impl Ingest {
     /// it is a plain one, else `bin`: ffprobe reads the container from the bytes either way).
     pub fn new_upload(&self, file_name: Option<&str>) -> (String, String) {
         let stream_id = format!("{VOD_ID_PREFIX}{}", hex::encode(rand::random::<[u8; 6]>()));
-        let ext = file_name
-            .and_then(|name| name.rsplit_once('.'))
-            .map(|(_, ext)| ext.to_ascii_lowercase())
-            .filter(|ext| !ext.is_empty() && ext.len() <= 8 && ext.chars().all(|c| c.is_ascii_alphanumeric()))
-            .unwrap_or_else(|| "bin".into());
-        let key = keys::vod_source(&stream_id, &ext);
+        let key = keys::vod_source(&stream_id, &upload_extension(file_name));
         (stream_id, key)
     }
 
@@ -121,6 +116,15 @@ impl Ingest {
         tracing::info!(stream_id, "video deletion logged");
         Ok(())
     }
+}
+
+/// An upload's own extension when it is a plain one, else `bin`.
+pub(super) fn upload_extension(file_name: Option<&str>) -> String {
+    file_name
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .filter(|ext| !ext.is_empty() && ext.len() <= 8 && ext.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "bin".into())
 }
 
 /// Refused when the title or the description is too long.

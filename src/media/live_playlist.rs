@@ -1,4 +1,5 @@
-//! Renders a live stream's sliding DVR window as an RFC 8216 media playlist.
+//! Renders a live stream's sliding DVR window as an RFC 8216 media playlist, and once it ended,
+//! its recording: every stored chunk, as a VOD playlist.
 //!
 //! Gaps are `EXT-X-GAP` slots rather than `EXT-X-DISCONTINUITY` cuts: a slot keeps its media
 //! sequence number, so when a late chunk fills it the playlist keeps the RFC's rule that a
@@ -7,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset};
-use m3u8_rs::{ExtTag, Map, MediaPlaylist, MediaSegment};
+use m3u8_rs::{ExtTag, Map, MediaPlaylist, MediaPlaylistType, MediaSegment};
 
 /// One accepted segment of the window.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,24 +54,14 @@ pub fn render(window: &LiveWindow) -> String {
         playlist.media_sequence = start;
         for seq in start..=head {
             let mut segment = match window.segments.get(&seq) {
-                Some(s) => MediaSegment {
-                    uri: s.uri.clone(),
-                    duration: s.duration_ms as f32 / 1000.0,
-                    program_date_time: pdt(s.program_date_time_ms),
-                    ..Default::default()
-                },
+                Some(s) => media_segment(s),
                 None => {
                     let estimate = window
                         .segments
                         .range(seq..)
                         .next()
                         .map_or(window.target_duration_s.saturating_mul(1000), |(_, s)| s.duration_ms);
-                    MediaSegment {
-                        uri: format!("gap/{seq}.ts"),
-                        duration: estimate as f32 / 1000.0,
-                        unknown_tags: vec![ExtTag { tag: "X-GAP".into(), rest: None }],
-                        ..Default::default()
-                    }
+                    gap_slot(seq, estimate)
                 }
             };
             if seq == start {
@@ -78,6 +69,71 @@ pub fn render(window: &LiveWindow) -> String {
             }
             playlist.segments.push(segment);
         }
+    }
+    let mut out = Vec::with_capacity(64 + playlist.segments.len() * 96);
+    playlist.write_to(&mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("m3u8-rs writes UTF-8")
+}
+
+fn media_segment(segment: &WindowSegment) -> MediaSegment {
+    MediaSegment {
+        uri: segment.uri.clone(),
+        duration: segment.duration_ms as f32 / 1000.0,
+        program_date_time: pdt(segment.program_date_time_ms),
+        ..Default::default()
+    }
+}
+
+/// Whether a listed segment is a gap slot (`EXT-X-GAP`): its URI names no object.
+pub fn is_gap(segment: &MediaSegment) -> bool {
+    segment.unknown_tags.iter().any(|tag| tag.tag == "X-GAP")
+}
+
+/// A missing slot: listed so that sequence numbers keep naming the same segments; players skip it.
+fn gap_slot(seq: u64, duration_ms: u64) -> MediaSegment {
+    MediaSegment {
+        uri: format!("gap/{seq}.ts"),
+        duration: duration_ms as f32 / 1000.0,
+        unknown_tags: vec![ExtTag { tag: "X-GAP".into(), rest: None }],
+        ..Default::default()
+    }
+}
+
+/// Missing slots a recording lists as gaps, at most, between two chunks; a longer run (the
+/// encoder's numbering jumped) is a discontinuity instead, so the playlist stays as long as
+/// the chunks are many.
+pub const MAX_RECORDED_GAP_SLOTS: u64 = 1000;
+
+/// Renders a recording: every chunk of `segments` in order, the missing slots between them as
+/// gaps (each as long as the chunk after it, as in the live playlist), `EXT-X-PLAYLIST-TYPE:VOD`
+/// and `EXT-X-ENDLIST`.
+pub fn render_recording(
+    target_duration_s: u64,
+    segments: &BTreeMap<u64, WindowSegment>,
+    init_uri: Option<&str>,
+) -> String {
+    set_float_precision();
+    let longest_s = segments.values().map(|s| s.duration_ms.div_ceil(1000)).max().unwrap_or(0);
+    let mut playlist = MediaPlaylist {
+        version: Some(if init_uri.is_some() { 6 } else { 3 }),
+        target_duration: target_duration_s.max(longest_s),
+        media_sequence: segments.keys().next().copied().unwrap_or(0),
+        playlist_type: Some(MediaPlaylistType::Vod),
+        end_list: true,
+        ..Default::default()
+    };
+    let mut previous: Option<u64> = None;
+    for (&seq, segment) in segments {
+        let mut listed = media_segment(segment);
+        match previous.map(|p| seq - p - 1) {
+            Some(missing) if missing > MAX_RECORDED_GAP_SLOTS => listed.discontinuity = true,
+            Some(missing) => {
+                playlist.segments.extend((seq - missing..seq).map(|gap| gap_slot(gap, segment.duration_ms)));
+            }
+            None => listed.map = init_uri.map(|uri| Map { uri: uri.to_string(), ..Default::default() }),
+        }
+        playlist.segments.push(listed);
+        previous = Some(seq);
     }
     let mut out = Vec::with_capacity(64 + playlist.segments.len() * 96);
     playlist.write_to(&mut out).expect("writing to a Vec cannot fail");
@@ -133,5 +189,21 @@ mod tests {
         let before = gap_extinf(&[seg(5, 1500), seg(7, 1960)], (5, 7));
         let after = gap_extinf(&[seg(7, 1960), seg(8, 2000)], (6, 8));
         assert_eq!((before, after), (1.96, 1.96));
+    }
+
+    #[test]
+    fn a_recording_lists_every_chunk_short_gaps_as_slots_and_a_jump_as_a_discontinuity() {
+        let segments: BTreeMap<u64, WindowSegment> =
+            [seg(0, 2000), seg(1, 2000), seg(3, 1500), seg(4 + MAX_RECORDED_GAP_SLOTS + 1, 2000)].into_iter().collect();
+        let text = render_recording(2, &segments, Some("init.mp4"));
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
+        assert_eq!(parsed.playlist_type, Some(MediaPlaylistType::Vod));
+        assert!(parsed.end_list);
+        let uris: Vec<&str> = parsed.segments.iter().map(|s| s.uri.as_str()).collect();
+        assert_eq!(uris, ["chunks/0.ts", "chunks/1.ts", "gap/2.ts", "chunks/3.ts", "chunks/1005.ts"]);
+        assert_eq!(parsed.segments[2].duration, 1.5, "a gap is as long as the chunk after it");
+        assert!(parsed.segments[4].discontinuity);
+        assert_eq!(parsed.segments[0].map.as_ref().map(|m| m.uri.as_str()), Some("init.mp4"));
+        assert!(text.contains("#EXT-X-GAP\n#EXTINF:1.500,\ngap/2.ts\n"), "{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! Media handling: HLS playlist writing, and FFmpeg probing, transcoding and remuxing for VOD.
 
+pub mod jobs;
 pub mod ladder;
 pub mod live_playlist;
 pub mod master_playlist;

@@ -67,28 +67,7 @@ pub async fn transcode(job: &TranscodeJob<'_>, progress: impl Fn(f64) + Send) ->
     }
     let args = ffmpeg_command(job);
     tracing::debug!(?args, "running ffmpeg");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let run = run_ffmpeg(args, job.info.duration_s, tx);
-    tokio::pin!(run);
-    let mut reported = f64::NEG_INFINITY;
-    loop {
-        tokio::select! {
-            // `biased`: the progress lines are all read before the exit is seen.
-            biased;
-            Some(pct) = rx.recv() => {
-                // 100 waits until the outputs are read.
-                let pct = pct.min(99.9);
-                if pct > reported {
-                    reported = pct;
-                    progress(pct);
-                }
-            }
-            done = &mut run => {
-                done?;
-                break;
-            }
-        }
-    }
+    let progress = run_reporting(args, job.info.duration_s, progress).await?;
     let mut outputs = Vec::with_capacity(job.rungs.len());
     for rung in job.rungs {
         outputs.push(rung_output(job.out_dir, rung, job.info.has_audio(), rate.value).await?);
@@ -97,14 +76,18 @@ pub async fn transcode(job: &TranscodeJob<'_>, progress: impl Fn(f64) + Send) ->
     Ok(outputs)
 }
 
-/// Writes a JPEG of one frame at min(1 s, duration / 2), at most 640 pixels wide.
-pub async fn poster(source: &Path, out: &Path, info: &MediaInfo) -> Result<(), MediaError> {
+/// The poster's time in a video: min(1 s, duration / 2).
+pub fn poster_time(info: &MediaInfo) -> f64 {
+    (info.duration_s / 2.0).min(1.0)
+}
+
+/// Writes a JPEG of the frame at `at` seconds, at most 640 pixels wide.
+pub async fn poster(source: &Path, out: &Path, at: f64) -> Result<(), MediaError> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| MediaError::io(format!("creating {}", parent.display()), e))?;
     }
-    let at = (info.duration_s / 2.0).min(1.0);
     let mut args: Vec<OsString> = Vec::new();
     push(&mut args, ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-ss"]);
     args.push(format!("{at:.3}").into());
@@ -268,6 +251,30 @@ async fn clear_rung_dir(dir: &Path) -> Result<(), MediaError> {
     Ok(())
 }
 
+/// Runs FFmpeg with `args` (which send `-progress pipe:1`), calling `progress` with 0..<100 as
+/// it advances through `duration_s` of input; hands `progress` back for the caller's last word.
+pub async fn run_reporting<F: Fn(f64)>(args: Vec<OsString>, duration_s: f64, progress: F) -> Result<F, MediaError> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let run = run_ffmpeg(args, duration_s, tx);
+    tokio::pin!(run);
+    let mut reported = f64::NEG_INFINITY;
+    loop {
+        tokio::select! {
+            // `biased`: the progress lines are all read before the exit is seen.
+            biased;
+            Some(pct) = rx.recv() => {
+                // 100 waits until the outputs are read.
+                let pct = pct.min(99.9);
+                if pct > reported {
+                    reported = pct;
+                    progress(pct);
+                }
+            }
+            done = &mut run => return done.map(|()| progress),
+        }
+    }
+}
+
 /// Runs one FFmpeg, sending its progress (0..=100) as it goes.
 async fn run_ffmpeg(
     args: Vec<OsString>,
@@ -379,7 +386,7 @@ struct ProfileReport {
 }
 
 /// `avc1.PPCCLL` of the H.264 stream in `segment`, from ffprobe's profile and level.
-async fn video_codec_string(segment: &Path) -> Result<String, MediaError> {
+pub async fn video_codec_string(segment: &Path) -> Result<String, MediaError> {
     let args = ["-select_streams", "v:0", "-show_entries", "stream=codec_name,profile,level"];
     let output = ffprobe_json(&args, segment).await?;
     let unusable = |why: String| MediaError::Output(format!("{}: {why}", segment.display()));
@@ -560,7 +567,7 @@ mod tests {
         let src = make_source(dir.path(), "src.mp4", "1280x720", false).await;
         let info = probe(&src).await.unwrap();
         let out = dir.path().join("poster/poster.jpg");
-        poster(&src, &out, &info).await.unwrap();
+        poster(&src, &out, poster_time(&info)).await.unwrap();
         let image = streams(&out).await;
         assert_eq!(image[0]["codec_name"], "mjpeg");
         assert_eq!((&image[0]["width"], &image[0]["height"]), (&640.into(), &360.into()));

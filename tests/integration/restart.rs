@@ -11,7 +11,8 @@ use crate::common::{Backends, EngineProcess, fetch_json, put_segment, spawn_segf
 on_both_backends!(
     kill_9_loses_nothing_and_sigterm_drains,
     the_gap_set_is_whole_again_after_kill_9,
-    a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing
+    a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing,
+    a_media_job_killed_mid_way_runs_again_into_the_same_output,
 );
 
 struct Segflow {
@@ -193,4 +194,47 @@ async fn a_transcode_killed_mid_way_is_redone_and_a_replay_changes_nothing(backe
     let again = fetch_json(&client, &format!("{}/vod/{id}/metadata", third.base)).await;
     assert_eq!(again["status_history"], doc["status_history"], "a replay must not redo a finished video");
     assert!(third.child.terminate().success());
+}
+
+async fn a_media_job_killed_mid_way_runs_again_into_the_same_output(backends: Backends) {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = crate::common::clip(media.path(), "clip.mp4", "640x360", 10, true);
+    let client = crate::common::admin_client(data.path());
+    let mut first = spawn_on(backends, data.path());
+    let form = reqwest::multipart::Form::new()
+        .text("operation", "resize")
+        .text("params", r#"{"height": 1080}"#)
+        .part("file", reqwest::multipart::Part::bytes(std::fs::read(&source).unwrap()).file_name("clip.mp4"));
+    let reply: serde_json::Value =
+        client.post(format!("{}/jobs", first.base)).multipart(form).send().await.unwrap().json().await.unwrap();
+    let id = reply["job_id"].as_str().unwrap().to_string();
+    let job = |base: String| {
+        let (client, id) = (client.clone(), id.clone());
+        async move { fetch_json(&client, &format!("{base}/jobs/{id}")).await }
+    };
+    for _ in 0..1200 {
+        if job(first.base.clone()).await["progress"].as_f64() > Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(job(first.base.clone()).await["status"], "processing");
+    first.child.kill(); // SIGKILL, while FFmpeg runs
+
+    let mut second = spawn_on(backends, data.path());
+    let mut done = serde_json::Value::Null;
+    for _ in 0..2400 {
+        done = job(second.base.clone()).await;
+        if done["status"] != "processing" && done["status"] != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!((done["output"]["width"].as_u64(), done["output"]["height"].as_u64()), (Some(1920), Some(1080)));
+    let outputs = crate::common::list_keys(backends, data.path(), &format!("vod-variants/{id}/")).await;
+    assert_eq!(outputs, [format!("vod-variants/{id}/output/{id}.mp4")], "one output, at the same key");
+    assert!(!data.path().join("work").join(&id).exists(), "work files are cleaned up");
+    assert!(second.child.terminate().success());
 }

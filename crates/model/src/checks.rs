@@ -58,11 +58,16 @@ pub enum ValidationError {
     IndexMismatch { index: u64, seq: u64 },
     #[error("unknown VOD event type {0:?}")]
     UnknownEventType(String),
+    #[error("object key {0:?} is not one of the store's: <bucket>/<id>/<file>, with one folder at most between")]
+    StoredObjectKey(String),
+    /// A job's parameter that its operation does not take, or out of its range.
+    #[error("{0}")]
+    Parameter(String),
 }
 
 /// Live stream ids made by segflow start with this.
 pub const LIVE_ID_PREFIX: &str = "live-";
-/// Video ids start with this; the playback folder of an id depends on it.
+/// Video ids start with this.
 pub const VOD_ID_PREFIX: &str = "vod-";
 
 /// Refused unless `range` holds `value`.

@@ -6,13 +6,13 @@
 //! | bucket | what it holds, below `{stream_id}/` |
 //! | --- | --- |
 //! | `live-streams` | live segments `chunks/{seq}.{ext}`, an fMP4 init section, `incoming/` segments FFmpeg pushed |
-//! | `manifests` | the live playlist `live.m3u8`, a video's master playlist `vod_manifest.m3u8` |
+//! | `manifests` | the live playlist `live.m3u8`, an ended stream's `recording.m3u8`, a video's master playlist `vod_manifest.m3u8` |
 //! | `vod-raw` | an uploaded source, `source.{ext}` |
 //! | `vod-variants` | renditions `{rung}/index.m3u8` and `{rung}/seg_NNNNN.ts`, the poster `poster.jpg` |
 //!
 //! The bucket names are those of the legacy pipeline, so its tools find the objects.
 
-use super::checks::{VOD_ID_PREFIX, ValidationError, validate_file_name};
+use super::checks::{ValidationError, validate_file_name};
 
 /// The top-level namespaces of the object store.
 pub mod bucket {
@@ -26,6 +26,8 @@ pub mod bucket {
 
 /// A live stream's media playlist, in its playback folder.
 pub const LIVE_PLAYLIST_FILE: &str = "live.m3u8";
+/// An ended live stream's recording: a VOD playlist of every stored chunk, in its playback folder.
+pub const RECORDING_PLAYLIST_FILE: &str = "recording.m3u8";
 /// A video's master playlist, in its playback folder.
 pub const VOD_MANIFEST_FILE: &str = "vod_manifest.m3u8";
 /// A video's poster, in its playback folder.
@@ -62,6 +64,11 @@ pub fn live_playlist(stream_id: &str) -> String {
 /// The part of `key` below `{bucket}/{stream_id}/`, if it is there.
 fn below<'k>(bucket: &str, stream_id: &str, key: &'k str) -> Option<&'k str> {
     key.strip_prefix(bucket)?.strip_prefix('/')?.strip_prefix(stream_id)?.strip_prefix('/')
+}
+
+/// A live stream's recording ([`RECORDING_PLAYLIST_FILE`]).
+pub fn recording_playlist(stream_id: &str) -> String {
+    format!("{}/{stream_id}/{RECORDING_PLAYLIST_FILE}", bucket::MANIFESTS)
 }
 
 /// A live object's path in the stream's playback folder (`chunks/42.ts`): what a live
@@ -126,21 +133,51 @@ pub fn vod_download_file(rung: &str) -> String {
 }
 
 /// Every folder that holds objects of a video: its source, its renditions (and poster), its
-/// master playlist.
-pub fn vod_prefixes(stream_id: &str) -> [String; 3] {
-    [bucket::VOD_RAW, bucket::VOD_VARIANTS, bucket::MANIFESTS].map(|bucket| format!("{bucket}/{stream_id}/"))
+/// playlists, and a recording's chunks.
+pub fn vod_prefixes(stream_id: &str) -> [String; 4] {
+    [bucket::VOD_RAW, bucket::VOD_VARIANTS, bucket::MANIFESTS, bucket::LIVE_STREAMS]
+        .map(|bucket| format!("{bucket}/{stream_id}/"))
+}
+
+/// A media job's uploaded source.
+pub fn job_source(job_id: &str, ext: &str) -> String {
+    format!("{}/{job_id}/source.{ext}", bucket::VOD_RAW)
+}
+
+/// A media job's output, beside the videos' renditions (so it is served from the job's
+/// playback folder, as `output/{job_id}.{ext}`).
+pub fn job_output(job_id: &str, ext: &str) -> String {
+    format!("{}/{job_id}/{}", bucket::VOD_VARIANTS, job_output_file(job_id, ext))
+}
+
+/// [`job_output`]'s path in the job's playback folder.
+pub fn job_output_file(job_id: &str, ext: &str) -> String {
+    format!("output/{job_id}.{ext}")
+}
+
+/// A key a client may name as a job's source: `{bucket}/{id}/{file}` or one folder deeper,
+/// each part a plain file name.
+pub fn validate_stored_object(key: &str) -> Result<(), ValidationError> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let ok = (3..=4).contains(&parts.len())
+        && bucket::ALL.contains(&parts[0])
+        && parts[1..].iter().all(|part| validate_file_name(part).is_ok());
+    if ok { Ok(()) } else { Err(ValidationError::StoredObjectKey(key.to_string())) }
 }
 
 /// The object behind `path` in a stream's playback folder (`/play/…/{stream_id}/{path}`).
-/// The folder spans two buckets, so that a playlist's relative URIs name its media: a live
-/// stream's playlists are in `manifests/` and its segments in `live-streams/`; a video's
-/// master playlist is in `manifests/`, its renditions and poster in `vod-variants/`.
+/// The folder spans three buckets, so that a playlist's relative URIs name its media: its
+/// playlists (`live.m3u8`, `recording.m3u8`, `vod_manifest.m3u8`) are in `manifests/`; a live
+/// stream's `chunks/` and init sections in `live-streams/`; a video's renditions (one folder
+/// each), downloads, poster and storyboard in `vod-variants/`. A recording has all three.
 pub fn playback_object(stream_id: &str, path: &str) -> String {
-    let bucket = match (stream_id.starts_with(VOD_ID_PREFIX), path) {
-        (true, VOD_MANIFEST_FILE) => bucket::MANIFESTS,
-        (true, _) => bucket::VOD_VARIANTS,
-        (false, p) if p.ends_with(".m3u8") => bucket::MANIFESTS,
-        (false, _) => bucket::LIVE_STREAMS,
+    let thumbnail = [VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE].contains(&path);
+    let bucket = match path.split_once('/') {
+        None if path.ends_with(".m3u8") => bucket::MANIFESTS,
+        None if thumbnail => bucket::VOD_VARIANTS,
+        None => bucket::LIVE_STREAMS,
+        Some(("chunks", _)) => bucket::LIVE_STREAMS,
+        Some(_) => bucket::VOD_VARIANTS,
     };
     format!("{bucket}/{stream_id}/{path}")
 }
@@ -178,5 +215,11 @@ mod tests {
         assert_eq!(playback_object(vod, VOD_MANIFEST_FILE), vod_manifest(vod));
         assert_eq!(playback_object(vod, VOD_POSTER_FILE), vod_poster(vod));
         assert_eq!(playback_object(vod, "720p/index.m3u8"), vod_variant(vod, "720p/index.m3u8"));
+        assert_eq!(playback_object(vod, "downloads/720p.mp4"), vod_download(vod, "720p"));
+        // A recording: the live stream's chunks, its playlist, and a ladder made of them.
+        assert_eq!(playback_object(id, RECORDING_PLAYLIST_FILE), recording_playlist(id));
+        assert_eq!(playback_object(id, VOD_MANIFEST_FILE), vod_manifest(id));
+        assert_eq!(playback_object(id, "360p/seg_00001.ts"), vod_variant(id, "360p/seg_00001.ts"));
+        assert_eq!(playback_object(id, VOD_POSTER_FILE), vod_poster(id));
     }
 }

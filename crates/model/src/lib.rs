@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod checks;
 mod dead_letter;
+pub mod jobs;
 pub mod keys;
 pub mod library;
 pub mod live;
@@ -20,7 +21,10 @@ pub use live::{
     PlaylistNotice, StreamStatus, parse_program_date_time, program_date_time_at,
 };
 pub use topic::{Topic, stream_hash};
-pub use vod::{MediaInfo, StatusChange, Storyboard, VOD_UPLOADED, VariantDoc, VodDoc, VodEvent, VodKind, VodStatus};
+pub use vod::{
+    MediaInfo, RecordingEvent, STREAM_RECORDED, StatusChange, Storyboard, VOD_UPLOADED, VariantDoc, VodDoc, VodEvent,
+    VodKind, VodStatus,
+};
 
 /// Milliseconds since the Unix epoch, the one clock every event and document uses.
 pub fn now_ms() -> u64 {

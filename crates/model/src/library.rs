@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::auth::PlaybackPolicy;
-use super::checks::{ValidationError, validate_vod_id};
+use super::checks::{ValidationError, validate_stream_id};
 use super::vod::{VodDoc, VodKind, VodStatus, vod_uploaded};
 
 /// `event_type` of an edit of a video's title, description, tags or playback policy.
@@ -64,7 +64,7 @@ impl VodEdit {
         if self.event_type != VOD_UPDATED {
             return Err(ValidationError::UnknownEventType(self.event_type.clone()));
         }
-        validate_vod_id(&self.stream_id)?;
+        validate_stream_id(&self.stream_id)?;
         if self.title.is_none() && self.description.is_none() && self.tags.is_none() && self.playback_policy.is_none() {
             return Err(ValidationError::MissingField {
                 event: "an edit",
@@ -152,7 +152,7 @@ impl VodDeleted {
         if self.event_type != VOD_DELETED {
             return Err(ValidationError::UnknownEventType(self.event_type.clone()));
         }
-        validate_vod_id(&self.stream_id)
+        validate_stream_id(&self.stream_id)
     }
 }
 
@@ -241,7 +241,8 @@ mod tests {
             ("Sunset", 2, 7, "")
         );
         assert!(VodEdit { tags: Some(vec!["t".into(); MAX_TAGS + 1]), ..edit.clone() }.validate().is_err());
-        assert!(VodEdit { stream_id: "live-a".into(), ..edit }.validate().is_err());
+        assert!(VodEdit { stream_id: "live-a".into(), ..edit.clone() }.validate().is_ok(), "a recording's id");
+        assert!(VodEdit { stream_id: "../a".into(), ..edit }.validate().is_err());
     }
 
     #[test]

@@ -96,6 +96,18 @@ pub struct LiveEvent<'a> {
     pub stream_key_sha256: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playback_policy: Option<PlaybackPolicy>,
+    /// How the stream's recording is kept (`stream_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordOptions>,
+}
+
+/// What becomes of a live stream's recording when it ends: it is always published as a video
+/// of the library; with `transcode`, it is also encoded into the ABR ladder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOptions {
+    #[serde(default)]
+    pub transcode: bool,
 }
 
 /// A live event checked for the fields its kind needs.
@@ -108,6 +120,7 @@ pub enum LiveCommand {
         max_sequence_jump: u64,
         stream_key_sha256: Option<String>,
         playback_policy: PlaybackPolicy,
+        record: RecordOptions,
         at_ms: u64,
     },
     RotateKey {
@@ -184,6 +197,7 @@ impl LiveEvent<'_> {
                     max_sequence_jump: check_range("max_sequence_jump", jump, &(1..=MAX_SEQUENCE_NUMBER))?,
                     stream_key_sha256: self.stream_key_sha256.map(sha256_hex).transpose()?,
                     playback_policy: self.playback_policy.unwrap_or_default(),
+                    record: self.record.unwrap_or_default(),
                     at_ms,
                 })
             }
@@ -295,6 +309,8 @@ pub struct LiveStreamDoc {
     pub stream_key_sha256: Option<String>,
     #[serde(default)]
     pub playback_policy: PlaybackPolicy,
+    #[serde(default)]
+    pub record: RecordOptions,
     pub manifest_path: String,
     pub init_object_key: Option<String>,
     /// Highest sequence number accepted, and the first one the playlist shows.
@@ -322,6 +338,7 @@ impl LiveStreamDoc {
             max_sequence_jump: DEFAULT_MAX_SEQUENCE_JUMP,
             stream_key_sha256: None,
             playback_policy: PlaybackPolicy::default(),
+            record: RecordOptions::default(),
             manifest_path: keys::live_playlist(stream_id),
             init_object_key: None,
             head_sequence: None,

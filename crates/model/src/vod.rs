@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::auth::PlaybackPolicy;
-use super::checks::{ValidationError, validate_vod_id};
+use super::checks::{ValidationError, validate_stream_id, validate_vod_id};
 use super::keys;
 
 /// Where a video's processing stands; it only moves forward, and `failed` is final for an attempt.
@@ -100,6 +100,31 @@ impl VodEvent {
         }
         validate_vod_id(&self.stream_id)?;
         keys::validate_vod_source(&self.stream_id, &self.source_key)
+    }
+}
+
+/// `event_type` of a live stream's recording, logged once its end is durable.
+pub const STREAM_RECORDED: &str = "stream_recorded";
+
+/// `stream_recorded`: a live stream ended; its stored chunks become a video of the library,
+/// with the stream's id ([`VodKind::Recording`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordingEvent {
+    pub event_type: String,
+    pub stream_id: String,
+    pub ended_at_ms: u64,
+}
+
+impl RecordingEvent {
+    pub fn new(stream_id: &str, ended_at_ms: u64) -> RecordingEvent {
+        RecordingEvent { event_type: STREAM_RECORDED.into(), stream_id: stream_id.into(), ended_at_ms }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.event_type != STREAM_RECORDED {
+            return Err(ValidationError::UnknownEventType(self.event_type.clone()));
+        }
+        validate_stream_id(&self.stream_id)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod durable_sink;
 pub mod gaps;
 pub mod sink;
 pub mod stream;
+pub mod thumbnails;
 pub mod verify_checksums;
 pub mod window;
 

@@ -2,6 +2,7 @@
 //! documents through one shared committer) and reports when it is durable.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,9 +10,11 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::dataflow::live::SinkOp;
+use crate::dataflow::live::thumbnails::Thumbnails;
 use crate::dataflow::retry;
+use crate::log::EventLog;
 use crate::metrics::Metrics;
-use crate::model::{ChunkStatus, PlaylistNotice, keys, now_us};
+use crate::model::{ChunkStatus, PlaylistNotice, RecordingEvent, Topic, keys, now_us};
 use crate::storage::metadata::{MetaWrite, MetadataError, MetadataStore};
 use crate::storage::object::{ObjectStore, Rewrite, StoreError};
 
@@ -24,10 +27,13 @@ pub enum SinkError {
 }
 
 pub struct LiveSink {
+    /// Where an ended stream's recording is announced (`vod-chunks`).
+    pub log: EventLog,
     pub store: Arc<dyn ObjectStore>,
     pub metadata: Arc<dyn MetadataStore>,
     pub metrics: Arc<Metrics>,
     pub notices: broadcast::Sender<PlaylistNotice>,
+    thumbnails: Thumbnails,
     commits: mpsc::Sender<Commit>,
 }
 
@@ -62,13 +68,16 @@ impl LiveSink {
     /// Creates the sink and its committer task, shared by every worker: documents of batches
     /// that queue up while a transaction is written go out together in the next one.
     pub fn start(
+        log: EventLog,
         store: Arc<dyn ObjectStore>,
         metadata: Arc<dyn MetadataStore>,
         metrics: Arc<Metrics>,
         notices: broadcast::Sender<PlaylistNotice>,
+        work_dir: PathBuf,
     ) -> Arc<LiveSink> {
         let (commits, queue) = mpsc::channel(4096);
-        let sink = Arc::new(LiveSink { store, metadata, metrics, notices, commits });
+        let thumbnails = Thumbnails::start(store.clone(), metadata.clone(), work_dir);
+        let sink = Arc::new(LiveSink { log, store, metadata, metrics, notices, thumbnails, commits });
         tokio::spawn(commit_loop(Arc::downgrade(&sink), queue));
         sink
     }
@@ -120,6 +129,7 @@ impl LiveSink {
                         self.metrics.chunk_processing_latency_seconds.observe(latency_us as f64 / 1e6);
                         doc.processing_latency_ms = Some(latency_us as f64 / 1e3);
                         doc.manifest_updated_at_ms = Some(playlist.at_us / 1000);
+                        self.thumbnails.offer(&doc.stream_id, &doc.chunk.object_key);
                     }
                     writes.push(MetaWrite::Chunk { doc: *doc, overwrite });
                 }
@@ -144,6 +154,17 @@ impl LiveSink {
     }
 }
 
+impl LiveSink {
+    /// Logs `stream_recorded` for a stream whose end is durable, before its offsets may be
+    /// committed: the VOD path makes the recording of the chunk documents now stored (a replay
+    /// announces it again, which changes nothing).
+    async fn announce_recording(&self, stream_id: &str, ended_at_ms: u64) {
+        let event = RecordingEvent::new(stream_id, ended_at_ms);
+        let payload = serde_json::to_vec(&event).expect("a recording event serializes");
+        retry(&self.metrics, || self.log.append(Topic::VodChunks, stream_id, payload.clone())).await;
+    }
+}
+
 async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<Commit>) {
     let mut group = Vec::new();
     while queue.recv_many(&mut group, MAX_COMMIT_GROUP).await > 0 {
@@ -153,6 +174,9 @@ async fn commit_loop(sink: std::sync::Weak<LiveSink>, mut queue: mpsc::Receiver<
         let writes = Arc::new(writes);
         retry(&sink.metrics, || sink.metadata.apply_buffered(Arc::clone(&writes))).await;
         for commit in group.drain(..) {
+            for (stream_id, written) in commit.written.streams.iter().filter(|(_, w)| w.ended) {
+                sink.announce_recording(stream_id, written.at_us / 1000).await;
+            }
             for (stream_id, PlaylistWritten { ended, .. }) in commit.written.streams {
                 let _ = sink.notices.send(PlaylistNotice { stream_id, ended });
             }

@@ -34,7 +34,7 @@ use crate::model::{DeadLetterDoc, DeadLetterReason, LiveCommand, LiveStreamDoc, 
 ///
 /// timely::example(|scope| {
 ///     let start = LiveCommand::Start { title: "t".into(), target_duration_s: 2, dvr_window_size: 3, max_sequence_jump: 10,
-///     stream_key_sha256: None, playback_policy: Default::default(), at_ms: 0 };
+///     stream_key_sha256: None, playback_policy: Default::default(), record: Default::default(), at_ms: 0 };
 ///     vec![LiveInput::Command { stream_id: "s1".into(), partition: 0, offset: 0, command: start }]
 ///         .to_stream(scope).container::<Vec<_>>()
 ///         .live_window(HashMap::new(), Arc::default())
@@ -226,12 +226,14 @@ fn apply(
                 max_sequence_jump,
                 stream_key_sha256,
                 playback_policy,
+                record,
                 at_ms,
             } => {
                 let mut doc = LiveStreamDoc::new(stream_id, &title, target_duration_s, dvr_window_size, at_ms);
                 doc.max_sequence_jump = max_sequence_jump;
                 doc.stream_key_sha256 = stream_key_sha256;
                 doc.playback_policy = playback_policy;
+                doc.record = record;
                 Applied::Started(Box::new(LiveStream::new(doc)))
             }
             other => Applied::Unknown(format!("{other:?}").chars().take(256).collect()),

@@ -2,18 +2,21 @@
 //! work directory, the videos under way, and the order of each video's events.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, Semaphore, oneshot};
 
 use crate::backends::Backends;
 use crate::config::TranscodeMode;
 use crate::dataflow::retry;
+use crate::media::live_playlist::is_gap;
 use crate::metrics::Metrics;
+use crate::model::jobs::JobDoc;
 use crate::model::{VodDoc, VodStatus, keys};
-use crate::storage::metadata::MetaWrite;
+use crate::storage::metadata::{MetaWrite, MetadataError};
 use crate::storage::object::StoreError;
 
 pub struct VodContext {
@@ -111,6 +114,13 @@ impl VodContext {
         self.active().remove(stream_id).unwrap_or(false)
     }
 
+    /// Ends a video's work here, and sweeps it if it was deleted meanwhile.
+    pub async fn end_and_sweep_if_deleted(&self, stream_id: &str) {
+        if self.end(stream_id) {
+            self.sweep(stream_id).await;
+        }
+    }
+
     /// Marks a video deleted. True if its work is under way (and whoever ends it sweeps); else
     /// the video is now under way for the caller, who sweeps it and ends it.
     pub fn mark_deleted(&self, stream_id: &str) -> bool {
@@ -187,11 +197,61 @@ impl VodContext {
     /// download the probe made (or a new one after a restart).
     pub async fn source_file(&self, stream_id: &str, key: &str) -> Result<PathBuf, StoreError> {
         let dir = self.source_dir(stream_id);
+        if key == keys::recording_playlist(stream_id) {
+            return self.recording_source(stream_id, key, &dir).await;
+        }
         let downloaded = dir.join(key.rsplit('/').next().unwrap_or(key));
         if tokio::fs::try_exists(&downloaded).await.unwrap_or(false) {
             return Ok(downloaded);
         }
         self.backends.store.read_path(key, &dir).await
+    }
+
+    /// A recording as one file FFmpeg reads: its chunks (after the init section, if any) one
+    /// after the other, as MPEG-TS and fragmented MP4 allow; gaps are left out. Made once per
+    /// process, appearing whole.
+    async fn recording_source(&self, stream_id: &str, key: &str, dir: &Path) -> Result<PathBuf, StoreError> {
+        let unreadable =
+            |message: String| StoreError::Io { key: key.to_string(), source: std::io::Error::other(message) };
+        let playlist = self.backends.store.get_bytes(key).await?.ok_or_else(|| StoreError::NotFound(key.into()))?;
+        let media = m3u8_rs::parse_media_playlist_res(&playlist).map_err(|e| unreadable(format!("{e}")))?;
+        let init = media.segments.first().and_then(|s| s.map.as_ref()).map(|m| m.uri.clone());
+        let path = dir.join(if init.is_some() { "recording.mp4" } else { "recording.ts" });
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let chunks = media.segments.iter().filter(|s| !is_gap(s));
+        let files: Vec<String> = init.into_iter().chain(chunks.map(|s| s.uri.clone())).collect();
+        let io = |source| StoreError::Io { key: key.to_string(), source };
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        let partial = dir.join("recording.partial");
+        let mut out = tokio::fs::File::create(&partial).await.map_err(io)?;
+        for file in files {
+            let chunk_key = keys::playback_object(stream_id, &file);
+            let bytes = self.backends.store.get_bytes(&chunk_key).await?.ok_or(StoreError::NotFound(chunk_key))?;
+            out.write_all(&bytes).await.map_err(io)?;
+        }
+        out.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&partial, &path).await.map_err(io)?;
+        Ok(path)
+    }
+
+    /// Applies `change` to a job's document (starting from `new` when it has none) and writes it.
+    pub async fn upsert_job(
+        &self,
+        job_id: &str,
+        new: Option<JobDoc>,
+        change: impl FnOnce(&mut JobDoc),
+    ) -> Option<JobDoc> {
+        let metadata = &self.backends.metadata;
+        self.read_modify_write(|| metadata.get_job(job_id), new, change, |doc| MetaWrite::Job(Box::new(doc))).await
+    }
+
+    /// Resolves once this process marked the video (or job) deleted.
+    pub async fn deleted_here(&self, stream_id: &str) {
+        while !self.is_deleted_here(stream_id) {
+            tokio::time::sleep(DELETION_POLL).await;
+        }
     }
 
     /// Applies `change` to a video's document and writes it (retrying until it is stored).
@@ -207,12 +267,24 @@ impl VodContext {
         new: Option<VodDoc>,
         change: impl FnOnce(&mut VodDoc),
     ) -> Option<VodDoc> {
-        let _one_writer = self.doc_writes.lock().await;
         let metadata = &self.backends.metadata;
-        let mut doc = retry(&self.metrics, || metadata.get_vod(stream_id)).await.or(new)?;
+        self.read_modify_write(|| metadata.get_vod(stream_id), new, change, |doc| MetaWrite::Vod(Box::new(doc))).await
+    }
+
+    /// One document read (else `new`), changed and written, retrying each until it is done;
+    /// never two at once.
+    async fn read_modify_write<D: Clone, F: Future<Output = Result<Option<D>, MetadataError>>>(
+        &self,
+        read: impl FnMut() -> F,
+        new: Option<D>,
+        change: impl FnOnce(&mut D),
+        write: impl FnOnce(D) -> MetaWrite,
+    ) -> Option<D> {
+        let _one_writer = self.doc_writes.lock().await;
+        let mut doc = retry(&self.metrics, read).await.or(new)?;
         change(&mut doc);
-        let writes = Arc::new(vec![MetaWrite::Vod(Box::new(doc.clone()))]);
-        retry(&self.metrics, || metadata.apply(writes.clone())).await;
+        let writes = Arc::new(vec![write(doc.clone())]);
+        retry(&self.metrics, || self.backends.metadata.apply(writes.clone())).await;
         Some(doc)
     }
 }

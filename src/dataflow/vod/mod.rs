@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! log_source (vod-chunks) -> VodInput::decode
-//!   -> async_stage VodProbe      (exchange by video)        ffprobe, ladder -> transcode tasks; edits, deletions
+//!   -> async_stage VodProbe      (exchange by video)        ffprobe, ladder -> transcode tasks; edits, deletions;
+//!                                                           an ended stream's recording; media jobs
 //!   -> async_stage VodTranscode  (exchange by video, rung)  FFmpeg pool (and the poster) -> one result per rung
 //!   -> join_rungs                (exchange by video)        differential: every rung done, or a failure
 //!   -> async_stage VodFinish     (exchange by video)        master playlist, status ready | failed
@@ -21,8 +22,10 @@
 
 mod context;
 mod finish;
+mod jobs;
 mod join_rungs;
 mod probe;
+mod record;
 pub mod records;
 mod transcode;
 

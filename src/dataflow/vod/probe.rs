@@ -1,6 +1,7 @@
 //! The probe stage: a video becomes `processing`, `ffprobe` reads its source, the ladder is
 //! planned, and the video becomes `transcoding` with one transcode task per FFmpeg run. The
-//! library's edits and deletions of a video are applied here too, in the order of its events.
+//! library's edits and deletions of a video are applied here too, in the order of its events,
+//! and so are an ended stream's recording and the media jobs.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +24,9 @@ pub fn probe_stage(
 ) -> impl Future<Output = Vec<VodResult<TranscodeTask>>> + Send + use<> {
     let (claimed, turn) = match &input {
         VodInput::Upload(event) => (ctx.begin(&event.stream_id), Some(ctx.turn(&event.stream_id))),
+        VodInput::Record(event) => (ctx.begin(&event.stream_id), Some(ctx.turn(&event.stream_id))),
+        VodInput::Job(job) => (ctx.begin(&job.job_id), Some(ctx.turn(&job.job_id))),
+        VodInput::CancelJob(cancelled) => (false, Some(ctx.turn(&cancelled.job_id))),
         VodInput::Edit(edit) => (false, Some(ctx.turn(&edit.stream_id))),
         VodInput::Delete(deleted) => (false, Some(ctx.turn(&deleted.stream_id))),
         VodInput::Dead(_) => (false, None),
@@ -30,6 +34,15 @@ pub fn probe_stage(
     async move {
         match (input, turn) {
             (VodInput::Upload(event), Some(turn)) if claimed => upload(ctx, event, turn).await,
+            (VodInput::Record(event), Some(turn)) if claimed => super::record::record(ctx, event, turn).await,
+            (VodInput::Job(job), Some(turn)) if claimed => {
+                super::jobs::run_job(ctx, job, turn).await;
+                Vec::new()
+            }
+            (VodInput::CancelJob(cancelled), Some(turn)) => {
+                super::jobs::cancel_job(&ctx, cancelled, turn).await;
+                Vec::new()
+            }
             (VodInput::Edit(edit), Some(turn)) => {
                 apply_edit(&ctx, edit, turn).await;
                 Vec::new()
@@ -73,17 +86,21 @@ async fn delete(ctx: &VodContext, deleted: VodDeleted, mut turn: Turn) {
     }
 }
 
+/// A replayed event of a finished (or deleted) video changes nothing; an unfinished one is
+/// redone.
+pub(super) fn settled(doc: &VodDoc) -> bool {
+    doc.status.is_final() || doc.status == VodStatus::Deleting
+}
+
+/// A video failed before its ladder was planned: nothing else of it follows.
+pub(super) fn failure(id: &str, uploaded_at_us: u64, error: VodError) -> Vec<VodResult<TranscodeTask>> {
+    let (stream_id, error) = (id.to_string(), error.to_string());
+    vec![Err(VodFailure { stream_id, uploaded_at_us, error, rungs: Vec::new(), time: None })]
+}
+
 async fn upload(ctx: Arc<VodContext>, event: VodEvent, mut turn: Turn) -> Vec<VodResult<TranscodeTask>> {
     turn.wait().await;
     let id = event.stream_id.clone();
-    // Nothing of the video is planned yet, so nothing else of it follows a failure.
-    let fail = |error: VodError| {
-        let (stream_id, uploaded_at_us, error) = (id.clone(), event.uploaded_at_us, error.to_string());
-        vec![Err(VodFailure { stream_id, uploaded_at_us, error, rungs: Vec::new(), time: None })]
-    };
-    // A replayed event of a finished (or deleted) video changes nothing; an unfinished one is
-    // redone.
-    let settled = |doc: &VodDoc| doc.status.is_final() || doc.status == VodStatus::Deleting;
     let started = ctx
         .upsert(&id, Some(VodDoc::from_event(&event)), |doc| {
             if !settled(doc) {
@@ -93,17 +110,27 @@ async fn upload(ctx: Arc<VodContext>, event: VodEvent, mut turn: Turn) -> Vec<Vo
         })
         .await;
     match started {
-        None => return fail(VodError::NoDocument(id.clone())),
+        None => return failure(&id, event.uploaded_at_us, VodError::NoDocument(id.clone())),
         Some(doc) if settled(&doc) => {
-            if ctx.end(&id) {
-                ctx.sweep(&id).await;
-            }
+            ctx.end_and_sweep_if_deleted(&id).await;
             return Vec::new();
         }
         Some(_) => {}
     }
     drop(turn); // the document is there: later events of the video may go on
-    let source = match ctx.source_file(&id, &event.source_key).await {
+    plan_ladder(&ctx, &id, &event.source_key, event.uploaded_at_us).await
+}
+
+/// Probes a video's source and plans its ladder: the video becomes `transcoding`, and its
+/// transcode tasks go out (or its failure, with the reason).
+pub(super) async fn plan_ladder(
+    ctx: &VodContext,
+    id: &str,
+    source_key: &str,
+    uploaded_at_us: u64,
+) -> Vec<VodResult<TranscodeTask>> {
+    let fail = |error: VodError| failure(id, uploaded_at_us, error);
+    let source = match ctx.source_file(id, source_key).await {
         Ok(path) => path,
         Err(e) => return fail(VodError::Source(e)),
     };
@@ -111,17 +138,17 @@ async fn upload(ctx: Arc<VodContext>, event: VodEvent, mut turn: Turn) -> Vec<Vo
         Ok(info) => info,
         Err(e) => return fail(e.into()),
     };
-    if ctx.is_deleted_here(&id) {
+    if ctx.is_deleted_here(id) {
         return fail(VodError::Deleted);
     }
     let rungs = ladder(&info);
-    let _ = tokio::fs::remove_dir_all(ctx.output_dir(&id)).await; // an interrupted attempt's files
+    let _ = tokio::fs::remove_dir_all(ctx.output_dir(id)).await; // an interrupted attempt's files
     let names: Vec<String> = rungs.iter().map(|r| r.name.clone()).collect();
     let has_audio = info.has_audio();
-    ctx.update(&id, |doc| {
+    ctx.update(id, |doc| {
         doc.source = Some(info.clone());
         doc.rungs_planned = names;
-        doc.poster_path = Some(keys::vod_poster(&id));
+        doc.poster_path = Some(keys::vod_poster(id));
         doc.storyboard = Some(Storyboard::plan(info.duration_s, info.width, info.height));
         doc.keyframe_aligned = true;
         doc.audio_track_id = has_audio.then(|| format!("audio-{id}"));
@@ -129,9 +156,9 @@ async fn upload(ctx: Arc<VodContext>, event: VodEvent, mut turn: Turn) -> Vec<Vo
     })
     .await;
     let plan = VodPlan {
-        stream_id: id.clone(),
-        source_key: event.source_key.clone(),
-        uploaded_at_us: event.uploaded_at_us,
+        stream_id: id.to_string(),
+        source_key: source_key.to_string(),
+        uploaded_at_us,
         info,
         rungs,
         time: 0, // stamped as it leaves the stage

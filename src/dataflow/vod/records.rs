@@ -7,14 +7,21 @@ use crate::log::LogRecord;
 use crate::media::ladder::Rung;
 use crate::media::probe::MediaError;
 use crate::media::transcode::RungOutput;
+use crate::model::jobs::{JOB_CANCELLED, JOB_SUBMITTED, JobCancelled, JobSubmitted};
 use crate::model::library::{VOD_DELETED, VOD_UPDATED, VodDeleted, VodEdit, VodEventType};
-use crate::model::{DeadLetterDoc, DeadLetterReason, MediaInfo, Topic, ValidationError, VodEvent, stream_hash};
+use crate::model::{
+    DeadLetterDoc, DeadLetterReason, MediaInfo, RecordingEvent, STREAM_RECORDED, Topic, ValidationError, VodEvent,
+    stream_hash,
+};
 use crate::storage::object::StoreError;
 
 /// A decoded `vod-chunks` record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum VodInput {
     Upload(VodEvent),
+    Record(RecordingEvent),
+    Job(JobSubmitted),
+    CancelJob(JobCancelled),
     Edit(VodEdit),
     Delete(VodDeleted),
     Dead(DeadLetterDoc),
@@ -27,6 +34,9 @@ impl VodInput {
         let decoded = parse_record::<VodEventType>(topic, &record).and_then(|kind| match kind.event_type.as_str() {
             VOD_UPDATED => checked(&record, VodEdit::validate).map(VodInput::Edit),
             VOD_DELETED => checked(&record, VodDeleted::validate).map(VodInput::Delete),
+            STREAM_RECORDED => checked(&record, RecordingEvent::validate).map(VodInput::Record),
+            JOB_SUBMITTED => checked(&record, JobSubmitted::validate).map(VodInput::Job),
+            JOB_CANCELLED => checked(&record, JobCancelled::validate).map(VodInput::CancelJob),
             _ => checked(&record, VodEvent::validate).map(VodInput::Upload),
         });
         decoded.unwrap_or_else(VodInput::Dead)
@@ -36,6 +46,9 @@ impl VodInput {
     pub fn route(&self) -> u64 {
         match self {
             VodInput::Upload(event) => stream_hash(&event.stream_id),
+            VodInput::Record(event) => stream_hash(&event.stream_id),
+            VodInput::Job(job) => stream_hash(&job.job_id),
+            VodInput::CancelJob(cancelled) => stream_hash(&cancelled.job_id),
             VodInput::Edit(edit) => stream_hash(&edit.stream_id),
             VodInput::Delete(deleted) => stream_hash(&deleted.stream_id),
             VodInput::Dead(dead) => dead.partition as u64,
@@ -151,4 +164,6 @@ pub enum VodError {
     PoolClosed,
     #[error("the video was deleted")]
     Deleted,
+    #[error("the stream stored no chunk to record")]
+    NothingRecorded,
 }

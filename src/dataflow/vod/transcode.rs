@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::context::VodContext;
 use super::records::{RungDone, TranscodeTask, VodError, VodPlan, VodResult};
 use crate::media::probe::MediaError;
-use crate::media::transcode::{RungOutput, TranscodeJob, poster, storyboard, transcode};
+use crate::media::transcode::{RungOutput, TranscodeJob, poster, poster_time, storyboard, transcode};
 use crate::model::Storyboard;
 use crate::model::keys::{self, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE};
 
@@ -93,7 +93,7 @@ fn report_progress(
 /// The poster, and the storyboard's sprite sheet and WebVTT track.
 async fn make_poster(ctx: &VodContext, plan: &VodPlan, source: &Path, out_dir: &Path) -> Result<(), VodError> {
     let file = out_dir.join(VOD_POSTER_FILE);
-    poster(source, &file, &plan.info).await.map_err(VodError::Poster)?;
+    poster(source, &file, poster_time(&plan.info)).await.map_err(VodError::Poster)?;
     let info = &plan.info;
     let board = Storyboard::plan(info.duration_s, info.width, info.height);
     let sprite = out_dir.join(VOD_STORYBOARD_FILE);

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
+use crate::model::jobs::JobDoc;
 use crate::model::library::VodQuery;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
@@ -24,6 +25,7 @@ const VODS: TableDefinition<&str, &[u8]> = TableDefinition::new("vod_metadata");
 const GAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_gaps");
 const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("media_jobs");
 const MARKER: TableDefinition<&str, &[u8]> = TableDefinition::new(MARKER_TABLE);
 
 fn backend(e: impl Into<redb::Error>) -> MetadataError {
@@ -104,6 +106,7 @@ impl EmbeddedMetadata {
                 let mut vods = txn.open_table(VODS).map_err(backend)?;
                 let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
                 let mut gaps = txn.open_table(GAPS).map_err(backend)?;
+                let mut jobs = txn.open_table(JOBS).map_err(backend)?;
                 for write in writes.iter() {
                     match write {
                         MetaWrite::Stream(doc) => {
@@ -130,6 +133,9 @@ impl EmbeddedMetadata {
                         }
                         MetaWrite::Gaps(doc) => {
                             gaps.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
+                        }
+                        MetaWrite::Job(doc) => {
+                            jobs.insert(doc.job_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
                         }
                     }
                 }
@@ -234,6 +240,18 @@ impl MetadataStore for EmbeddedMetadata {
         Ok((docs.into_iter().skip(skip).take(limit).collect(), total))
     }
 
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobDoc>, MetadataError> {
+        self.get_by_id(JOBS, job_id).await
+    }
+
+    async fn list_jobs(&self, limit: u64, skip: u64) -> Result<(Vec<JobDoc>, u64), MetadataError> {
+        let mut docs: Vec<JobDoc> = self.list_all(JOBS).await?;
+        docs.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.job_id.cmp(&a.job_id)));
+        let total = docs.len() as u64;
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        Ok((docs.into_iter().skip(skip).take(usize::try_from(limit).unwrap_or(usize::MAX)).collect(), total))
+    }
+
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {
         self.list_all(STREAMS).await
     }
@@ -297,6 +315,7 @@ fn open_checked(path: &Path) -> Result<Database, Box<redb::Error>> {
     txn.open_table(VODS).map_err(boxed)?;
     txn.open_table(TOKENS).map_err(boxed)?;
     txn.open_table(GAPS).map_err(boxed)?;
+    txn.open_table(JOBS).map_err(boxed)?;
     txn.open_table(MARKER).map_err(boxed)?;
     txn.commit().map_err(boxed)?;
     Ok(db)

@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use super::BoxError;
 use crate::model::auth::TokenDoc;
+use crate::model::jobs::JobDoc;
 use crate::model::library::VodQuery;
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
@@ -92,6 +93,8 @@ pub enum MetaWrite {
     Gaps(LiveGapsDoc),
     /// Upsert keyed by `token_id`.
     Token(TokenDoc),
+    /// Upsert keyed by `job_id`.
+    Job(Box<JobDoc>),
 }
 
 #[async_trait]
@@ -115,6 +118,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Chunks of a stream with `chunk_index >= from`, in order, at most `limit`.
     async fn chunks(&self, stream_id: &str, from: u64, limit: usize) -> Result<Vec<LiveChunkDoc>, MetadataError>;
     async fn get_vod(&self, stream_id: &str) -> Result<Option<VodDoc>, MetadataError>;
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobDoc>, MetadataError>;
+    /// A page of the jobs, newest first, and how many there are in all.
+    async fn list_jobs(&self, limit: u64, skip: u64) -> Result<(Vec<JobDoc>, u64), MetadataError>;
     /// A page of the videos `query` matches, in its order, and how many it matches in all.
     async fn list_vods(&self, query: &VodQuery) -> Result<(Vec<VodDoc>, u64), MetadataError>;
     /// The gap slots of a live stream's window (none until it had one).

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
+use crate::model::jobs::JobDoc;
 use crate::model::library::{VodQuery, VodSort, search_terms};
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc, VodKind};
 
@@ -32,6 +33,7 @@ const VODS: &str = "vod_metadata";
 const GAPS: &str = "live_gaps";
 const DEAD_LETTERS: &str = "dead_letters";
 const TOKENS: &str = "api_tokens";
+const JOBS: &str = "media_jobs";
 /// A video document's words ([`search_terms`]), under a multikey index: what `q` matches.
 const SEARCH_TERMS: &str = "search_terms";
 
@@ -81,6 +83,7 @@ enum Key {
     Vod(String),
     Gaps(String),
     Token(String),
+    Job(String),
 }
 
 impl MongoMetadata {
@@ -115,6 +118,7 @@ impl MongoMetadata {
             (GAPS, doc! { "stream_id": 1 }),
             (DEAD_LETTERS, doc! { "topic": 1, "partition": 1, "offset": 1 }),
             (TOKENS, doc! { "token_id": 1 }),
+            (JOBS, doc! { "job_id": 1 }),
         ];
         for (collection, keys) in indexes {
             // Default index names, so an identical index made by another tool is a no-op.
@@ -137,6 +141,10 @@ impl MongoMetadata {
             let created = store.collection::<Document>(VODS).create_index(model).await;
             created.map_err(|e| fail(&format!("refused an index of {VODS}"), e))?;
         }
+        // The job list, newest first.
+        let model = IndexModel::builder().keys(doc! { "created_at_ms": -1, "job_id": -1 }).build();
+        let created = store.collection::<Document>(JOBS).create_index(model).await;
+        created.map_err(|e| fail(&format!("refused an index of {JOBS}"), e))?;
         Ok(store)
     }
 
@@ -211,6 +219,11 @@ impl MongoMetadata {
                 let filter = doc! { "token_id": &doc.token_id };
                 let op = Op { collection: TOKENS, filter, doc: self.encode(doc)?, write: Write::Replace };
                 (Key::Token(doc.token_id.clone()), op)
+            }
+            MetaWrite::Job(doc) => {
+                let filter = doc! { "job_id": &doc.job_id };
+                let op = Op { collection: JOBS, filter, doc: self.encode(doc.as_ref())?, write: Write::Replace };
+                (Key::Job(doc.job_id.clone()), op)
             }
         })
     }
@@ -483,6 +496,27 @@ impl MetadataStore for MongoMetadata {
             .sort(doc! { "created_at_ms": order, "stream_id": order })
             .skip(query.skip)
             .limit(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let docs = page.await.map_err(fail)?.try_collect().await.map_err(fail)?;
+        Ok((docs, total))
+    }
+
+    async fn get_job(&self, job_id: &str) -> Result<Option<JobDoc>, MetadataError> {
+        self.find_one(JOBS, doc! { "job_id": job_id }).await
+    }
+
+    async fn list_jobs(&self, limit: u64, skip: u64) -> Result<(Vec<JobDoc>, u64), MetadataError> {
+        let fail = |e: mongodb::error::Error| self.error(&format!("reading {JOBS} failed"), e);
+        let handle = self.collection::<JobDoc>(JOBS);
+        let total = handle.count_documents(doc! {}).await.map_err(fail)?;
+        if limit == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let page = handle
+            .find(doc! {})
+            .projection(doc! { "_id": 0 })
+            .sort(doc! { "created_at_ms": -1, "job_id": -1 })
+            .skip(skip)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let docs = page.await.map_err(fail)?.try_collect().await.map_err(fail)?;
         Ok((docs, total))
     }

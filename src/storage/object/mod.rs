@@ -72,11 +72,24 @@ pub fn content_type(key: &str) -> &'static str {
         Some("m4s") => "video/iso.segment",
         Some("mp4") => "video/mp4",
         Some("aac") => "audio/aac",
+        Some("mov") => "video/quicktime",
+        Some("mkv") => "video/x-matroska",
+        Some("webm") => "video/webm",
+        Some("mp3") => "audio/mpeg",
+        Some("m4a") => "audio/mp4",
+        Some("wav") => "audio/wav",
+        Some("flac") => "audio/flac",
+        Some("opus") => "audio/ogg",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("vtt") => "text/vtt",
         Some("json") => "application/json",
         _ => "application/octet-stream",
     }
+}
+
+/// `Content-Disposition` of a download saved as `file_name` (a name segflow made: plain ASCII).
+pub fn attachment(file_name: &str) -> String {
+    format!("attachment; filename=\"{file_name}\"")
 }
 
 /// Maps an I/O error on `key`.
@@ -158,6 +171,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
     /// Where a player gets the object from, for at least `ttl`.
     async fn playback(&self, key: &str, ttl: Duration) -> Result<Playback, StoreError>;
+    /// Like [`playback`](Self::playback), for a download saved as `file_name`: a redirect then
+    /// asks the store to answer with that `Content-Disposition`.
+    async fn download(&self, key: &str, ttl: Duration, _file_name: &str) -> Result<Playback, StoreError> {
+        self.playback(key, ttl).await
+    }
     /// Whether the store answers (for `/health`).
     async fn health(&self) -> Result<(), StoreError>;
 }

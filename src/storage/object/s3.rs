@@ -383,6 +383,16 @@ impl S3Store {
 
     /// A SigV4 presigned GET on the public endpoint; signing sends no request.
     pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
+        self.presign_get_as(key, ttl, None).await
+    }
+
+    /// [`Self::presign_get`], answered with `disposition` as its `Content-Disposition`.
+    async fn presign_get_as(
+        &self,
+        key: &str,
+        ttl: Duration,
+        disposition: Option<String>,
+    ) -> Result<String, StoreError> {
         let (bucket, object) = self.locate(key)?;
         let config =
             PresigningConfig::expires_in(ttl).map_err(|e| backend(key, format!("cannot presign for {ttl:?}: {e}")))?;
@@ -391,6 +401,7 @@ impl S3Store {
             .get_object()
             .bucket(bucket)
             .key(object)
+            .set_response_content_disposition(disposition)
             .presigned(config)
             .await
             .map_err(|e| caused(key, e))?;
@@ -718,6 +729,11 @@ impl ObjectStore for S3Store {
     /// A presigned URL: the bytes go from the server to the player directly.
     async fn playback(&self, key: &str, ttl: Duration) -> Result<Playback, StoreError> {
         self.presign_get(key, ttl).await.map(Playback::Redirect)
+    }
+
+    async fn download(&self, key: &str, ttl: Duration, file_name: &str) -> Result<Playback, StoreError> {
+        let disposition = super::attachment(file_name);
+        self.presign_get_as(key, ttl, Some(disposition)).await.map(Playback::Redirect)
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@ use crate::backends::{BackendError, Backends};
 use crate::config::Config;
 use crate::dataflow::cluster::{self, Cluster};
 use crate::dataflow::live::sink::LiveSink;
+use crate::dataflow::live::thumbnails::Thumbnails;
 use crate::dataflow::offsets::OffsetCommitter;
 use crate::dataflow::vod::VodContext;
 use crate::dataflow::{WorkerContext, WorkerError, run_worker};
@@ -60,6 +61,7 @@ pub struct Engine {
     stop: StopWorkersOnDrop,
     workers: Workers,
     offsets_committed: tokio::task::JoinHandle<()>,
+    thumbnails: Arc<Thumbnails>,
     first_admin_token: Option<String>,
 }
 
@@ -175,9 +177,15 @@ impl Engine {
         let metrics = Arc::new(Metrics::new());
         let (notices, _) = tokio::sync::broadcast::channel(4096);
         let (store, metadata) = (backends.store.clone(), backends.metadata.clone());
-        let work_dir = data_dir.join("work");
-        let live_sink =
-            LiveSink::start(backends.log.clone(), store, metadata, metrics.clone(), notices.clone(), work_dir);
+        let thumbnails = Thumbnails::start(store.clone(), metadata.clone(), data_dir.join("work"));
+        let live_sink = LiveSink::start(
+            backends.log.clone(),
+            store,
+            metadata,
+            metrics.clone(),
+            notices.clone(),
+            thumbnails.clone(),
+        );
 
         let stop = StopWorkersOnDrop(Arc::new(AtomicBool::new(false)));
         let (ready, mut workers_ready) = tokio::sync::mpsc::unbounded_channel();
@@ -261,7 +269,7 @@ impl Engine {
         let auth = Arc::new(api::auth::Auth::new(!config.no_auth, backends.metadata.clone(), token_ttl));
         let config = Arc::new(config);
         let state = AppState { config, backends, ingest, signer: Arc::new(signer), auth, metrics, cluster };
-        Ok(Engine { state, stop, workers, offsets_committed, first_admin_token })
+        Ok(Engine { state, stop, workers, offsets_committed, thumbnails, first_admin_token })
     }
 
     /// The admin token this start made because none existed: to be shown once, now.
@@ -277,7 +285,7 @@ impl Engine {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), EngineError> {
-        let Engine { state, stop, workers: Workers { mut exits, results }, offsets_committed, .. } = self;
+        let Engine { state, stop, workers: Workers { mut exits, results }, offsets_committed, thumbnails, .. } = self;
         let backends = state.backends.clone();
         let stopping = stop.0.clone();
         let (failed, mut failure) = tokio::sync::oneshot::channel();
@@ -309,6 +317,7 @@ impl Engine {
         if let Ok(Some(_)) = results {
             let _ = offsets_committed.await; // the workers' last offsets, after a final sync
         }
+        thumbnails.stop().await;
         backends.log.close();
         if let Some(reason) = failure {
             return Err(EngineError::Timely(reason)); // the first failure says more than what followed

@@ -116,6 +116,10 @@ async fn an_ended_stream_becomes_a_video_of_every_chunk_with_its_gap(backends: B
         let left = list_keys(backends, &engine.data_dir, &format!("{bucket}/{id}/")).await;
         assert!(left.is_empty(), "{bucket}: {left:?}");
     }
+    // Its live documents went too: the stream, its chunks.
+    assert_eq!(engine.get_json(&format!("/streams/{id}/metadata")).await.0, 404);
+    let (_, chunks) = engine.get_json(&format!("/streams/{id}/chunks")).await;
+    assert!(chunks["chunks"].as_array().is_none_or(|c| c.is_empty()), "{chunks}");
     engine.shutdown().await;
 }
 

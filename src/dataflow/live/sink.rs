@@ -2,7 +2,6 @@
 //! documents through one shared committer) and reports when it is durable.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -33,7 +32,7 @@ pub struct LiveSink {
     pub metadata: Arc<dyn MetadataStore>,
     pub metrics: Arc<Metrics>,
     pub notices: broadcast::Sender<PlaylistNotice>,
-    thumbnails: Thumbnails,
+    thumbnails: Arc<Thumbnails>,
     commits: mpsc::Sender<Commit>,
 }
 
@@ -73,10 +72,9 @@ impl LiveSink {
         metadata: Arc<dyn MetadataStore>,
         metrics: Arc<Metrics>,
         notices: broadcast::Sender<PlaylistNotice>,
-        work_dir: PathBuf,
+        thumbnails: Arc<Thumbnails>,
     ) -> Arc<LiveSink> {
         let (commits, queue) = mpsc::channel(4096);
-        let thumbnails = Thumbnails::start(store.clone(), metadata.clone(), work_dir);
         let sink = Arc::new(LiveSink { log, store, metadata, metrics, notices, thumbnails, commits });
         tokio::spawn(commit_loop(Arc::downgrade(&sink), queue));
         sink

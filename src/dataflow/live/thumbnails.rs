@@ -27,20 +27,32 @@ pub struct Thumbnails {
     queue: mpsc::Sender<(String, String)>,
     /// When each stream's thumbnail was last asked for.
     offered: Mutex<HashMap<String, Instant>>,
+    /// The thumbnailer: it holds the stores, so the engine stops it before it returns.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Thumbnails {
     /// Starts the process's thumbnailer, which writes each JPEG under `work_dir` first.
-    pub fn start(store: Arc<dyn ObjectStore>, metadata: Arc<dyn MetadataStore>, work_dir: PathBuf) -> Thumbnails {
+    pub fn start(store: Arc<dyn ObjectStore>, metadata: Arc<dyn MetadataStore>, work_dir: PathBuf) -> Arc<Thumbnails> {
         let (queue, mut asked) = mpsc::channel::<(String, String)>(QUEUED);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some((stream_id, chunk_key)) = asked.recv().await {
                 if let Err(error) = refresh(&*store, &*metadata, &work_dir, &stream_id, &chunk_key).await {
                     tracing::warn!(stream_id, error, "live thumbnail not refreshed");
                 }
             }
         });
-        Thumbnails { queue, offered: Mutex::default() }
+        Arc::new(Thumbnails { queue, offered: Mutex::default(), task: Mutex::new(Some(task)) })
+    }
+
+    /// Stops the thumbnailer (FFmpeg killed if it runs) and waits until it has let go of the
+    /// stores.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// Offers a stream's newest accepted chunk; taken if the stream's thumbnail is older than
@@ -56,6 +68,14 @@ impl Thumbnails {
         }
         if self.queue.try_send((stream_id.to_string(), chunk_key.to_string())).is_ok() {
             offered.insert(stream_id.to_string(), now);
+        }
+    }
+}
+
+impl Drop for Thumbnails {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
         }
     }
 }

@@ -126,7 +126,12 @@ impl EmbeddedMetadata {
                             vods.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
                         }
                         MetaWrite::DeleteVod(stream_id) => {
-                            vods.remove(stream_id.as_str()).map_err(backend)?;
+                            let id = stream_id.as_str();
+                            vods.remove(id).map_err(backend)?;
+                            // A recording's live documents go with it.
+                            streams.remove(id).map_err(backend)?;
+                            gaps.remove(id).map_err(backend)?;
+                            chunks.retain_in((id, 0)..=(id, u64::MAX), |_, _| false).map_err(backend)?;
                         }
                         MetaWrite::Token(doc) => {
                             tokens.insert(doc.token_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;

@@ -87,7 +87,8 @@ pub enum MetaWrite {
     DeadLetter(DeadLetterDoc),
     /// Upsert keyed by `stream_id`.
     Vod(Box<VodDoc>),
-    /// Removes a video's document (absent is fine).
+    /// Removes a video's document, and a recording's stream, chunk and gap documents (absent
+    /// is fine).
     DeleteVod(String),
     /// Upsert keyed by `stream_id`.
     Gaps(LiveGapsDoc),

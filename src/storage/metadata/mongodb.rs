@@ -72,6 +72,8 @@ enum Write {
     Insert,
     /// Remove the document.
     Delete,
+    /// Remove every document the filter matches.
+    DeleteMany,
 }
 
 /// What a write is keyed by, as in the embedded tables.
@@ -84,6 +86,8 @@ enum Key {
     Gaps(String),
     Token(String),
     Job(String),
+    /// All of a stream's chunks.
+    Chunks(String),
 }
 
 impl MongoMetadata {
@@ -169,14 +173,19 @@ impl MongoMetadata {
         let mut ops: Vec<Op> = Vec::new();
         let mut seen: HashMap<Key, usize> = HashMap::new();
         for write in writes {
-            let (key, op) = self.op(write)?;
-            match seen.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(ops.len());
-                    ops.push(op);
+            let mut planned = vec![self.op(write)?];
+            if let MetaWrite::DeleteVod(stream_id) = write {
+                planned.extend(recording_deletions(stream_id));
+            }
+            for (key, op) in planned {
+                match seen.entry(key) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(ops.len());
+                        ops.push(op);
+                    }
+                    Entry::Occupied(slot) if op.write != Write::Insert => ops[*slot.get()] = op,
+                    Entry::Occupied(_) => {}
                 }
-                Entry::Occupied(slot) if op.write != Write::Insert => ops[*slot.get()] = op,
-                Entry::Occupied(_) => {}
             }
         }
         Ok(ops)
@@ -263,6 +272,7 @@ impl MongoMetadata {
                 collection.update_one(op.filter.clone(), doc! { "$setOnInsert": fields }).upsert(true).await.map(drop)
             }
             Write::Delete => collection.delete_one(op.filter.clone()).await.map(drop),
+            Write::DeleteMany => collection.delete_many(op.filter.clone()).await.map(drop),
         };
         match result {
             // Two upserts of one new key raced (another process, or a server that does not
@@ -338,6 +348,16 @@ impl MongoMetadata {
         }
         find.await.map_err(fail)?.try_collect().await.map_err(fail)
     }
+}
+
+/// A deleted video's live documents, when it is a recording: its stream, gap counts and chunks.
+fn recording_deletions(stream_id: &str) -> [(Key, Op); 3] {
+    let delete = |collection, write| Op { collection, filter: doc! { "stream_id": stream_id }, doc: doc! {}, write };
+    [
+        (Key::Stream(stream_id.into()), delete(STREAMS, Write::Delete)),
+        (Key::Gaps(stream_id.into()), delete(GAPS, Write::Delete)),
+        (Key::Chunks(stream_id.into()), delete(CHUNKS, Write::DeleteMany)),
+    ]
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {

@@ -100,6 +100,26 @@ async fn an_ended_stream_becomes_a_video_of_every_chunk_with_its_gap(backends: B
     let range = engine.client.get(engine.url(&format!("/videos/{id}/download"))).header("Range", "bytes=0-99");
     assert_eq!(range.send().await.unwrap().status(), 206);
 
+    // A media job takes the recording as its source, read from its chunks.
+    let body = serde_json::json!({"operation": "extract_audio", "video_id": id}).to_string();
+    let (status, job) = engine.post_json("/jobs", &body).await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap();
+    let mut job = Value::Null;
+    for _ in 0..600 {
+        job = engine.get_json(&format!("/jobs/{job_id}")).await.1;
+        if job["status"] == "completed" || job["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (job["status"].as_str(), job["output"]["audio_codec"].as_str()),
+        (Some("completed"), Some("mp3")),
+        "{job}"
+    );
+    assert!(job["output"]["duration_s"].as_f64().is_some_and(|s| (27.0..29.5).contains(&s)), "14 chunks: {job}");
+
     // Deleting the video removes the stream's chunks and playlists with it.
     let chunks = list_keys(backends, &engine.data_dir, &format!("live-streams/{id}/")).await;
     assert_eq!(chunks.len(), 14, "{chunks:?}");

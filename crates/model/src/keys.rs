@@ -71,6 +71,12 @@ pub fn recording_playlist(stream_id: &str) -> String {
     format!("{}/{stream_id}/{RECORDING_PLAYLIST_FILE}", bucket::MANIFESTS)
 }
 
+/// The stream whose recording's playlist `key` is, if it is one.
+pub fn recording_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(bucket::MANIFESTS)?.strip_prefix('/')?;
+    rest.strip_suffix(RECORDING_PLAYLIST_FILE)?.strip_suffix('/').filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
 /// A live object's path in the stream's playback folder (`chunks/42.ts`): what a live
 /// playlist lists. `key` is one that [`validate_live_object`] accepted.
 pub fn live_playback_path<'k>(stream_id: &str, key: &'k str) -> &'k str {
@@ -218,6 +224,8 @@ mod tests {
         assert_eq!(playback_object(vod, "downloads/720p.mp4"), vod_download(vod, "720p"));
         // A recording: the live stream's chunks, its playlist, and a ladder made of them.
         assert_eq!(playback_object(id, RECORDING_PLAYLIST_FILE), recording_playlist(id));
+        assert_eq!(recording_of(&recording_playlist(id)), Some(id));
+        assert_eq!((recording_of("manifests/a/b/recording.m3u8"), recording_of("manifests/a/live.m3u8")), (None, None));
         assert_eq!(playback_object(id, VOD_MANIFEST_FILE), vod_manifest(id));
         assert_eq!(playback_object(id, "360p/seg_00001.ts"), vod_variant(id, "360p/seg_00001.ts"));
         assert_eq!(playback_object(id, VOD_POSTER_FILE), vod_poster(id));

@@ -195,10 +195,11 @@ impl VodContext {
 
     /// The source as a file FFmpeg reads: the object itself on a local store, else the
     /// download the probe made (or a new one after a restart).
+    /// A recording's playlist (its own source, or a job's) becomes the file of its chunks.
     pub async fn source_file(&self, stream_id: &str, key: &str) -> Result<PathBuf, StoreError> {
         let dir = self.source_dir(stream_id);
-        if key == keys::recording_playlist(stream_id) {
-            return self.recording_source(stream_id, key, &dir).await;
+        if let Some(recorded) = keys::recording_of(key) {
+            return self.recording_source(recorded, key, &dir).await;
         }
         let downloaded = dir.join(key.rsplit('/').next().unwrap_or(key));
         if tokio::fs::try_exists(&downloaded).await.unwrap_or(false) {
@@ -210,7 +211,7 @@ impl VodContext {
     /// A recording as one file FFmpeg reads: its chunks (after the init section, if any) one
     /// after the other, as MPEG-TS and fragmented MP4 allow; gaps are left out. Made once per
     /// process, appearing whole.
-    async fn recording_source(&self, stream_id: &str, key: &str, dir: &Path) -> Result<PathBuf, StoreError> {
+    async fn recording_source(&self, recorded: &str, key: &str, dir: &Path) -> Result<PathBuf, StoreError> {
         let unreadable =
             |message: String| StoreError::Io { key: key.to_string(), source: std::io::Error::other(message) };
         let playlist = self.backends.store.get_bytes(key).await?.ok_or_else(|| StoreError::NotFound(key.into()))?;
@@ -227,7 +228,7 @@ impl VodContext {
         let partial = dir.join("recording.partial");
         let mut out = tokio::fs::File::create(&partial).await.map_err(io)?;
         for file in files {
-            let chunk_key = keys::playback_object(stream_id, &file);
+            let chunk_key = keys::playback_object(recorded, &file);
             let bytes = self.backends.store.get_bytes(&chunk_key).await?.ok_or(StoreError::NotFound(chunk_key))?;
             out.write_all(&bytes).await.map_err(io)?;
         }

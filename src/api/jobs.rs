@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::live::rfc3339;
 use super::vod::{field_stream, find_vod};
-use super::{ApiError, AppState, parse_json, public_base, refuse_declared_over};
+use super::{ApiError, AppState, parse_json, public_base, query_number, refuse_declared_over};
 use crate::model::auth::Scope;
 use crate::model::jobs::{Container, JobDoc, JobOperation, JobParams, JobStatus};
 use crate::model::now_ms;
@@ -139,9 +139,8 @@ fn job_view(state: &AppState, headers: &HeaderMap, doc: &JobDoc) -> Value {
     view["completed_at"] = json!(doc.completed_at_ms.map(|ms| rfc3339(ms / 1000)));
     view["output_path"] = json!(doc.output.as_ref().map(|o| o.key.clone()));
     view["status_url"] = json!(format!("{base}/jobs/{}", doc.job_id));
-    if let (JobStatus::Completed, Some(output)) = (doc.status, &doc.output) {
-        let file = output.key.rsplit_once(&format!("/{}/", doc.job_id)).map_or("", |(_, file)| file);
-        let (url, expires) = state.signer.url(&base, &doc.job_id, file, now_ms() / 1000);
+    if doc.status == JobStatus::Completed {
+        let (url, expires) = state.signer.url(&base, &doc.job_id, &doc.output_file(), now_ms() / 1000);
         view["download_url"] = json!(url);
         view["download_expires_at"] = json!(rfc3339(expires));
     }
@@ -173,13 +172,12 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     state.auth.require(request.headers(), Scope::Read).await?;
     let doc = find_job(&state, &job_id).await?;
-    let output = match (&doc.status, &doc.output) {
-        (JobStatus::Completed, Some(output)) => output,
-        (status, _) => return Err(ApiError::Conflict(format!("job {job_id} is {}, not completed", status.as_str()))),
-    };
-    let file = output.key.rsplit_once(&format!("/{job_id}/")).map_or("", |(_, file)| file);
+    if doc.status != JobStatus::Completed {
+        return Err(ApiError::Conflict(format!("job {job_id} is {}, not completed", doc.status.as_str())));
+    }
+    let file = doc.output_file();
     let name = file.rsplit('/').next().unwrap_or("output");
-    super::play::serve_download(&state, &job_id, file, name, request).await
+    super::play::serve_download(&state, &job_id, &file, name, request).await
 }
 
 /// `GET /jobs?limit=&skip=` parameters, as text: each is checked with a message of its own.
@@ -198,18 +196,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.require(&headers, Scope::Read).await?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let number = |name: &str, text: Option<String>, default: u64, range: std::ops::RangeInclusive<u64>| {
-        let Some(text) = text else { return Ok(default) };
-        text.parse::<u64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "{name} {text:?} is not a whole number in {}..={}",
-                range.start(),
-                range.end()
-            ))
-        })
-    };
-    let limit = number("limit", params.limit, DEFAULT_LIMIT, 1..=MAX_LIMIT)?;
-    let skip = number("skip", params.skip, 0, 0..=u64::from(u32::MAX))?;
+    let limit = query_number("limit", params.limit, DEFAULT_LIMIT, 1..=MAX_LIMIT)?;
+    let skip = query_number("skip", params.skip, 0, 0..=u64::from(u32::MAX))?;
     let (jobs, total) = state.backends.metadata.list_jobs(limit, skip).await?;
     let views: Vec<Value> = jobs.iter().map(|doc| job_view(&state, &headers, doc)).collect();
     Ok(Json(json!({ "jobs": views, "count": views.len(), "total": total, "limit": limit, "skip": skip })))

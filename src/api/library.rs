@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::live::rfc3339;
 use super::vod::find_vod;
-use super::{ApiError, AppState, parse_json, public_base};
+use super::{ApiError, AppState, parse_json, public_base, query_number};
 use crate::model::auth::{PlaybackPolicy, Scope};
 use crate::model::keys::{
     RECORDING_PLAYLIST_FILE, VOD_MANIFEST_FILE, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE,
@@ -46,18 +46,8 @@ pub struct ListParams {
 
 impl ListParams {
     fn query(self) -> Result<(VodQuery, u64, u64), ApiError> {
-        let number = |name: &str, text: Option<String>, default: u64, max: u64| -> Result<u64, ApiError> {
-            let Some(text) = text else { return Ok(default) };
-            match text.parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ if max == u64::MAX => {
-                    Err(ApiError::BadRequest(format!("{name} {text:?} is not a whole number from 1")))
-                }
-                _ => Err(ApiError::BadRequest(format!("{name} {text:?} is not a whole number from 1 to {max}"))),
-            }
-        };
-        let page = number("page", self.page, 1, u64::MAX)?;
-        let page_size = number("page_size", self.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+        let page = query_number("page", self.page, 1, 1..=u64::MAX)?;
+        let page_size = query_number("page_size", self.page_size, DEFAULT_PAGE_SIZE, 1..=MAX_PAGE_SIZE)?;
         let skip = (page - 1)
             .checked_mul(page_size)
             .ok_or_else(|| ApiError::BadRequest(format!("page {page} is past any library")))?;

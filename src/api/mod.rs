@@ -225,6 +225,27 @@ fn refuse_declared_over(headers: &HeaderMap, limit: u64, what: &str) -> Result<(
     }
 }
 
+/// A whole number query parameter in `range`, `default` when absent; else a 400 naming it.
+fn query_number(
+    name: &str,
+    text: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    let Some(text) = text else { return Ok(default) };
+    match text.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ if *range.end() == u64::MAX => {
+            Err(ApiError::BadRequest(format!("{name} {text:?} is not a whole number from {}", range.start())))
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "{name} {text:?} is not a whole number from {} to {}",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
 /// Parses a JSON body; an empty body means `T::default()` where `T` allows it.
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a Bytes, empty: Option<T>) -> Result<T, ApiError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {

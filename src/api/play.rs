@@ -13,7 +13,7 @@ use tower_http::services::ServeFile;
 use super::error::json_error;
 use super::range::{self, Requested};
 use super::{ApiError, AppState};
-use crate::media::live_playlist::is_gap;
+use crate::media::live_playlist::object_uris;
 use crate::model::checks::{validate_file_name, validate_stream_id};
 use crate::model::keys;
 use crate::storage::object::{Playback, attachment, content_type};
@@ -156,17 +156,10 @@ async fn presign_media_uris(
     };
     let dir = path.rsplit_once('/').map(|(dir, _)| format!("{dir}/")).unwrap_or_default();
     // A gap slot's URI names no object: it stays as it is.
-    let media_segments = media.segments.iter_mut().filter(|s| !is_gap(s));
-    for segment in media_segments {
-        let uris = std::iter::once(&mut segment.uri).chain(segment.map.as_mut().map(|m| &mut m.uri));
-        for uri in uris {
-            if uri.contains("://") {
-                continue;
-            }
-            let key = keys::playback_object(stream_id, &format!("{dir}{uri}"));
-            if let Playback::Redirect(url) = state.backends.store.playback(&key, ttl).await? {
-                *uri = url;
-            }
+    for uri in object_uris(&mut media).filter(|uri| !uri.contains("://")) {
+        let key = keys::playback_object(stream_id, &format!("{dir}{uri}"));
+        if let Playback::Redirect(url) = state.backends.store.playback(&key, ttl).await? {
+            *uri = url;
         }
     }
     let mut out = Vec::new();

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::live::rfc3339;
 use super::vod::ready_video;
 use super::{ApiError, AppState, public_base};
-use crate::media::live_playlist::is_gap;
+use crate::media::live_playlist::{is_gap, object_uris};
 use crate::media::remux::hls_to_mp4;
 use crate::model::keys::{self, VOD_MANIFEST_FILE};
 use crate::model::{VariantDoc, VodDoc, VodStatus, now_ms};
@@ -138,12 +138,9 @@ async fn make_download(state: &AppState, doc: &VodDoc, variant: &VariantDoc) -> 
         // FFmpeg reads each segment where it is (or as fetched), a recording's gaps left out.
         media.segments.retain(|segment| !is_gap(segment));
         let folder = playback_path(doc, variant).rsplit_once('/').map_or(String::new(), |(f, _)| format!("{f}/"));
-        for segment in &mut media.segments {
-            let uris = std::iter::once(&mut segment.uri).chain(segment.map.as_mut().map(|m| &mut m.uri));
-            for uri in uris {
-                let key = keys::playback_object(&doc.stream_id, &format!("{folder}{uri}"));
-                *uri = store.read_path(&key, &scratch).await?.to_string_lossy().into_owned();
-            }
+        for uri in object_uris(&mut media) {
+            let key = keys::playback_object(&doc.stream_id, &format!("{folder}{uri}"));
+            *uri = store.read_path(&key, &scratch).await?.to_string_lossy().into_owned();
         }
         let playlist = scratch.join("input.m3u8");
         let mut listed = Vec::new();

@@ -8,7 +8,6 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::probe::{MediaError, ffprobe_json};
-use super::transcode::run_reporting;
 use crate::model::jobs::{Container, JobOperation, JobOutput, JobParams};
 
 /// The CRF of a compress that names none (seed 004's), and of the other re-encodes.
@@ -302,14 +301,10 @@ async fn gray(output: &Path) -> Result<(), String> {
     if frames == 0 { Err("ffprobe read no frame of the output".into()) } else { Ok(()) }
 }
 
-/// Runs the job's FFmpeg, calling `progress` as it goes.
-pub async fn run(args: Vec<OsString>, duration_s: f64, progress: impl Fn(f64)) -> Result<(), MediaError> {
-    run_reporting(args, duration_s, progress).await.map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::transcode::run_reporting;
 
     fn clip(dir: &Path, audio: bool) -> std::path::PathBuf {
         let path = dir.join("clip.mp4");
@@ -329,7 +324,10 @@ mod tests {
         let source = streams(&input).await.unwrap();
         check_source(operation, &source)?;
         let output = dir.path().join(format!("output.{}", params.extension(operation)));
-        run(job_args(operation, &params, &source, &input, &output), source.duration_s, |_| {}).await.unwrap();
+        run_reporting(job_args(operation, &params, &source, &input, &output), source.duration_s, |_| {})
+            .await
+            .map(drop)
+            .unwrap();
         let bytes = std::fs::metadata(&input).unwrap().len();
         check_output(operation, &params, bytes, &output, "k").await
     }

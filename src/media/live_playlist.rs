@@ -89,6 +89,16 @@ pub fn is_gap(segment: &MediaSegment) -> bool {
     segment.unknown_tags.iter().any(|tag| tag.tag == "X-GAP")
 }
 
+/// The URIs of the objects a media playlist names, in order: each segment's init section (if
+/// it has one) before it, gap slots left out.
+pub fn object_uris(media: &mut MediaPlaylist) -> impl Iterator<Item = &mut String> {
+    media
+        .segments
+        .iter_mut()
+        .filter(|segment| !is_gap(segment))
+        .flat_map(|segment| segment.map.as_mut().map(|map| &mut map.uri).into_iter().chain([&mut segment.uri]))
+}
+
 /// A missing slot: listed so that sequence numbers keep naming the same segments; players skip it.
 fn gap_slot(seq: u64, duration_ms: u64) -> MediaSegment {
     MediaSegment {

@@ -201,11 +201,6 @@ impl JobSubmitted {
     pub fn output_key(&self) -> String {
         keys::job_output(&self.job_id, self.params.extension(self.operation))
     }
-
-    /// [`Self::output_key`]'s path in the job's playback folder.
-    pub fn output_file(&self) -> String {
-        keys::job_output_file(&self.job_id, self.params.extension(self.operation))
-    }
 }
 
 /// `job_cancelled`: stop the job (a finished one stays as it is).
@@ -303,6 +298,11 @@ impl JobDoc {
             error: None,
             output: None,
         }
+    }
+
+    /// The output's path in the job's playback folder (`output/{job_id}.{ext}`).
+    pub fn output_file(&self) -> String {
+        keys::job_output_file(&self.job_id, self.params.extension(self.operation))
     }
 
     /// Ends the job: a final status is never changed.

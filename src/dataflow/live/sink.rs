@@ -150,9 +150,7 @@ impl LiveSink {
             tracing::warn!("metadata committer has stopped; batch left uncommitted (it will be replayed)");
         }
     }
-}
 
-impl LiveSink {
     /// Logs `stream_recorded` for a stream whose end is durable, before its offsets may be
     /// committed: the VOD path makes the recording of the chunk documents now stored (a replay
     /// announces it again, which changes nothing).

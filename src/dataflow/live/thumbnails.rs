@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::media::transcode::poster;
 use crate::model::{StreamStatus, keys};
 use crate::storage::metadata::MetadataStore;
-use crate::storage::object::ObjectStore;
+use crate::storage::object::{ObjectStore, concatenate};
 
 /// How often a stream's thumbnail is refreshed at most.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -91,16 +91,11 @@ async fn refresh(
 ) -> Result<(), String> {
     let stream = metadata.get_stream(stream_id).await.map_err(|e| e.to_string())?;
     let Some(stream) = stream.filter(|s| s.status == StreamStatus::Live) else { return Ok(()) };
-    let mut bytes = Vec::new();
-    for key in stream.init_object_key.iter().map(String::as_str).chain([chunk_key]) {
-        let part = store.get_bytes(key).await.map_err(|e| e.to_string())?;
-        bytes.extend_from_slice(&part.ok_or(format!("{key} is not stored"))?);
-    }
+    let parts: Vec<String> = stream.init_object_key.into_iter().chain([chunk_key.to_string()]).collect();
     let scratch = work_dir.join(format!("thumbnail-{stream_id}"));
     let made = async {
-        tokio::fs::create_dir_all(&scratch).await.map_err(|e| e.to_string())?;
         let chunk = scratch.join("chunk");
-        tokio::fs::write(&chunk, bytes).await.map_err(|e| e.to_string())?;
+        concatenate(store, &parts, &chunk).await.map_err(|e| e.to_string())?;
         let jpeg = scratch.join(keys::VOD_POSTER_FILE);
         poster(&chunk, &jpeg, 0.0).await.map_err(|e| e.to_string())?;
         store.put_file(&keys::vod_poster(stream_id), &jpeg).await.map_err(|e| e.to_string())

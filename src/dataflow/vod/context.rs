@@ -6,18 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, Semaphore, oneshot};
 
 use crate::backends::Backends;
 use crate::config::TranscodeMode;
 use crate::dataflow::retry;
-use crate::media::live_playlist::is_gap;
+use crate::media::live_playlist::object_uris;
 use crate::metrics::Metrics;
 use crate::model::jobs::JobDoc;
 use crate::model::{VodDoc, VodStatus, keys};
 use crate::storage::metadata::{MetaWrite, MetadataError};
-use crate::storage::object::StoreError;
+use crate::storage::object::{StoreError, concatenate};
 
 pub struct VodContext {
     pub backends: Backends,
@@ -68,6 +67,28 @@ impl Drop for Turn {
             turns.last.remove(&self.stream_id);
         }
     }
+}
+
+/// Spawns a task that calls `step(last, pct)` each time the progress sent on the returned
+/// sender has moved a whole percent past the `last` one reported; once the sender is dropped,
+/// the task ends.
+pub fn report_each_percent<F, Fut>(mut step: F) -> (tokio::sync::watch::Sender<f64>, tokio::task::JoinHandle<()>)
+where
+    F: FnMut(f64, f64) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (progress, mut reports) = tokio::sync::watch::channel(0.0f64);
+    let reporter = tokio::spawn(async move {
+        let mut reported = 0.0;
+        while reports.changed().await.is_ok() {
+            let pct = *reports.borrow_and_update();
+            if pct - reported >= 1.0 {
+                step(reported, pct).await;
+                reported = pct;
+            }
+        }
+    });
+    (progress, reporter)
 }
 
 /// How often a transcode looks whether its video was deleted.
@@ -194,8 +215,8 @@ impl VodContext {
     }
 
     /// The source as a file FFmpeg reads: the object itself on a local store, else the
-    /// download the probe made (or a new one after a restart).
-    /// A recording's playlist (its own source, or a job's) becomes the file of its chunks.
+    /// download the probe made (or a new one after a restart); a recording's playlist (a
+    /// recording's own source, or a job's) becomes the file of its chunks.
     pub async fn source_file(&self, stream_id: &str, key: &str) -> Result<PathBuf, StoreError> {
         let dir = self.source_dir(stream_id);
         if let Some(recorded) = keys::recording_of(key) {
@@ -209,31 +230,18 @@ impl VodContext {
     }
 
     /// A recording as one file FFmpeg reads: its chunks (after the init section, if any) one
-    /// after the other, as MPEG-TS and fragmented MP4 allow; gaps are left out. Made once per
-    /// process, appearing whole.
+    /// after the other; gaps are left out. Made once per process.
     async fn recording_source(&self, recorded: &str, key: &str, dir: &Path) -> Result<PathBuf, StoreError> {
-        let unreadable =
-            |message: String| StoreError::Io { key: key.to_string(), source: std::io::Error::other(message) };
         let playlist = self.backends.store.get_bytes(key).await?.ok_or_else(|| StoreError::NotFound(key.into()))?;
-        let media = m3u8_rs::parse_media_playlist_res(&playlist).map_err(|e| unreadable(format!("{e}")))?;
-        let init = media.segments.first().and_then(|s| s.map.as_ref()).map(|m| m.uri.clone());
-        let path = dir.join(if init.is_some() { "recording.mp4" } else { "recording.ts" });
+        let mut media = m3u8_rs::parse_media_playlist_res(&playlist)
+            .map_err(|e| StoreError::Io { key: key.to_string(), source: std::io::Error::other(e.to_string()) })?;
+        let fmp4 = media.segments.first().is_some_and(|s| s.map.is_some());
+        let path = dir.join(if fmp4 { "recording.mp4" } else { "recording.ts" });
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(path);
         }
-        let chunks = media.segments.iter().filter(|s| !is_gap(s));
-        let files: Vec<String> = init.into_iter().chain(chunks.map(|s| s.uri.clone())).collect();
-        let io = |source| StoreError::Io { key: key.to_string(), source };
-        tokio::fs::create_dir_all(dir).await.map_err(io)?;
-        let partial = dir.join("recording.partial");
-        let mut out = tokio::fs::File::create(&partial).await.map_err(io)?;
-        for file in files {
-            let chunk_key = keys::playback_object(recorded, &file);
-            let bytes = self.backends.store.get_bytes(&chunk_key).await?.ok_or(StoreError::NotFound(chunk_key))?;
-            out.write_all(&bytes).await.map_err(io)?;
-        }
-        out.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&partial, &path).await.map_err(io)?;
+        let files: Vec<String> = object_uris(&mut media).map(|uri| keys::playback_object(recorded, uri)).collect();
+        concatenate(self.backends.store.as_ref(), &files, &path).await?;
         Ok(path)
     }
 

@@ -38,7 +38,8 @@ pub async fn finish_stage(ctx: Arc<VodContext>, joined: VodResult<Joined>) -> Ve
             match result {
                 Ok(outputs) => {
                     doc.variants_generated = outputs.iter().map(|o| o.rung.name.clone()).collect();
-                    doc.variants = outputs.iter().map(|o| variant_doc(&id, o)).collect();
+                    doc.variants =
+                        outputs.iter().map(|o| variant_doc(o, keys::vod_variant(&id, &o.playlist))).collect();
                     doc.manifest_path = Some(keys::vod_manifest(&id));
                     doc.set_progress(100.0);
                     doc.error = None;
@@ -62,7 +63,8 @@ pub async fn finish_stage(ctx: Arc<VodContext>, joined: VodResult<Joined>) -> Ve
     vec![()]
 }
 
-fn variant_doc(stream_id: &str, output: &RungOutput) -> VariantDoc {
+/// A rung's entry in the video's document; its media playlist is at `playlist_path`.
+pub(super) fn variant_doc(output: &RungOutput, playlist_path: String) -> VariantDoc {
     VariantDoc {
         name: output.rung.name.clone(),
         width: output.rung.width,
@@ -71,7 +73,7 @@ fn variant_doc(stream_id: &str, output: &RungOutput) -> VariantDoc {
         average_bandwidth: output.average_bandwidth,
         codecs: output.codecs.clone(),
         frame_rate: output.frame_rate,
-        playlist_path: keys::vod_variant(stream_id, &output.playlist),
+        playlist_path,
         segments: output.segments.len(),
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::context::{Turn, VodContext};
-use crate::media::jobs::{check_output, check_source, job_args, run, streams};
+use super::context::{Turn, VodContext, report_each_percent};
+use crate::media::jobs::{check_output, check_source, job_args, streams};
+use crate::media::transcode::run_reporting;
 use crate::model::jobs::{JobCancelled, JobDoc, JobOutput, JobStatus, JobSubmitted};
 use crate::model::now_ms;
 
@@ -78,10 +79,11 @@ async fn execute(ctx: &Arc<VodContext>, event: &JobSubmitted) -> Result<JobOutpu
     let output = out_dir.join(key.rsplit('/').next().unwrap_or("output"));
     let args = job_args(event.operation, &event.params, &source, &input, &output);
     let (progress, reporter) = report_progress(ctx.clone(), id.clone());
-    let ran = run(args, source.duration_s, |pct| {
+    let ran = run_reporting(args, source.duration_s, |pct| {
         let _ = progress.send(pct);
     })
-    .await;
+    .await
+    .map(drop);
     drop(progress);
     let _ = reporter.await;
     ran.map_err(|e| Stopped::Failed(e.to_string()))?;
@@ -92,25 +94,19 @@ async fn execute(ctx: &Arc<VodContext>, event: &JobSubmitted) -> Result<JobOutpu
     Ok(checked)
 }
 
-/// Progress goes to the job's document at most once per percent, from a task of its own.
+/// Progress goes to the job's document at most once per percent.
 fn report_progress(ctx: Arc<VodContext>, id: String) -> (watch::Sender<f64>, tokio::task::JoinHandle<()>) {
-    let (progress, mut reports) = watch::channel(0.0f64);
-    let reporter = tokio::spawn(async move {
-        let mut reported = 0.0;
-        while reports.changed().await.is_ok() {
-            let pct = *reports.borrow_and_update();
-            if pct - reported >= 1.0 {
-                reported = pct;
-                ctx.upsert_job(&id, None, |doc| {
-                    if doc.status == JobStatus::Processing {
-                        doc.set_progress(pct.min(99.0));
-                    }
-                })
-                .await;
-            }
+    report_each_percent(move |_, pct| {
+        let (ctx, id) = (ctx.clone(), id.clone());
+        async move {
+            ctx.upsert_job(&id, None, |doc| {
+                if doc.status == JobStatus::Processing {
+                    doc.set_progress(pct.min(99.0));
+                }
+            })
+            .await;
         }
-    });
-    (progress, reporter)
+    })
 }
 
 /// A cancellation stops the job if it runs (whoever runs it records `cancelled`), else marks a

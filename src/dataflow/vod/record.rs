@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::context::{Turn, VodContext};
+use super::finish::variant_doc;
 use super::probe::{failure, plan_ladder, settled};
 use super::records::{TranscodeTask, VodError, VodResult};
 use crate::dataflow::retry;
@@ -21,6 +22,7 @@ use crate::model::{
     ChunkStatus, LiveStreamDoc, MediaInfo, RecordingEvent, StreamStatus, VariantDoc, VodDoc, VodKind, VodStatus, keys,
     now_ms,
 };
+use crate::storage::object::concatenate;
 
 /// Chunk documents read at once.
 const CHUNK_PAGE: usize = 4096;
@@ -142,14 +144,12 @@ async fn publish_as_recorded(
     let described = describe(ctx, init, first, &sample).await;
     ctx.clean_up(id).await;
     let (mut info, codecs) = described?;
-    let segments: Vec<&WindowSegment> = recorded.segments.values().collect();
-    let total_ms: u64 = segments.iter().map(|s| s.duration_ms).sum();
+    let total_ms: u64 = recorded.segments.values().map(|s| s.duration_ms).sum();
     info.duration_s = total_ms as f64 / 1000.0;
     let average = recorded.bytes.saturating_mul(8000).checked_div(total_ms).unwrap_or(0);
-    let name = format!("{}p", info.width.min(info.height));
     let output = RungOutput {
         rung: crate::media::ladder::Rung {
-            name: name.clone(),
+            name: format!("{}p", info.width.min(info.height)),
             width: info.width,
             height: info.height,
             video_kbps: 0,
@@ -167,17 +167,8 @@ async fn publish_as_recorded(
     let master = Bytes::from(master_playlist(std::slice::from_ref(&output)).into_bytes());
     let key = keys::vod_manifest(id);
     ctx.backends.store.put_bytes(&key, master).await.map_err(VodError::MasterPlaylist)?;
-    let variant = VariantDoc {
-        name,
-        width: info.width,
-        height: info.height,
-        bandwidth: output.bandwidth,
-        average_bandwidth: average,
-        codecs: output.codecs,
-        frame_rate: info.frame_rate,
-        playlist_path: keys::recording_playlist(id),
-        segments: segments.len(),
-    };
+    let mut variant = variant_doc(&output, keys::recording_playlist(id));
+    variant.segments = recorded.segments.len();
     Ok((info, variant))
 }
 
@@ -188,15 +179,8 @@ async fn describe(
     first: &str,
     sample: &Path,
 ) -> Result<(MediaInfo, String), VodError> {
-    let store = &ctx.backends.store;
-    let mut bytes = Vec::new();
-    for key in init.into_iter().chain([first]) {
-        let part = store.get_bytes(key).await.map_err(VodError::Source)?;
-        bytes.extend_from_slice(&part.unwrap_or_default());
-    }
-    let io = |e| VodError::Media(crate::media::probe::MediaError::io("writing the first chunk", e));
-    tokio::fs::create_dir_all(sample.parent().unwrap_or(sample)).await.map_err(io)?;
-    tokio::fs::write(sample, bytes).await.map_err(io)?;
+    let parts: Vec<String> = init.into_iter().chain([first]).map(String::from).collect();
+    concatenate(ctx.backends.store.as_ref(), &parts, sample).await.map_err(VodError::Source)?;
     let info = probe(sample).await?;
     let mut codecs = video_codec_string(sample).await?;
     if info.audio_codec.as_deref() == Some("aac") {

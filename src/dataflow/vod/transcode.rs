@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::context::VodContext;
+use super::context::{VodContext, report_each_percent};
 use super::records::{RungDone, TranscodeTask, VodError, VodPlan, VodResult};
 use crate::media::probe::MediaError;
 use crate::media::transcode::{RungOutput, TranscodeJob, poster, poster_time, storyboard, transcode};
@@ -66,28 +66,22 @@ async fn run(ctx: &Arc<VodContext>, task: &TranscodeTask) -> Result<Vec<RungOutp
     Ok(outputs)
 }
 
-/// Progress goes to the document at most once per percent, from a task of its own; a task of
-/// `rungs` of the plan's rungs counts for its share of the video.
+/// Progress goes to the document at most once per percent; a task of `rungs` of the plan's
+/// rungs counts for its share of the video.
 fn report_progress(
     ctx: Arc<VodContext>,
     plan: &VodPlan,
     rungs: usize,
 ) -> (tokio::sync::watch::Sender<f64>, tokio::task::JoinHandle<()>) {
-    let (progress, mut reports) = tokio::sync::watch::channel(0.0f64);
     let id = plan.stream_id.clone();
     let share = rungs as f64 / plan.rungs.len() as f64;
-    let reporter = tokio::spawn(async move {
-        let mut reported = 0.0;
-        while reports.changed().await.is_ok() {
-            let pct = *reports.borrow_and_update();
-            if pct - reported >= 1.0 {
-                let delta = (pct - reported) * share;
-                reported = pct;
-                ctx.update(&id, |doc| doc.set_progress((doc.progress_pct + delta).min(99.0))).await;
-            }
+    report_each_percent(move |last, pct| {
+        let (ctx, id) = (ctx.clone(), id.clone());
+        async move {
+            let delta = (pct - last) * share;
+            ctx.update(&id, |doc| doc.set_progress((doc.progress_pct + delta).min(99.0))).await;
         }
-    });
-    (progress, reporter)
+    })
 }
 
 /// The poster, and the storyboard's sprite sheet and WebVTT track.

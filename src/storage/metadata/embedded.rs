@@ -239,10 +239,7 @@ impl MetadataStore for EmbeddedMetadata {
         let mut docs: Vec<VodDoc> = self.list_all(VODS).await?;
         docs.retain(|doc| query.matches(doc));
         query.sort(&mut docs);
-        let total = docs.len() as u64;
-        let skip = usize::try_from(query.skip).unwrap_or(usize::MAX);
-        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-        Ok((docs.into_iter().skip(skip).take(limit).collect(), total))
+        Ok(page(docs, query.skip, query.limit))
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobDoc>, MetadataError> {
@@ -252,9 +249,7 @@ impl MetadataStore for EmbeddedMetadata {
     async fn list_jobs(&self, limit: u64, skip: u64) -> Result<(Vec<JobDoc>, u64), MetadataError> {
         let mut docs: Vec<JobDoc> = self.list_all(JOBS).await?;
         docs.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.job_id.cmp(&a.job_id)));
-        let total = docs.len() as u64;
-        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        Ok((docs.into_iter().skip(skip).take(usize::try_from(limit).unwrap_or(usize::MAX)).collect(), total))
+        Ok(page(docs, skip, limit))
     }
 
     async fn list_streams(&self) -> Result<Vec<LiveStreamDoc>, MetadataError> {
@@ -298,6 +293,13 @@ impl MetadataStore for EmbeddedMetadata {
         })
         .await
     }
+}
+
+/// `limit` of the sorted `docs` after `skip`, and how many there are in all.
+fn page<T>(docs: Vec<T>, skip: u64, limit: u64) -> (Vec<T>, u64) {
+    let total = docs.len() as u64;
+    let (skip, limit) = (usize::try_from(skip).unwrap_or(usize::MAX), usize::try_from(limit).unwrap_or(usize::MAX));
+    (docs.into_iter().skip(skip).take(limit).collect(), total)
 }
 
 /// Opens the file, checks every page of it, and creates the tables.

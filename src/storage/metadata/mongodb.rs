@@ -329,6 +329,32 @@ impl MongoMetadata {
             .map_err(|e| self.error(&format!("reading {collection} failed"), e))
     }
 
+    /// A page of the documents matching `filter`, in `sort` order, and how many match in all.
+    async fn page<T: DeserializeOwned + Send + Sync>(
+        &self,
+        collection: &str,
+        filter: Document,
+        projection: Document,
+        sort: Document,
+        skip: u64,
+        limit: u64,
+    ) -> Result<(Vec<T>, u64), MetadataError> {
+        let fail = |e: mongodb::error::Error| self.error(&format!("reading {collection} failed"), e);
+        let handle = self.collection::<T>(collection);
+        let total = handle.count_documents(filter.clone()).await.map_err(fail)?;
+        if limit == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let page = handle
+            .find(filter)
+            .projection(projection)
+            .sort(sort)
+            .skip(skip)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let docs = page.await.map_err(fail)?.try_collect().await.map_err(fail)?;
+        Ok((docs, total))
+    }
+
     /// Documents matching `filter` in `sort` order, at most `limit` (0 means none, not all).
     async fn find<T: DeserializeOwned + Send + Sync>(
         &self,
@@ -504,20 +530,9 @@ impl MetadataStore for MongoMetadata {
             filter.insert(SEARCH_TERMS, doc! { "$all": &query.words });
         }
         let order = if query.sort == VodSort::CreatedAsc { 1 } else { -1 };
-        let fail = |e: mongodb::error::Error| self.error(&format!("reading {VODS} failed"), e);
-        let handle = self.collection::<VodDoc>(VODS);
-        let total = handle.count_documents(filter.clone()).await.map_err(fail)?;
-        if query.limit == 0 {
-            return Ok((Vec::new(), total));
-        }
-        let page = handle
-            .find(filter)
-            .projection(doc! { "_id": 0, SEARCH_TERMS: 0 })
-            .sort(doc! { "created_at_ms": order, "stream_id": order })
-            .skip(query.skip)
-            .limit(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let docs = page.await.map_err(fail)?.try_collect().await.map_err(fail)?;
-        Ok((docs, total))
+        let sort = doc! { "created_at_ms": order, "stream_id": order };
+        let projection = doc! { "_id": 0, SEARCH_TERMS: 0 };
+        self.page(VODS, filter, projection, sort, query.skip, query.limit).await
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobDoc>, MetadataError> {
@@ -525,20 +540,8 @@ impl MetadataStore for MongoMetadata {
     }
 
     async fn list_jobs(&self, limit: u64, skip: u64) -> Result<(Vec<JobDoc>, u64), MetadataError> {
-        let fail = |e: mongodb::error::Error| self.error(&format!("reading {JOBS} failed"), e);
-        let handle = self.collection::<JobDoc>(JOBS);
-        let total = handle.count_documents(doc! {}).await.map_err(fail)?;
-        if limit == 0 {
-            return Ok((Vec::new(), total));
-        }
-        let page = handle
-            .find(doc! {})
-            .projection(doc! { "_id": 0 })
-            .sort(doc! { "created_at_ms": -1, "job_id": -1 })
-            .skip(skip)
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let docs = page.await.map_err(fail)?.try_collect().await.map_err(fail)?;
-        Ok((docs, total))
+        let sort = doc! { "created_at_ms": -1, "job_id": -1 };
+        self.page(JOBS, doc! {}, doc! { "_id": 0 }, sort, skip, limit).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterDoc>, MetadataError> {

@@ -92,6 +92,24 @@ pub fn attachment(file_name: &str) -> String {
     format!("attachment; filename=\"{file_name}\"")
 }
 
+/// Writes the objects at `keys` one after the other into a file at `path`, which appears
+/// whole: how MPEG-TS chunks, or an fMP4 init section and its fragments, become one file.
+pub async fn concatenate(store: &dyn ObjectStore, keys: &[String], path: &Path) -> Result<(), StoreError> {
+    use tokio::io::AsyncWriteExt;
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io(&shown))?;
+    }
+    let partial = path.with_extension("partial");
+    let mut out = tokio::fs::File::create(&partial).await.map_err(io(&shown))?;
+    for key in keys {
+        let bytes = store.get_bytes(key).await?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        out.write_all(&bytes).await.map_err(io(&shown))?;
+    }
+    out.sync_all().await.map_err(io(&shown))?;
+    tokio::fs::rename(&partial, path).await.map_err(io(&shown))
+}
+
 /// Maps an I/O error on `key`.
 fn io(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { key: key.to_string(), source }

@@ -4,6 +4,13 @@
 //! ladder (one FFmpeg decoding once for every rung, or one FFmpeg per rung) against each other.
 //!
 //! `cargo bench --bench vod_transcode` (env `SECONDS` = source length, `ROUNDS`)
+//!
+//! `cargo bench --bench vod_transcode -- playable`: how soon an upload plays. A 10-minute
+//! 1080p source (`SECONDS`, 600), uploaded; from the upload's answer to the video's first
+//! `playable` and to `ready`, beside FFmpeg alone on the same file: its first segment of every
+//! rung, and its end. The source is kept in `~/.cache/segflow/bench`. `READY=0` measures only
+//! the first-playable side: each upload is deleted once it plays, FFmpeg stopped once it has
+//! its first segments, so that many rounds take minutes.
 
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
@@ -27,16 +34,21 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// A 1080p30 source with audio, encoded the way a camera or editor exports (x264, CRF 20).
 fn source(dir: &Path, seconds: u64) -> std::path::PathBuf {
-    let path = dir.join("source-1080p.mp4");
+    let path = dir.join(format!("source-1080p-{seconds}s.mp4"));
+    if path.exists() {
+        return path;
+    }
+    let partial = dir.join(format!("source-1080p-{seconds}s.partial.mp4"));
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30", "-f", "lavfi", "-i", "sine=frequency=440"])
         .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20"])
         .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])
-        .arg(&path)
+        .arg(&partial)
         .status()
         .expect("ffmpeg runs");
     assert!(status.success());
+    std::fs::rename(&partial, &path).unwrap();
     path
 }
 
@@ -57,6 +69,9 @@ fn run_by_hand(commands: &[Vec<std::ffi::OsString>]) -> f64 {
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a listing; there is nothing to list
+    }
+    if std::env::args().any(|a| a == "playable") {
+        return playable().await;
     }
     let (seconds, rounds) = (env("SECONDS", 20), env("ROUNDS", 3));
     let media = tempfile::tempdir().unwrap();
@@ -121,4 +136,161 @@ async fn upload_to_ready(client: &reqwest::Client, base: &str, source: &Path) ->
     let total = started.elapsed().as_secs_f64();
     assert_eq!(doc["status"], "ready", "{doc}");
     (total, doc["processing_latency_ms"].as_f64().unwrap() / 1000.0)
+}
+
+/// Seconds from `started` until `done` holds, looking every 50 ms.
+async fn until(started: Instant, mut done: impl FnMut() -> bool) -> f64 {
+    while !done() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// Whether FFmpeg's playlist in `dir` lists a segment.
+fn lists_a_segment(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("index.m3u8")).is_ok_and(|text| text.contains("#EXTINF"))
+}
+
+async fn playable() {
+    let (seconds, rounds, to_ready) = (env("SECONDS", 600), env("ROUNDS", 1), env("READY", 1) == 1);
+    let cache = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/segflow/bench");
+    std::fs::create_dir_all(&cache).unwrap();
+    let source = source(&cache, seconds);
+    let info = probe(&source).await.unwrap();
+    let rungs = ladder(&info);
+    let media = tempfile::tempdir().unwrap();
+    let out_dir = media.path().join("by-hand");
+    let job = TranscodeJob { source: &source, out_dir: &out_dir, info: &info, rungs: &rungs, segment_seconds: 2 };
+    let split = ffmpeg_command(&job);
+    let data = tempfile::tempdir().unwrap();
+    let (mut engine, base) = common::spawn_segflow(data.path());
+    let client = common::admin_client(data.path());
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        let segflow_first = round % 2 == 1;
+        let mut flow = None;
+        if segflow_first {
+            flow = Some(upload_to_playable(&client, &base, &source, to_ready).await);
+        }
+        let _ = std::fs::remove_dir_all(&out_dir);
+        for rung in &rungs {
+            std::fs::create_dir_all(out_dir.join(&rung.name)).unwrap();
+        }
+        let started = Instant::now();
+        let mut ffmpeg = Command::new("ffmpeg").args(&split).stdout(Stdio::null()).spawn().expect("ffmpeg runs");
+        let first = until(started, || rungs.iter().all(|r| lists_a_segment(&out_dir.join(&r.name)))).await;
+        let done = if to_ready {
+            let mut exited = None;
+            let done = until(started, || {
+                exited = ffmpeg.try_wait().unwrap();
+                exited.is_some()
+            })
+            .await;
+            assert!(exited.unwrap().success());
+            done
+        } else {
+            ffmpeg.kill().unwrap();
+            ffmpeg.wait().unwrap();
+            f64::NAN
+        };
+        if !segflow_first {
+            flow = Some(upload_to_playable(&client, &base, &source, to_ready).await);
+        }
+        let flow = flow.unwrap();
+        eprintln!(
+            "round {round}: ffmpeg first segments {first:.2} s, done {done:.2} s; segflow playable {:.2} s \
+             (server {:.2} s), ready {:.2} s (server {:.2} s); ratios playable/first {:.2}, ready/done {:.3}",
+            flow.playable,
+            flow.server_playable,
+            flow.ready,
+            flow.server_ready,
+            flow.playable / first,
+            flow.ready / done
+        );
+        rows.push((first, done, flow));
+    }
+    engine.terminate();
+    let names: Vec<_> = rungs.iter().map(|r| r.name.as_str()).collect();
+    println!("source: {seconds} s of 1080p30 + AAC; ladder {names:?}; {rounds} rounds");
+    println!(
+        "| round | FFmpeg alone: first segment of every rung | segflow: upload answered -> playable | FFmpeg alone: done | segflow: upload answered -> ready | ready / FFmpeg done |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (round, (first, done, flow)) in rows.iter().enumerate() {
+        println!(
+            "| {round} | {first:.2} s | {:.2} s (server {:.2} s) | {done:.1} s | {:.1} s (server {:.1} s) | {:.3} |",
+            flow.playable,
+            flow.server_playable,
+            flow.ready,
+            flow.server_ready,
+            flow.ready / done
+        );
+    }
+}
+
+/// What a client saw of one upload, in seconds from the upload's answer; `server_*` are the
+/// document's own latencies, from the upload's acknowledgement.
+struct Playable {
+    playable: f64,
+    server_playable: f64,
+    ready: f64,
+    server_ready: f64,
+}
+
+/// Uploads the source; from its answer, polls until the video is playable, checks that it
+/// plays (master, a rendition's `EVENT` playlist, its first segment), then polls until `ready`
+/// and checks the rendition became `VOD`.
+async fn upload_to_playable(client: &reqwest::Client, base: &str, source: &Path, to_ready: bool) -> Playable {
+    let (status, reply) = common::upload_video(client, base, source, "bench").await;
+    assert_eq!(status, 201, "{reply}");
+    let started = Instant::now();
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+    let doc_url = format!("{base}/vod/{id}/metadata");
+    let mut playable = None;
+    let doc = loop {
+        let doc = common::fetch_json(client, &doc_url).await;
+        if playable.is_none() && doc["playable"] == true {
+            playable = Some(started.elapsed().as_secs_f64());
+            let manifest = common::fetch_json(client, &format!("{base}/vod/{id}/manifest")).await;
+            assert_eq!(manifest["playlist_type"], "event", "{manifest}");
+            let rendition = first_rendition(client, manifest["manifest_url"].as_str().unwrap()).await;
+            assert!(rendition.contains("#EXT-X-PLAYLIST-TYPE:EVENT") && !rendition.contains("#EXT-X-ENDLIST"));
+            if !to_ready {
+                let deleted = client.delete(format!("{base}/videos/{id}")).send().await.unwrap();
+                assert!(deleted.status().is_success(), "{}", deleted.status());
+                let server_playable = doc["playable_latency_ms"].as_f64().unwrap() / 1000.0;
+                let (ready, server_ready) = (f64::NAN, f64::NAN);
+                return Playable { playable: playable.unwrap(), server_playable, ready, server_ready };
+            }
+        }
+        if doc["status"] == "ready" || doc["status"] == "failed" {
+            break doc;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let ready = started.elapsed().as_secs_f64();
+    assert_eq!(doc["status"], "ready", "{doc}");
+    let rendition = first_rendition(client, doc["manifest_url"].as_str().unwrap()).await;
+    assert!(rendition.contains("#EXT-X-PLAYLIST-TYPE:VOD") && rendition.contains("#EXT-X-ENDLIST"));
+    Playable {
+        playable: playable.expect("playable before ready"),
+        server_playable: doc["playable_latency_ms"].as_f64().unwrap() / 1000.0,
+        ready,
+        server_ready: doc["processing_latency_ms"].as_f64().unwrap() / 1000.0,
+    }
+}
+
+/// The first rendition's playlist of the master at `url`, once its first segment was fetched.
+async fn first_rendition(client: &reqwest::Client, url: &str) -> String {
+    let text = |url: reqwest::Url| async move { client.get(url).send().await.unwrap().text().await.unwrap() };
+    let master_url = reqwest::Url::parse(url).unwrap();
+    let master = text(master_url.clone()).await;
+    let rendition = master.lines().find(|l| !l.starts_with('#') && !l.is_empty()).expect("a rendition");
+    let rendition_url = master_url.join(rendition).unwrap();
+    let playlist = text(rendition_url.clone()).await;
+    let segment = playlist.lines().find(|l| !l.starts_with('#') && !l.is_empty()).expect("a segment");
+    let fetched = client.get(rendition_url.join(segment).unwrap()).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert!(!fetched.bytes().await.unwrap().is_empty());
+    playlist
 }

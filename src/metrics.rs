@@ -30,6 +30,8 @@ pub struct Metrics {
     pub media_jobs_total: IntCounterVec,
     /// Upload acknowledged to `ready`.
     pub vod_processing_seconds: Histogram,
+    /// Upload acknowledged to playable (its first segments published).
+    pub vod_playable_seconds: Histogram,
     /// Rungs this process's FFmpeg runs encoded and stored (per-rung mode spreads them).
     pub vod_rungs_transcoded_total: IntCounter,
 }
@@ -56,12 +58,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("unique metric");
-        let vod_latency = Histogram::with_opts(
-            HistogramOpts::new("segflow_vod_processing_seconds", "VOD upload acknowledged to ready")
-                .buckets(vec![1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
-        )
-        .expect("valid metric");
-        registry.register(Box::new(vod_latency.clone())).expect("unique metric");
+        let seconds = |name: &str, help: &str| {
+            let buckets = vec![1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
         Metrics {
             live_chunk_gaps_total: counter("live_chunk_gaps_total", "Missing live sequence numbers detected"),
             chunk_checksum_failures_total: counter(
@@ -106,7 +108,11 @@ impl Metrics {
                 "Media jobs finished, by status (completed, failed, cancelled)",
                 &["status"],
             ),
-            vod_processing_seconds: vod_latency,
+            vod_processing_seconds: seconds("segflow_vod_processing_seconds", "VOD upload acknowledged to ready"),
+            vod_playable_seconds: seconds(
+                "segflow_vod_playable_seconds",
+                "VOD upload acknowledged to playable (its first segments published)",
+            ),
             vod_rungs_transcoded_total: counter(
                 "segflow_vod_rungs_transcoded_total",
                 "Rungs encoded and stored by this process's FFmpeg runs",

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::live::rfc3339;
-use super::vod::find_vod;
+use super::vod::{find_vod, playlist_type};
 use super::{ApiError, AppState, parse_json, public_base, query_number};
 use crate::model::auth::{PlaybackPolicy, Scope};
 use crate::model::keys::{
@@ -214,27 +214,26 @@ impl Links<'_> {
         Links { state, base: public_base(state, headers), now_s: now_ms() / 1000 }
     }
 
-    /// `manifest_url`, `poster_url` and their expiry, once the video is ready.
+    /// `manifest_url`, `poster_url` and their expiry once the video plays (with `playlist_type`:
+    /// `event` while its renditions grow, `vod` once ready); the storyboard once it is ready.
     fn of(&self, doc: &VodDoc) -> Value {
         let url = |file| self.state.signer.url(&self.base, &doc.stream_id, file, self.now_s).0;
-        if doc.status != VodStatus::Ready {
-            // A recording plays as recorded while its ladder is made.
-            return match (doc.kind, doc.status) {
-                (VodKind::Recording, VodStatus::Processing | VodStatus::Transcoding) => {
-                    json!({ "recording_url": url(RECORDING_PLAYLIST_FILE) })
-                }
-                _ => json!({}),
-            };
+        let mut links = json!({});
+        // A recording plays as recorded while its ladder is made.
+        if doc.kind == VodKind::Recording
+            && matches!(doc.status, VodStatus::Processing | VodStatus::Transcoding | VodStatus::Ready)
+        {
+            links["recording_url"] = url(RECORDING_PLAYLIST_FILE).into();
         }
+        let Some(playlist_type) = playlist_type(doc) else { return links };
         let (manifest, expires) = self.state.signer.url(&self.base, &doc.stream_id, VOD_MANIFEST_FILE, self.now_s);
-        let mut links = json!({ "manifest_url": manifest, "expires_at": rfc3339(expires) });
+        links["manifest_url"] = manifest.into();
+        links["expires_at"] = rfc3339(expires).into();
+        links["playlist_type"] = playlist_type.into();
         if doc.poster_path.is_some() {
             links["poster_url"] = url(VOD_POSTER_FILE).into();
         }
-        if doc.kind == VodKind::Recording {
-            links["recording_url"] = url(RECORDING_PLAYLIST_FILE).into();
-        }
-        if doc.storyboard.is_some() {
+        if doc.storyboard.is_some() && doc.status == VodStatus::Ready {
             links["storyboard_url"] = url(VOD_STORYBOARD_VTT_FILE).into();
             links["storyboard_sprite_url"] = url(VOD_STORYBOARD_FILE).into();
         }

@@ -66,24 +66,27 @@ pub(super) async fn serve(
 ) -> Result<Response, ApiError> {
     let key = keys::playback_object(stream_id, path);
     let ttl = Duration::from_secs(state.signer.ttl_secs);
-    let file = match state.backends.store.playback(&key, ttl).await? {
-        Playback::File(file) => file,
-        // A playlist is served here even so: a live one changes, and its media URIs must be
-        // presigned too.
-        Playback::Redirect(url) if !path.ends_with(".m3u8") => return Ok(Redirect::temporary(&url).into_response()),
-        Playback::Redirect(_) => {
-            let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
-            let playlist = state.backends.store.get_bytes(&key).await?.ok_or_else(not_found)?;
-            let body = presign_media_uris(state, stream_id, path, &playlist, ttl).await?;
-            let headers = [
-                (header::CONTENT_TYPE, content_type(path)),
-                (header::CACHE_CONTROL, "no-cache"),
-                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-            ];
-            return Ok((headers, body).into_response());
-        }
-    };
     let not_found = || ApiError::NotFound(format!("no object {path:?} for stream {stream_id}"));
+    let playback = state.backends.store.playback(&key, ttl).await?;
+    // A playlist is served whole, read once: a growing one changes between two reads (a
+    // range of one version would cut the next), and on S3 its media URIs are presigned.
+    if path.ends_with(".m3u8") {
+        let playlist = state.backends.store.get_bytes(&key).await?.ok_or_else(not_found)?;
+        let body = match playback {
+            Playback::File(_) => playlist.to_vec(),
+            Playback::Redirect(_) => presign_media_uris(state, stream_id, path, &playlist, ttl).await?,
+        };
+        let headers = [
+            (header::CONTENT_TYPE, content_type(path)),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ];
+        return Ok((headers, body).into_response());
+    }
+    let file = match playback {
+        Playback::File(file) => file,
+        Playback::Redirect(url) => return Ok(Redirect::temporary(&url).into_response()),
+    };
     let len = match tokio::fs::metadata(&file).await {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
@@ -113,7 +116,7 @@ pub(super) async fn serve(
     if response.status() == StatusCode::NOT_FOUND {
         return Err(not_found());
     }
-    let cache = if path.ends_with(".m3u8") { "no-cache" } else { "public, max-age=86400, immutable" };
+    let cache = "public, max-age=86400, immutable";
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     Ok(response)

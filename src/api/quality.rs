@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::live::rfc3339;
-use super::vod::ready_video;
+use super::vod::{Needs, playlist_type, video_to_play};
 use super::{ApiError, AppState, public_base};
 use crate::media::live_playlist::{is_gap, object_uris};
 use crate::media::remux::hls_to_mp4;
@@ -44,7 +44,7 @@ fn rendition<'a>(doc: &'a VodDoc, quality: &str) -> Result<Option<&'a VariantDoc
         None => Err(ApiError::NotFound(format!(
             "video {} has no {quality} rendition; it has {}",
             doc.stream_id,
-            doc.variants_generated.join(", ")
+            doc.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
         ))),
     }
 }
@@ -67,9 +67,9 @@ pub async fn stream(
     params: Result<Query<QualityParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let doc = match ready_video(&state, &headers, &stream_id).await? {
+    let doc = match video_to_play(&state, &headers, &stream_id, Needs::Playable).await? {
         Ok(doc) => doc,
-        Err(not_ready) => return Ok(not_ready),
+        Err(not_yet) => return Ok(not_yet),
     };
     let quality = params.quality.unwrap_or_else(|| "auto".into());
     let variant = rendition(&doc, &quality)?;
@@ -78,12 +78,13 @@ pub async fn stream(
     Ok(Json(json!({
         "stream_id": stream_id,
         "quality": quality,
+        "playlist_type": playlist_type(&doc),
         "url": url,
         "expires_at": rfc3339(expires),
         "width": variant.map(|v| v.width),
         "height": variant.map(|v| v.height),
         "bandwidth": variant.map(|v| v.bandwidth),
-        "qualities": doc.variants_generated,
+        "qualities": doc.variants.iter().map(|v| &v.name).collect::<Vec<_>>(),
     }))
     .into_response())
 }
@@ -97,7 +98,7 @@ pub async fn download(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let doc = match ready_video(&state, request.headers(), &stream_id).await? {
+    let doc = match video_to_play(&state, request.headers(), &stream_id, Needs::Ready).await? {
         Ok(doc) => doc,
         Err(not_ready) => return Ok(not_ready),
     };

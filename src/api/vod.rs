@@ -166,19 +166,43 @@ pub(super) async fn find_vod(state: &AppState, stream_id: &str) -> Result<VodDoc
         .ok_or_else(|| ApiError::NotFound(format!("no video {stream_id:?}")))
 }
 
-/// A video these headers may play, if it is `ready`; else the answer to give, a 409 that says
-/// where the video stands. Unknown, or not to be played with these headers: the error.
-pub(super) async fn ready_video(
+/// How far along a video must be for a request.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Needs {
+    /// Its master plays, though its renditions may still grow (`EVENT` playlists).
+    Playable,
+    /// Every rendition is whole (a download).
+    Ready,
+}
+
+/// Whether a video's playlists are still growing (`event`) or whole (`vod`), once it plays.
+pub(super) fn playlist_type(doc: &VodDoc) -> Option<&'static str> {
+    match doc.status {
+        VodStatus::Ready => Some("vod"),
+        VodStatus::Failed | VodStatus::Deleting => None,
+        _ => doc.playable.then_some("event"),
+    }
+}
+
+/// A video these headers may play, if it is as far along as `needs`; else the answer to give,
+/// a 409 that says where the video stands. Unknown, or not to be played with these headers:
+/// the error.
+pub(super) async fn video_to_play(
     state: &AppState,
     headers: &HeaderMap,
     stream_id: &str,
+    needs: Needs,
 ) -> Result<Result<VodDoc, Response>, ApiError> {
     let doc = find_vod(state, stream_id).await?;
     state.auth.require_to_play(headers, doc.playback_policy).await?;
-    if doc.status == VodStatus::Ready {
+    let (far_enough, not_yet) = match needs {
+        Needs::Ready => (doc.status == VodStatus::Ready, "not ready"),
+        Needs::Playable => (playlist_type(&doc).is_some(), "not playable yet"),
+    };
+    if far_enough {
         return Ok(Ok(doc));
     }
-    let message = format!("video {stream_id} is {}, not ready", doc.status.as_str());
+    let message = format!("video {stream_id} is {}, {not_yet}", doc.status.as_str());
     let body = json!({
         "error": { "code": "conflict", "message": message },
         "stream_id": stream_id,
@@ -189,27 +213,31 @@ pub(super) async fn ready_video(
     Ok(Err((StatusCode::CONFLICT, Json(body)).into_response()))
 }
 
-/// `GET /vod/{id}/manifest`: a signed URL of the master playlist once `ready`; 409 before. A
-/// `signed` video needs a `read` token.
+/// `GET /vod/{id}/manifest`: a signed URL of the master playlist once the video plays (its
+/// renditions `EVENT` playlists that grow while it is processed, `VOD` once `ready`); 409
+/// before. A `signed` video needs a `read` token.
 pub async fn manifest(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(stream_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let doc = match ready_video(&state, &headers, &stream_id).await? {
+    let doc = match video_to_play(&state, &headers, &stream_id, Needs::Playable).await? {
         Ok(doc) => doc,
-        Err(not_ready) => return Ok(not_ready),
+        Err(not_yet) => return Ok(not_yet),
     };
     let base = public_base(&state, &headers);
     let now_s = now_ms() / 1000;
     let (url, expires) = state.signer.url(&base, &stream_id, VOD_MANIFEST_FILE, now_s);
-    let (poster_url, _) = state.signer.url(&base, &stream_id, VOD_POSTER_FILE, now_s);
-    Ok(Json(json!({
+    let mut answer = json!({
         "stream_id": stream_id,
+        "status": doc.status,
+        "playlist_type": playlist_type(&doc),
         "manifest_url": url,
         "expires_at": rfc3339(expires),
-        "poster_url": poster_url,
         "variants_generated": doc.variants_generated,
-    }))
-    .into_response())
+    });
+    if doc.poster_path.is_some() {
+        answer["poster_url"] = state.signer.url(&base, &stream_id, VOD_POSTER_FILE, now_s).0.into();
+    }
+    Ok(Json(answer).into_response())
 }

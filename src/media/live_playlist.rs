@@ -30,7 +30,7 @@ pub struct LiveWindow<'a> {
 }
 
 /// `EXTINF` values are written with millisecond precision (set once, process-wide).
-fn set_float_precision() {
+pub(super) fn set_float_precision() {
     m3u8_rs::WRITE_OPT_FLOAT_PRECISION.store(3, std::sync::atomic::Ordering::Relaxed);
 }
 

@@ -3,7 +3,7 @@
 pub mod jobs;
 pub mod ladder;
 pub mod live_playlist;
-pub mod master_playlist;
 pub mod probe;
 pub mod remux;
 pub mod transcode;
+pub mod vod_playlist;

@@ -55,24 +55,42 @@ const STDERR_TAIL_LINES: usize = 5;
 /// Encodes `job`, calling `progress` with 0..=100 as FFmpeg advances and 100 at the end.
 /// Dropping the future kills the FFmpeg process.
 pub async fn transcode(job: &TranscodeJob<'_>, progress: impl Fn(f64) + Send) -> Result<Vec<RungOutput>, MediaError> {
+    prepare(job).await?;
+    let progress = encode(job, progress).await?;
+    let outputs = outputs(job).await?;
+    progress(100.0);
+    Ok(outputs)
+}
+
+/// Checks `job`, and clears its rungs' folders of an earlier run's files.
+pub async fn prepare(job: &TranscodeJob<'_>) -> Result<(), MediaError> {
     if job.rungs.is_empty() {
         return Err(MediaError::Output("the ladder has no rungs".into()));
     }
     if job.segment_seconds == 0 {
         return Err(MediaError::Output("the segment duration is zero".into()));
     }
-    let rate = FrameRate::of(job.info.frame_rate);
     for rung in job.rungs {
         clear_rung_dir(&job.out_dir.join(&rung.name)).await?;
     }
+    Ok(())
+}
+
+/// Runs the FFmpeg of a [`prepare`]d `job`, calling `progress` with 0..<100; hands `progress`
+/// back. Each rung's playlist lists a segment once FFmpeg has finished it ([`listed_segments`]).
+pub async fn encode<F: Fn(f64)>(job: &TranscodeJob<'_>, progress: F) -> Result<F, MediaError> {
     let args = ffmpeg_command(job);
     tracing::debug!(?args, "running ffmpeg");
-    let progress = run_reporting(args, job.info.duration_s, progress).await?;
+    run_reporting(args, job.info.duration_s, progress).await
+}
+
+/// What an [`encode`]d `job` wrote for each of its rungs.
+pub async fn outputs(job: &TranscodeJob<'_>) -> Result<Vec<RungOutput>, MediaError> {
+    let rate = FrameRate::of(job.info.frame_rate).value;
     let mut outputs = Vec::with_capacity(job.rungs.len());
     for rung in job.rungs {
-        outputs.push(rung_output(job.out_dir, rung, job.info.has_audio(), rate.value).await?);
+        outputs.push(rung_output(job.out_dir, rung, job.info.has_audio(), rate).await?);
     }
-    progress(100.0);
     Ok(outputs)
 }
 
@@ -205,7 +223,8 @@ pub fn ffmpeg_command(job: &TranscodeJob<'_>) -> Vec<OsString> {
         }
         push(&mut args, ["-f", "hls", "-hls_time"]);
         args.push(seconds.to_string().into());
-        push(&mut args, ["-hls_playlist_type", "vod", "-hls_segment_type", "mpegts"]);
+        // `event`: the playlist grows a segment at a time, so the video plays while it encodes.
+        push(&mut args, ["-hls_playlist_type", "event", "-hls_segment_type", "mpegts"]);
         push(&mut args, ["-hls_flags", "independent_segments", "-hls_segment_filename"]);
         let dir = job.out_dir.join(&rung.name);
         // The segment name is a printf pattern: a literal `%` in the directory must be doubled.
@@ -325,21 +344,19 @@ fn ffmpeg_failed(status: &std::process::ExitStatus, stderr: &[u8]) -> MediaError
     MediaError::Ffmpeg { status: status.to_string(), stderr }
 }
 
-/// Reads back one rung's playlist and segments.
-async fn rung_output(out_dir: &Path, rung: &Rung, has_audio: bool, frame_rate: f64) -> Result<RungOutput, MediaError> {
+/// The segments of `rung` FFmpeg has finished so far, from the `from`th on (those its playlist
+/// lists; none before it writes one), and whether the playlist is ended.
+pub async fn listed_segments(out_dir: &Path, rung: &Rung, from: usize) -> Result<(Vec<SegmentInfo>, bool), MediaError> {
     let playlist = format!("{}/{PLAYLIST}", rung.name);
-    let text =
-        tokio::fs::read(out_dir.join(&playlist)).await.map_err(|e| MediaError::io(format!("reading {playlist}"), e))?;
+    let text = match tokio::fs::read(out_dir.join(&playlist)).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+        Err(e) => return Err(MediaError::io(format!("reading {playlist}"), e)),
+    };
     let parsed = m3u8_rs::parse_media_playlist_res(&text)
         .map_err(|_| MediaError::Output(format!("{playlist} is not a media playlist")))?;
-    if !parsed.end_list {
-        return Err(MediaError::Output(format!("{playlist} has no #EXT-X-ENDLIST")));
-    }
-    if parsed.segments.is_empty() {
-        return Err(MediaError::Output(format!("{playlist} has no segments")));
-    }
-    let mut segments = Vec::with_capacity(parsed.segments.len());
-    for segment in &parsed.segments {
+    let mut segments = Vec::with_capacity(parsed.segments.len().saturating_sub(from));
+    for segment in parsed.segments.iter().skip(from) {
         let file = format!("{}/{}", rung.name, segment.uri);
         let bytes = tokio::fs::metadata(out_dir.join(&file))
             .await
@@ -349,27 +366,68 @@ async fn rung_output(out_dir: &Path, rung: &Rung, has_audio: bool, frame_rate: f
         let duration_s = (f64::from(segment.duration) * 1000.0).round() / 1000.0;
         segments.push(SegmentInfo { file, duration_s, bytes });
     }
-    let bits_per_s = |bytes: u64, seconds: f64| (bytes as f64 * 8.0 / seconds).ceil() as u64;
-    let bandwidth =
-        segments.iter().filter(|s| s.duration_s > 0.0).map(|s| bits_per_s(s.bytes, s.duration_s)).max().unwrap_or(0);
-    let total_bytes: u64 = segments.iter().map(|s| s.bytes).sum();
-    let total_s: f64 = segments.iter().map(|s| s.duration_s).sum();
-    if bandwidth == 0 || total_s <= 0.0 {
-        return Err(MediaError::Output(format!("{playlist} lists only empty segments")));
+    Ok((segments, parsed.end_list))
+}
+
+/// Reads back one rung's playlist and segments.
+async fn rung_output(out_dir: &Path, rung: &Rung, has_audio: bool, frame_rate: f64) -> Result<RungOutput, MediaError> {
+    let playlist = format!("{}/{PLAYLIST}", rung.name);
+    let (segments, ended) = listed_segments(out_dir, rung, 0).await?;
+    if !ended {
+        return Err(MediaError::Output(format!("{playlist} has no #EXT-X-ENDLIST")));
     }
-    let mut codecs = video_codec_string(&out_dir.join(&segments[0].file)).await?;
+    let Some(first) = segments.first() else {
+        return Err(MediaError::Output(format!("{playlist} has no segments")));
+    };
+    let codecs = rendition_codecs(&out_dir.join(&first.file), has_audio).await?;
+    RungOutput::of(rung, segments, codecs, frame_rate)
+}
+
+impl RungOutput {
+    /// A rung's output of `segments` (all of them, or the first ones while it encodes).
+    pub fn of(
+        rung: &Rung,
+        segments: Vec<SegmentInfo>,
+        codecs: String,
+        frame_rate: f64,
+    ) -> Result<RungOutput, MediaError> {
+        let playlist = format!("{}/{PLAYLIST}", rung.name);
+        let bits_per_s = |bytes: u64, seconds: f64| (bytes as f64 * 8.0 / seconds).ceil() as u64;
+        let bandwidth = segments
+            .iter()
+            .filter(|s| s.duration_s > 0.0)
+            .map(|s| bits_per_s(s.bytes, s.duration_s))
+            .max()
+            .unwrap_or(0);
+        let total_bytes: u64 = segments.iter().map(|s| s.bytes).sum();
+        let total_s: f64 = segments.iter().map(|s| s.duration_s).sum();
+        if bandwidth == 0 || total_s <= 0.0 {
+            return Err(MediaError::Output(format!("{playlist} lists only empty segments")));
+        }
+        Ok(RungOutput {
+            rung: rung.clone(),
+            playlist,
+            average_bandwidth: bits_per_s(total_bytes, total_s),
+            bandwidth,
+            segments,
+            codecs,
+            frame_rate,
+        })
+    }
+}
+
+/// The RFC 6381 codecs of a rendition whose first segment is `segment`.
+pub async fn rendition_codecs(segment: &Path, has_audio: bool) -> Result<String, MediaError> {
+    let mut codecs = video_codec_string(segment).await?;
     if has_audio {
         codecs.push_str(",mp4a.40.2");
     }
-    Ok(RungOutput {
-        rung: rung.clone(),
-        playlist,
-        average_bandwidth: bits_per_s(total_bytes, total_s),
-        bandwidth,
-        segments,
-        codecs,
-        frame_rate,
-    })
+    Ok(codecs)
+}
+
+/// The output frame rate of a source of `fps`, as [`RungOutput::frame_rate`] gives it.
+pub fn output_frame_rate(fps: f64) -> f64 {
+    FrameRate::of(fps).value
 }
 
 #[derive(serde::Deserialize)]

@@ -8,12 +8,13 @@ on_both_backends!(
     a_corrupt_upload_fails_with_a_reason_and_bad_requests_change_nothing,
     producers_that_store_the_source_themselves_post_its_key,
     per_rung_mode_transcodes_each_rung_as_a_task_of_its_own,
+    an_upload_plays_while_it_is_processed_and_its_playlists_end_as_vod,
 );
 
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Backends, TestEngine, clip, upload_video, wait_video_final};
+use crate::common::{Backends, TestEngine, clip, upload_video, wait_video, wait_video_final};
 use serde_json::Value;
 
 fn ffprobe_json(args: &[&str], target: &str) -> Value {
@@ -276,4 +277,72 @@ async fn count_objects(backends: Backends, engine: &TestEngine) -> usize {
 fn count_entries(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries.flatten().map(|e| 1 + if e.path().is_dir() { count_entries(&e.path()) } else { 0 }).sum()
+}
+
+/// A rendition playlist fetched through a signed URL: its type, whether it ended, and per
+/// segment the file it names (a presigned S3 URL's too) and its duration.
+async fn rendition(
+    engine: &TestEngine,
+    url: &reqwest::Url,
+) -> (Option<m3u8_rs::MediaPlaylistType>, bool, Vec<(String, f32)>) {
+    let text = engine.client.get(url.clone()).send().await.unwrap().bytes().await.unwrap();
+    let playlist = m3u8_rs::parse_media_playlist_res(&text).unwrap();
+    let file = |uri: &str| uri.split('?').next().unwrap().rsplit('/').next().unwrap().to_string();
+    let segments = playlist.segments.iter().map(|s| (file(&s.uri), s.duration)).collect();
+    (playlist.playlist_type, playlist.end_list, segments)
+}
+
+/// Playable while processing: the master and `EVENT` renditions of the segments FFmpeg has
+/// finished are published as it works, play, and become `VOD` with `ENDLIST` once ready.
+async fn an_upload_plays_while_it_is_processed_and_its_playlists_end_as_vod(backends: Backends) {
+    let data = tempfile::tempdir().unwrap();
+    let media = tempfile::tempdir().unwrap();
+    let source = clip(media.path(), "long.mp4", "1280x720", 40, true);
+    let engine = TestEngine::start_on(backends, data.path(), 1).await;
+    let (status, reply) = upload_video(&engine.client, &engine.base, &source, "long").await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["stream_id"].as_str().unwrap().to_string();
+
+    let doc = wait_video(&engine.client, &engine.base, &id, |doc| {
+        doc["playable"] == true || doc["status"] == "ready" || doc["status"] == "failed"
+    })
+    .await;
+    assert_ne!(doc["status"], "ready", "40 s of 720p is not encoded before its first segments play: {doc}");
+    assert_eq!((doc["playable"].as_bool(), doc["playlist_type"].as_str()), (Some(true), Some("event")), "{doc}");
+    let (status, manifest) = engine.get_json(&format!("/vod/{id}/manifest")).await;
+    assert_eq!(status, 200, "{manifest}");
+    assert_eq!(manifest["playlist_type"], "event", "{manifest}");
+    let master_url = reqwest::Url::parse(manifest["manifest_url"].as_str().unwrap()).unwrap();
+    let master_text = engine.client.get(master_url.clone()).send().await.unwrap().text().await.unwrap();
+    let master = m3u8_rs::parse_master_playlist_res(master_text.as_bytes()).unwrap();
+    let uris: Vec<&str> = master.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(uris, ["720p/index.m3u8", "480p/index.m3u8", "360p/index.m3u8"], "{master_text}");
+    assert!(master.variants.iter().all(|v| v.codecs.as_deref().is_some_and(|c| c.ends_with(",mp4a.40.2"))));
+
+    // Each rendition lists what is stored so far, and its first segment decodes.
+    let rung_url = master_url.join("480p/index.m3u8").unwrap();
+    let (kind, ended, early) = rendition(&engine, &rung_url).await;
+    assert_eq!((kind, ended), (Some(m3u8_rs::MediaPlaylistType::Event), false));
+    assert!(!early.is_empty() && early.len() < 20, "{early:?}");
+    let (status, stream) = engine.get_json(&format!("/videos/{id}/stream?quality=360p")).await;
+    assert_eq!((status, stream["playlist_type"].as_str()), (200, Some("event")), "{stream}");
+    let (status, not_yet) = engine.get_json(&format!("/videos/{id}/download?quality=360p")).await;
+    assert_eq!(status, 409, "a download is of the whole rendition: {not_yet}");
+    // A player follows the growing playlist (FFmpeg starts a live one near its end) to ENDLIST.
+    let (ok, frames, stderr) = crate::common::ffmpeg_decode(rung_url.as_str());
+    assert!(ok && frames >= 60, "{frames} frames of the growing rendition: {stderr}");
+
+    let doc = wait_video_final(&engine.client, &engine.base, &id).await;
+    assert_eq!((doc["status"].as_str(), doc["playlist_type"].as_str()), (Some("ready"), Some("vod")), "{doc}");
+    let (playable_ms, ready_ms) =
+        (doc["playable_latency_ms"].as_f64().unwrap(), doc["processing_latency_ms"].as_f64().unwrap());
+    assert!(playable_ms < ready_ms, "playable after {playable_ms} ms, ready after {ready_ms} ms");
+    let (kind, ended, whole) = rendition(&engine, &rung_url).await;
+    assert_eq!((kind, ended), (Some(m3u8_rs::MediaPlaylistType::Vod), true));
+    assert_eq!(whole.len(), 20);
+    assert_eq!(whole[..early.len()], early[..], "the growing playlist is the start of the whole one");
+    let (ok, frames, stderr) = crate::common::ffmpeg_decode(master_url.as_str());
+    assert!(ok && frames == 3 * 40 * 30, "{frames} frames: {stderr}");
+    assert_eq!(engine.metric("segflow_vod_playable_seconds_count").await, 1.0);
+    engine.shutdown().await;
 }

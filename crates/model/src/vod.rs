@@ -204,6 +204,13 @@ pub struct VodDoc {
     pub poster_path: Option<String>,
     /// Upload acknowledged to `ready` (or `failed`).
     pub processing_latency_ms: Option<f64>,
+    /// A master playlist plays: its renditions grow as `EVENT` playlists while the video is
+    /// processed, and are `VOD` once it is `ready`.
+    #[serde(default)]
+    pub playable: bool,
+    /// Upload acknowledged to `playable`.
+    #[serde(default)]
+    pub playable_latency_ms: Option<f64>,
     pub error: Option<String>,
     pub keyframe_aligned: bool,
     pub audio_track_id: Option<String>,
@@ -296,6 +303,8 @@ impl VodDoc {
             manifest_path: None,
             poster_path: None,
             processing_latency_ms: None,
+            playable: false,
+            playable_latency_ms: None,
             error: None,
             keyframe_aligned: false,
             audio_track_id: None,

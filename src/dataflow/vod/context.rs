@@ -12,6 +12,7 @@ use crate::backends::Backends;
 use crate::config::TranscodeMode;
 use crate::dataflow::retry;
 use crate::media::live_playlist::object_uris;
+use crate::media::transcode::RungOutput;
 use crate::metrics::Metrics;
 use crate::model::jobs::JobDoc;
 use crate::model::{VodDoc, VodStatus, keys};
@@ -33,6 +34,9 @@ pub struct VodContext {
     /// once the video is deleted: whoever ends its work removes it.
     active: std::sync::Mutex<HashMap<String, bool>>,
     turns: Arc<std::sync::Mutex<Turns>>,
+    /// Per video being encoded, the rungs published so far: its master lists them until the
+    /// video is ready.
+    pub(super) playable: Mutex<HashMap<String, Vec<RungOutput>>>,
 }
 
 /// Per video, the newest job's ticket and the end of its turn.
@@ -111,6 +115,7 @@ impl VodContext {
             doc_writes: Mutex::new(()),
             active: Default::default(),
             turns: Default::default(),
+            playable: Default::default(),
         })
     }
 
@@ -210,6 +215,7 @@ impl VodContext {
 
     /// Removes a video's work files (an interrupted attempt's, or a finished one's).
     pub async fn clean_up(&self, stream_id: &str) {
+        self.playable.lock().await.remove(stream_id);
         let _ = tokio::fs::remove_dir_all(self.output_dir(stream_id)).await;
         let _ = tokio::fs::remove_dir_all(self.source_dir(stream_id)).await;
     }

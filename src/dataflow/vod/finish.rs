@@ -1,12 +1,12 @@
-//! The finish stage: the master playlist and `ready`, or `failed` with the reason; the
-//! video's work files go.
+//! The finish stage: the master playlist of every rung, measured, and `ready`; or `failed` with
+//! the reason. The video's work files go.
 
 use std::sync::Arc;
 
 use super::context::VodContext;
 use super::records::{Joined, VodError, VodResult};
-use crate::media::master_playlist::master_playlist;
 use crate::media::transcode::RungOutput;
+use crate::media::vod_playlist::master_playlist;
 use crate::model::{VariantDoc, VodStatus, keys, now_ms};
 
 pub async fn finish_stage(ctx: Arc<VodContext>, joined: VodResult<Joined>) -> Vec<()> {
@@ -42,10 +42,13 @@ pub async fn finish_stage(ctx: Arc<VodContext>, joined: VodResult<Joined>) -> Ve
                         outputs.iter().map(|o| variant_doc(o, keys::vod_variant(&id, &o.playlist))).collect();
                     doc.manifest_path = Some(keys::vod_manifest(&id));
                     doc.set_progress(100.0);
+                    doc.playable = true;
                     doc.error = None;
                     doc.set_status(VodStatus::Ready, now);
                 }
                 Err(error) => {
+                    doc.playable = false;
+                    doc.variants.clear(); // what was playable while it was processed
                     doc.error = Some(error);
                     doc.set_status(VodStatus::Failed, now);
                 }

@@ -25,6 +25,7 @@ mod finish;
 mod jobs;
 mod join_rungs;
 mod probe;
+mod publish;
 mod record;
 pub mod records;
 mod transcode;

@@ -15,9 +15,9 @@ use super::probe::{failure, plan_ladder, settled};
 use super::records::{TranscodeTask, VodError, VodResult};
 use crate::dataflow::retry;
 use crate::media::live_playlist::{WindowSegment, render_recording};
-use crate::media::master_playlist::master_playlist;
 use crate::media::probe::probe;
 use crate::media::transcode::{RungOutput, video_codec_string};
+use crate::media::vod_playlist::master_playlist;
 use crate::model::{
     ChunkStatus, LiveStreamDoc, MediaInfo, RecordingEvent, StreamStatus, VariantDoc, VodDoc, VodKind, VodStatus, keys,
     now_ms,
@@ -91,6 +91,8 @@ pub async fn record(ctx: Arc<VodContext>, event: RecordingEvent, mut turn: Turn)
         doc.variants = vec![variant];
         doc.manifest_path = Some(keys::vod_manifest(&id));
         doc.set_progress(100.0);
+        doc.playable = true;
+        doc.playable_latency_ms = doc.processing_latency_ms;
         doc.set_status(VodStatus::Ready, now);
     })
     .await;

@@ -1,13 +1,17 @@
 //! The transcode stage: one FFmpeg run from the pool for a task's rungs, its progress written
-//! to the video's document, the poster made alongside, the outputs moved into the store.
+//! to the video's document, the poster made alongside, the outputs published into the store
+//! as FFmpeg writes them.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use super::context::{VodContext, report_each_percent};
+use super::publish::Publisher;
 use super::records::{RungDone, TranscodeTask, VodError, VodPlan, VodResult};
 use crate::media::probe::MediaError;
-use crate::media::transcode::{RungOutput, TranscodeJob, poster, poster_time, storyboard, transcode};
+use crate::media::transcode::{RungOutput, TranscodeJob, encode, outputs, poster, poster_time, prepare, storyboard};
 use crate::model::Storyboard;
 use crate::model::keys::{self, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE};
 
@@ -43,26 +47,34 @@ async fn run(ctx: &Arc<VodContext>, task: &TranscodeTask) -> Result<Vec<RungOutp
         rungs: &task.rungs,
         segment_seconds: SEGMENT_SECONDS,
     };
-    let transcoded = transcode(&job, |pct| {
-        let _ = progress.send(pct);
-    });
-    // The task with the top rung also makes the poster, while FFmpeg encodes.
-    let poster_made =
-        async { if task.rungs[0] == plan.rungs[0] { make_poster(ctx, plan, &source, &out_dir).await } else { Ok(()) } };
-    let (outputs, poster_made) = tokio::join!(transcoded, poster_made);
+    prepare(&job).await?;
+    let playable = Notify::new();
+    let mut publisher = Publisher::new(ctx, plan, &task.rungs, &out_dir, &playable).await;
+    // The segments go into the store as FFmpeg finishes them.
+    let ffmpeg_done = Notify::new();
+    let encoding = async {
+        let done = encode(&job, |pct| {
+            let _ = progress.send(pct);
+        })
+        .await;
+        ffmpeg_done.notify_one();
+        playable.notify_one(); // or never will be
+        done.map(drop).map_err(VodError::from)
+    };
+    // A failed write stops FFmpeg; a failed FFmpeg stops the publishing.
+    let encoded = async { tokio::try_join!(encoding, publisher.follow(&ffmpeg_done)).map(drop) };
+    // The task with the top rung also makes the poster and storyboard, while FFmpeg encodes.
+    let poster_made = async {
+        if task.rungs[0] == plan.rungs[0] { make_poster(ctx, plan, &source, &out_dir, &playable).await } else { Ok(()) }
+    };
+    let (encoded, poster_made) = tokio::join!(encoded, poster_made);
     drop(progress);
     let _ = reporter.await;
-    let outputs = outputs?;
+    encoded?;
     poster_made?;
-    for output in &outputs {
-        let files = output.segments.iter().map(|s| s.file.as_str()).chain([output.playlist.as_str()]);
-        for file in files {
-            let (key, path) = (keys::vod_variant(&plan.stream_id, file), out_dir.join(file));
-            let stored = ctx.backends.store.put_file(&key, &path).await;
-            stored.map_err(|source| VodError::Store { file: file.to_string(), source })?;
-        }
-        ctx.metrics.vod_rungs_transcoded_total.inc();
-    }
+    let outputs = outputs(&job).await?;
+    publisher.finish(&outputs).await?;
+    ctx.metrics.vod_rungs_transcoded_total.inc_by(outputs.len() as u64);
     Ok(outputs)
 }
 
@@ -84,10 +96,21 @@ fn report_progress(
     })
 }
 
-/// The poster, and the storyboard's sprite sheet and WebVTT track.
-async fn make_poster(ctx: &VodContext, plan: &VodPlan, source: &Path, out_dir: &Path) -> Result<(), VodError> {
+/// The poster, and once the video plays (a storyboard decodes the whole source, which would
+/// hold back its first segments), the storyboard's sprite sheet and WebVTT track.
+async fn make_poster(
+    ctx: &VodContext,
+    plan: &VodPlan,
+    source: &Path,
+    out_dir: &Path,
+    playable: &Notify,
+) -> Result<(), VodError> {
     let file = out_dir.join(VOD_POSTER_FILE);
     poster(source, &file, poster_time(&plan.info)).await.map_err(VodError::Poster)?;
+    let poster_key = keys::vod_variant(&plan.stream_id, VOD_POSTER_FILE);
+    let stored = ctx.backends.store.put_file(&poster_key, &file).await;
+    stored.map_err(|source| VodError::Store { file: VOD_POSTER_FILE.into(), source })?;
+    playable.notified().await;
     let info = &plan.info;
     let board = Storyboard::plan(info.duration_s, info.width, info.height);
     let sprite = out_dir.join(VOD_STORYBOARD_FILE);
@@ -97,7 +120,7 @@ async fn make_poster(ctx: &VodContext, plan: &VodPlan, source: &Path, out_dir: &
     tokio::fs::write(&track, vtt)
         .await
         .map_err(|e| VodError::Poster(MediaError::io("writing the storyboard track", e)))?;
-    for (name, path) in [(VOD_POSTER_FILE, &file), (VOD_STORYBOARD_FILE, &sprite), (VOD_STORYBOARD_VTT_FILE, &track)] {
+    for (name, path) in [(VOD_STORYBOARD_FILE, &sprite), (VOD_STORYBOARD_VTT_FILE, &track)] {
         let stored = ctx.backends.store.put_file(&keys::vod_variant(&plan.stream_id, name), path).await;
         stored.map_err(|source| VodError::Store { file: name.into(), source })?;
     }

@@ -25,6 +25,30 @@ pub struct LocalStore {
 const SPARES: usize = 3;
 
 impl LocalStore {
+    /// Moves `file` (or with `keep`, links it) to `key`, durably: the work area is on the data
+    /// dir's file system; a file elsewhere is copied.
+    async fn store_file(&self, key: &str, file: &Path, keep: bool) -> Result<(), StoreError> {
+        let (from, to) = (file.to_path_buf(), self.path(key)?);
+        let stored = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::open(&from)?.sync_all()?;
+            if !keep && std::fs::rename(&from, &to).is_ok() {
+                return Ok(());
+            }
+            let tmp = temp_path(&to);
+            if std::fs::hard_link(&from, &tmp).is_err() {
+                std::fs::copy(&from, &tmp)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+            }
+            std::fs::rename(&tmp, &to)
+        })
+        .await
+        .map_err(task(key))?;
+        stored.map_err(io(key))
+    }
+
     pub fn new(root: &Path) -> std::io::Result<LocalStore> {
         std::fs::create_dir_all(root)?;
         Ok(LocalStore { root: root.to_path_buf(), next_spare: Mutex::default() })
@@ -203,24 +227,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
-        let (from, to) = (file.to_path_buf(), self.path(key)?);
-        let moved = tokio::task::spawn_blocking(move || {
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::File::open(&from)?.sync_all()?;
-            // Same file system for the data dir's work area; copy when it is not.
-            if std::fs::rename(&from, &to).is_err() {
-                let tmp = temp_path(&to);
-                std::fs::copy(&from, &tmp)?;
-                std::fs::File::open(&tmp)?.sync_all()?;
-                std::fs::rename(&tmp, &to)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(task(key))?;
-        moved.map_err(io(key))
+        self.store_file(key, file, false).await
+    }
+
+    async fn put_copy(&self, key: &str, file: &Path) -> Result<(), StoreError> {
+        self.store_file(key, file, true).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -177,6 +177,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError>;
     /// Moves a finished local file (FFmpeg output) into the store at `key`, durably.
     async fn put_file(&self, key: &str, file: &std::path::Path) -> Result<(), StoreError>;
+    /// Like [`put_file`](Self::put_file), leaving the file where it is (FFmpeg's segments are
+    /// published while it still writes their rendition).
+    async fn put_copy(&self, key: &str, file: &std::path::Path) -> Result<(), StoreError>;
     /// Removes an object; absent is fine.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Removes every object whose key starts with `prefix` (`{bucket}/{folder}/`); none is

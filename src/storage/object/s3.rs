@@ -623,12 +623,16 @@ impl ObjectStore for S3Store {
     /// Streams the file up (multipart over 8 MiB), then removes it: it moved into the store, as
     /// on the local store.
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
-        let opened = tokio::fs::File::open(file).await.map_err(io(key))?;
-        self.upload(key, file_chunks(opened, key.to_string()), u64::MAX, Write::Replace).await?;
+        self.put_copy(key, file).await?;
         if let Err(error) = tokio::fs::remove_file(file).await {
             tracing::warn!(key, file = %file.display(), %error, "removing a stored file failed");
         }
         Ok(())
+    }
+
+    async fn put_copy(&self, key: &str, file: &Path) -> Result<(), StoreError> {
+        let opened = tokio::fs::File::open(file).await.map_err(io(key))?;
+        self.upload(key, file_chunks(opened, key.to_string()), u64::MAX, Write::Replace).await.map(|_| ())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

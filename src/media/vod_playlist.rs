@@ -1,9 +1,12 @@
-//! Writes a VOD video's master playlist: one `EXT-X-STREAM-INF` per transcoded rung, so players
-//! can pick and switch renditions.
+//! Writes a VOD video's playlists: the master, one `EXT-X-STREAM-INF` per transcoded rung so
+//! players can pick and switch renditions, and each rendition's, which grows while FFmpeg
+//! encodes it.
 
 use std::collections::HashMap;
 
-use m3u8_rs::{MasterPlaylist, QuotedOrUnquoted, Resolution, VariantStream};
+use m3u8_rs::{
+    MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
+};
 
 use super::transcode::RungOutput;
 
@@ -29,6 +32,37 @@ pub fn master_playlist(outputs: &[RungOutput]) -> String {
         .collect();
     let playlist = MasterPlaylist { version: Some(3), independent_segments: true, variants, ..Default::default() };
     let mut out = Vec::new();
+    playlist.write_to(&mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("m3u8-rs writes UTF-8")
+}
+
+/// The media playlist of a rendition's segments: `EVENT` while it is encoded (players reload
+/// it as it grows), `VOD` with `ENDLIST` once `whole`. Segment URIs are relative to the
+/// rendition's folder; the target duration is at least `segment_seconds`, so that it does not
+/// change as segments are added.
+pub fn rendition_playlist(output: &RungOutput, segment_seconds: u32, whole: bool) -> String {
+    super::live_playlist::set_float_precision();
+    let folder = format!("{}/", output.rung.name);
+    let longest = output.segments.iter().map(|s| s.duration_s.round() as u64).max().unwrap_or(0);
+    let playlist = MediaPlaylist {
+        version: Some(3),
+        target_duration: longest.max(segment_seconds.into()),
+        media_sequence: 0,
+        playlist_type: Some(if whole { MediaPlaylistType::Vod } else { MediaPlaylistType::Event }),
+        independent_segments: true,
+        end_list: whole,
+        segments: output
+            .segments
+            .iter()
+            .map(|segment| MediaSegment {
+                uri: segment.file.strip_prefix(&folder).unwrap_or(&segment.file).to_string(),
+                duration: segment.duration_s as f32,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(128 + playlist.segments.len() * 32);
     playlist.write_to(&mut out).expect("writing to a Vec cannot fail");
     String::from_utf8(out).expect("m3u8-rs writes UTF-8")
 }
@@ -77,5 +111,30 @@ mod tests {
             assert_eq!(variant.frame_rate, Some(29.97));
             assert_eq!(variant.other_attributes, None);
         }
+    }
+
+    #[test]
+    fn a_rendition_grows_as_an_event_and_ends_as_vod() {
+        use crate::media::transcode::SegmentInfo;
+        let mut rung = output("720p", 1280, 720, 3_500_000, true);
+        rung.segments = (0..2)
+            .map(|k| SegmentInfo { file: format!("720p/seg_{k:05}.ts"), duration_s: 2.002, bytes: 1000 })
+            .collect();
+        let growing = rendition_playlist(&rung, 2, false);
+        let parsed = m3u8_rs::parse_media_playlist_res(growing.as_bytes()).unwrap();
+        assert_eq!(parsed.playlist_type, Some(MediaPlaylistType::Event), "{growing}");
+        assert!(!parsed.end_list);
+        assert_eq!(parsed.target_duration, 2);
+        let uris: Vec<&str> = parsed.segments.iter().map(|s| s.uri.as_str()).collect();
+        assert_eq!(uris, ["seg_00000.ts", "seg_00001.ts"]);
+        assert!(growing.contains("#EXTINF:2.002,"), "{growing}");
+
+        rung.segments.push(SegmentInfo { file: "720p/seg_00002.ts".into(), duration_s: 0.5, bytes: 300 });
+        let whole = rendition_playlist(&rung, 2, true);
+        let parsed = m3u8_rs::parse_media_playlist_res(whole.as_bytes()).unwrap();
+        assert_eq!(parsed.playlist_type, Some(MediaPlaylistType::Vod));
+        assert!(parsed.end_list && parsed.independent_segments);
+        assert_eq!(parsed.segments.len(), 3);
+        assert!(whole.starts_with(growing.split("#EXT-X-PLAYLIST-TYPE").next().unwrap()), "{whole}");
     }
 }

@@ -50,6 +50,11 @@ pub struct SegmentInfo {
 }
 
 const PLAYLIST: &str = "index.m3u8";
+
+/// A rung's media playlist, relative to the output folder: `720p/index.m3u8`.
+pub fn rung_playlist(rung: &Rung) -> String {
+    format!("{}/{PLAYLIST}", rung.name)
+}
 const STDERR_TAIL_LINES: usize = 5;
 
 /// Encodes `job`, calling `progress` with 0..=100 as FFmpeg advances and 100 at the end.
@@ -347,7 +352,7 @@ fn ffmpeg_failed(status: &std::process::ExitStatus, stderr: &[u8]) -> MediaError
 /// The segments of `rung` FFmpeg has finished so far, from the `from`th on (those its playlist
 /// lists; none before it writes one), and whether the playlist is ended.
 pub async fn listed_segments(out_dir: &Path, rung: &Rung, from: usize) -> Result<(Vec<SegmentInfo>, bool), MediaError> {
-    let playlist = format!("{}/{PLAYLIST}", rung.name);
+    let playlist = rung_playlist(rung);
     let text = match tokio::fs::read(out_dir.join(&playlist)).await {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
@@ -371,7 +376,7 @@ pub async fn listed_segments(out_dir: &Path, rung: &Rung, from: usize) -> Result
 
 /// Reads back one rung's playlist and segments.
 async fn rung_output(out_dir: &Path, rung: &Rung, has_audio: bool, frame_rate: f64) -> Result<RungOutput, MediaError> {
-    let playlist = format!("{}/{PLAYLIST}", rung.name);
+    let playlist = rung_playlist(rung);
     let (segments, ended) = listed_segments(out_dir, rung, 0).await?;
     if !ended {
         return Err(MediaError::Output(format!("{playlist} has no #EXT-X-ENDLIST")));
@@ -391,7 +396,7 @@ impl RungOutput {
         codecs: String,
         frame_rate: f64,
     ) -> Result<RungOutput, MediaError> {
-        let playlist = format!("{}/{PLAYLIST}", rung.name);
+        let playlist = rung_playlist(rung);
         let bits_per_s = |bytes: u64, seconds: f64| (bytes as f64 * 8.0 / seconds).ceil() as u64;
         let bandwidth = segments
             .iter()

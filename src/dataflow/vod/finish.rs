@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::context::VodContext;
-use super::records::{Joined, VodError, VodResult};
+use super::records::{Joined, VodError, VodResult, ms_since};
 use crate::media::transcode::RungOutput;
 use crate::media::vod_playlist::master_playlist;
 use crate::model::{VariantDoc, VodStatus, keys, now_ms};
@@ -14,7 +14,6 @@ pub async fn finish_stage(ctx: Arc<VodContext>, joined: VodResult<Joined>) -> Ve
         Ok((plan, _)) => (plan.stream_id.clone(), plan.uploaded_at_us),
         Err(failure) => (failure.stream_id.clone(), failure.uploaded_at_us),
     };
-    let latency_ms = |now: u64| (now * 1000).saturating_sub(uploaded_at_us) as f64 / 1000.0;
     let result = match joined {
         Err(failure) => Err(failure.error),
         Ok((_, mut outputs)) => {
@@ -34,7 +33,7 @@ pub async fn finish_stage(ctx: Arc<VodContext>, joined: VodResult<Joined>) -> Ve
     let finished = ctx
         .update(&id, |doc| {
             let now = now_ms();
-            doc.processing_latency_ms = Some(latency_ms(now));
+            doc.processing_latency_ms = Some(ms_since(uploaded_at_us, now));
             match result {
                 Ok(outputs) => {
                     doc.variants_generated = outputs.iter().map(|o| o.rung.name.clone()).collect();

@@ -11,10 +11,12 @@ use tokio::sync::Notify;
 
 use super::context::VodContext;
 use super::finish::variant_doc;
-use super::records::{VodError, VodPlan};
+use super::records::{VodError, VodPlan, ms_since};
 use super::transcode::SEGMENT_SECONDS;
 use crate::media::ladder::Rung;
-use crate::media::transcode::{RungOutput, SegmentInfo, listed_segments, output_frame_rate, rendition_codecs};
+use crate::media::transcode::{
+    RungOutput, SegmentInfo, listed_segments, output_frame_rate, rendition_codecs, rung_playlist,
+};
 use crate::media::vod_playlist::{master_playlist, rendition_playlist};
 use crate::model::{keys, now_ms};
 
@@ -157,12 +159,12 @@ impl<'a> Publisher<'a> {
     async fn put_playlist(&self, rung: &Rung, playlist: String) -> Result<(), VodError> {
         let stored =
             self.ctx.backends.store.put_bytes(&playlist_key(self.plan, rung), playlist.into_bytes().into()).await;
-        stored.map_err(|source| VodError::Store { file: format!("{}/index.m3u8", rung.name), source })
+        stored.map_err(|source| VodError::Store { file: rung_playlist(rung), source })
     }
 }
 
 fn playlist_key(plan: &VodPlan, rung: &Rung) -> String {
-    keys::vod_variant(&plan.stream_id, &format!("{}/index.m3u8", rung.name))
+    keys::vod_variant(&plan.stream_id, &rung_playlist(rung))
 }
 
 /// Adds a task's rungs to the video's playable ones: the master lists them all, and the
@@ -183,7 +185,7 @@ async fn announce_playable(ctx: &VodContext, plan: &VodPlan, outputs: Vec<RungOu
             .map_err(VodError::MasterPlaylist)?;
         playable.clone()
     };
-    let latency_ms = (now_ms() * 1000).saturating_sub(plan.uploaded_at_us) as f64 / 1000.0;
+    let latency_ms = ms_since(plan.uploaded_at_us, now_ms());
     let mut first = false;
     ctx.update(id, |doc| {
         if doc.status.is_final() {

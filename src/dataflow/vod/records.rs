@@ -85,6 +85,11 @@ pub struct VodFailure {
 /// The outcome of a VOD stage for one video: its work, or why the video failed.
 pub type VodResult<T> = Result<T, VodFailure>;
 
+/// Milliseconds from `at_us` (an upload's acknowledgement) to `now_ms`.
+pub fn ms_since(at_us: u64, now_ms: u64) -> f64 {
+    now_ms.saturating_mul(1000).saturating_sub(at_us) as f64 / 1000.0
+}
+
 /// What the later stages know about a probed video.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VodPlan {

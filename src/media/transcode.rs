@@ -82,7 +82,7 @@ pub async fn prepare(job: &TranscodeJob<'_>) -> Result<(), MediaError> {
 }
 
 /// Runs the FFmpeg of a [`prepare`]d `job`, calling `progress` with 0..<100; hands `progress`
-/// back. Each rung's playlist lists a segment once FFmpeg has finished it ([`listed_segments`]).
+/// back. Each rung's playlist lists a segment once FFmpeg has finished it ([`RungRead`]).
 pub async fn encode<F: Fn(f64)>(job: &TranscodeJob<'_>, progress: F) -> Result<F, MediaError> {
     let args = ffmpeg_command(job);
     tracing::debug!(?args, "running ffmpeg");
@@ -91,10 +91,11 @@ pub async fn encode<F: Fn(f64)>(job: &TranscodeJob<'_>, progress: F) -> Result<F
 
 /// What an [`encode`]d `job` wrote for each of its rungs.
 pub async fn outputs(job: &TranscodeJob<'_>) -> Result<Vec<RungOutput>, MediaError> {
-    let rate = FrameRate::of(job.info.frame_rate).value;
     let mut outputs = Vec::with_capacity(job.rungs.len());
     for rung in job.rungs {
-        outputs.push(rung_output(job.out_dir, rung, job.info.has_audio(), rate).await?);
+        let mut rung_read = RungRead::default();
+        rung_read.read_rest(job.out_dir, rung, job.info.has_audio()).await?;
+        outputs.push(rung_read.output(rung, job.info.frame_rate)?);
     }
     Ok(outputs)
 }
@@ -122,17 +123,21 @@ pub async fn poster(source: &Path, out: &Path, at: f64) -> Result<(), MediaError
     run_to_file(&args, out, || format!("FFmpeg wrote no poster frame at {at:.3} s")).await
 }
 
-/// Writes the storyboard's sprite sheet: a frame every `interval_s`, scaled to a tile, tiled
-/// row by row into one JPEG.
-pub async fn storyboard(source: &Path, out: &Path, plan: &Storyboard) -> Result<(), MediaError> {
+/// Writes the storyboard's sprite sheet from a finished rendition (its playlist) that has a
+/// keyframe every `keyframe_s`: only keyframes are decoded, and one every `interval_s` is
+/// scaled to a tile and tiled row by row into one JPEG. Decoding the source instead would
+/// take a core from the encode for minutes.
+pub async fn storyboard(rendition: &Path, out: &Path, plan: &Storyboard, keyframe_s: u32) -> Result<(), MediaError> {
     let Storyboard { interval_s, columns, rows, tile_width, tile_height, .. } = plan;
+    let every = (interval_s / keyframe_s.max(1)).max(1);
     let mut args: Vec<OsString> = Vec::new();
-    push(&mut args, ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i"]);
-    args.push(source.into());
+    push(&mut args, ["-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-skip_frame", "nokey", "-i"]);
+    args.push(rendition.into());
     args.push("-an".into());
     args.push("-vf".into());
-    args.push(format!("fps=1/{interval_s},scale={tile_width}:{tile_height},tile={columns}x{rows}").into());
-    push(&mut args, ["-frames:v", "1", "-c:v", "mjpeg", "-q:v", "4", "-f", "image2", "-update", "1"]);
+    args.push(format!("select='not(mod(n\\,{every}))',scale={tile_width}:{tile_height},tile={columns}x{rows}").into());
+    push(&mut args, ["-fps_mode", "passthrough", "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "4"]);
+    push(&mut args, ["-f", "image2", "-update", "1"]);
     args.push(out.into());
     run_to_file(&args, out, || "FFmpeg wrote no storyboard".into()).await
 }
@@ -351,7 +356,7 @@ fn ffmpeg_failed(status: &std::process::ExitStatus, stderr: &[u8]) -> MediaError
 
 /// The segments of `rung` FFmpeg has finished so far, from the `from`th on (those its playlist
 /// lists; none before it writes one), and whether the playlist is ended.
-pub async fn listed_segments(out_dir: &Path, rung: &Rung, from: usize) -> Result<(Vec<SegmentInfo>, bool), MediaError> {
+async fn listed_segments(out_dir: &Path, rung: &Rung, from: usize) -> Result<(Vec<SegmentInfo>, bool), MediaError> {
     let playlist = rung_playlist(rung);
     let text = match tokio::fs::read(out_dir.join(&playlist)).await {
         Ok(text) => text,
@@ -374,18 +379,49 @@ pub async fn listed_segments(out_dir: &Path, rung: &Rung, from: usize) -> Result
     Ok((segments, parsed.end_list))
 }
 
-/// Reads back one rung's playlist and segments.
-async fn rung_output(out_dir: &Path, rung: &Rung, has_audio: bool, frame_rate: f64) -> Result<RungOutput, MediaError> {
-    let playlist = rung_playlist(rung);
-    let (segments, ended) = listed_segments(out_dir, rung, 0).await?;
-    if !ended {
-        return Err(MediaError::Output(format!("{playlist} has no #EXT-X-ENDLIST")));
+/// What of one rung FFmpeg has finished, read a look at a time while it encodes.
+#[derive(Clone, Debug, Default)]
+pub struct RungRead {
+    /// Every segment its playlist listed so far, in order.
+    pub segments: Vec<SegmentInfo>,
+    /// From its first segment.
+    pub codecs: Option<String>,
+}
+
+impl RungRead {
+    /// Reads the segments the rung's playlist lists past those read before (their number is
+    /// returned), and the codecs from its first; says whether the playlist is ended. A failed
+    /// look changes nothing.
+    pub async fn read_more(
+        &mut self,
+        out_dir: &Path,
+        rung: &Rung,
+        has_audio: bool,
+    ) -> Result<(usize, bool), MediaError> {
+        let (new, ended) = listed_segments(out_dir, rung, self.segments.len()).await?;
+        if self.codecs.is_none()
+            && let Some(first) = self.segments.first().or(new.first())
+        {
+            self.codecs = Some(rendition_codecs(&out_dir.join(&first.file), has_audio).await?);
+        }
+        let count = new.len();
+        self.segments.extend(new);
+        Ok((count, ended))
     }
-    let Some(first) = segments.first() else {
-        return Err(MediaError::Output(format!("{playlist} has no segments")));
-    };
-    let codecs = rendition_codecs(&out_dir.join(&first.file), has_audio).await?;
-    RungOutput::of(rung, segments, codecs, frame_rate)
+
+    /// Reads the rest of a rung FFmpeg is done with: its playlist must be ended.
+    pub async fn read_rest(&mut self, out_dir: &Path, rung: &Rung, has_audio: bool) -> Result<usize, MediaError> {
+        match self.read_more(out_dir, rung, has_audio).await? {
+            (count, true) => Ok(count),
+            (_, false) => Err(MediaError::Output(format!("{} has no #EXT-X-ENDLIST", rung_playlist(rung)))),
+        }
+    }
+
+    /// The rung's output as far as it is read, for a source of `source_fps` frames a second.
+    pub fn output(&self, rung: &Rung, source_fps: f64) -> Result<RungOutput, MediaError> {
+        let codecs = self.codecs.clone().unwrap_or_default();
+        RungOutput::of(rung, self.segments.clone(), codecs, FrameRate::of(source_fps).value)
+    }
 }
 
 impl RungOutput {
@@ -428,11 +464,6 @@ pub async fn rendition_codecs(segment: &Path, has_audio: bool) -> Result<String,
         codecs.push_str(",mp4a.40.2");
     }
     Ok(codecs)
-}
-
-/// The output frame rate of a source of `fps`, as [`RungOutput::frame_rate`] gives it.
-pub fn output_frame_rate(fps: f64) -> f64 {
-    FrameRate::of(fps).value
 }
 
 #[derive(serde::Deserialize)]
@@ -634,6 +665,49 @@ mod tests {
         let image = streams(&out).await;
         assert_eq!(image[0]["codec_name"], "mjpeg");
         assert_eq!((&image[0]["width"], &image[0]["height"]), (&640.into(), &360.into()));
+    }
+
+    /// Each tile of a storyboard is the rendition's frame at its time: a source that changes
+    /// colour every 2 s, tiled every 4 s, shows every other colour.
+    #[tokio::test]
+    async fn a_storyboard_tiles_the_keyframes_at_its_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let colours = ["red", "green", "blue", "white", "yellow", "black"];
+        let src = dir.path().join("colours.mp4");
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-nostdin", "-v", "error", "-y"]);
+        for colour in colours {
+            cmd.args(["-f", "lavfi", "-i"]).arg(format!("color=c={colour}:s=640x360:r=30:d=2"));
+        }
+        let inputs: String = (0..colours.len()).map(|k| format!("[{k}]")).collect();
+        cmd.arg("-filter_complex").arg(format!("{inputs}concat=n={}:v=1:a=0", colours.len()));
+        // A source keyframe every 8 s: the tiles come from the rendition's, every 2 s.
+        cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "240", "-pix_fmt", "yuv420p"]).arg(&src);
+        assert!(cmd.status().await.unwrap().success());
+        let info = probe(&src).await.unwrap();
+        let rungs = ladder(&info);
+        let smallest = std::slice::from_ref(rungs.last().unwrap());
+        let out_dir = dir.path().join("out");
+        let job = TranscodeJob { source: &src, out_dir: &out_dir, info: &info, rungs: smallest, segment_seconds: 2 };
+        transcode(&job, |_| {}).await.unwrap();
+
+        let plan = Storyboard { interval_s: 4, tiles: 3, columns: 2, rows: 2, tile_width: 160, tile_height: 90 };
+        let sheet = dir.path().join("board.jpg");
+        storyboard(&out_dir.join(rung_playlist(&smallest[0])), &sheet, &plan, 2).await.unwrap();
+        let tile = |x: u32, y: u32| {
+            let output = std::process::Command::new("ffmpeg")
+                .args(["-v", "error", "-i"])
+                .arg(&sheet)
+                .args(["-vf", &format!("crop=120:60:{}:{},scale=1:1", x * 160 + 20, y * 90 + 15)])
+                .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+                .output()
+                .unwrap();
+            let rgb = output.stdout;
+            assert_eq!(rgb.len(), 3, "{}", String::from_utf8_lossy(&output.stderr));
+            rgb.iter().map(|c| if *c > 128 { 'X' } else { '.' }).collect::<String>()
+        };
+        // red at 0 s, blue at 4 s, yellow at 8 s; the fourth tile is empty.
+        assert_eq!([tile(0, 0), tile(1, 0), tile(0, 1), tile(1, 1)], ["X..", "..X", "XX.", "..."]);
     }
 
     #[test]

@@ -247,11 +247,14 @@ impl Storyboard {
     pub const MAX_TILES: u32 = 100;
     pub const TILE_WIDTH: u32 = 160;
 
-    /// The storyboard of a `duration_s` video shown at `width` x `height`: a frame every 2 s,
-    /// or fewer so that at most [`Self::MAX_TILES`] fit one sheet, 10 to a row.
-    pub fn plan(duration_s: f64, width: u32, height: u32) -> Storyboard {
+    /// The storyboard of a `duration_s` video shown at `width` x `height`, whose renditions have
+    /// a keyframe every `keyframe_s`: a frame every `keyframe_s`, or every few keyframes so that
+    /// at most [`Self::MAX_TILES`] fit one sheet, 10 to a row. Each tile is a keyframe.
+    pub fn plan(duration_s: f64, width: u32, height: u32, keyframe_s: u32) -> Storyboard {
         let duration = if duration_s.is_finite() { duration_s.max(0.0) } else { 0.0 };
-        let interval_s = ((duration / f64::from(Self::MAX_TILES)).ceil() as u32).max(2);
+        let keyframe_s = keyframe_s.max(1);
+        let fitting = (duration / f64::from(Self::MAX_TILES)).ceil() as u32;
+        let interval_s = fitting.div_ceil(keyframe_s).max(1).saturating_mul(keyframe_s);
         let tiles = ((duration / f64::from(interval_s)).ceil() as u32).clamp(1, Self::MAX_TILES);
         let columns = tiles.min(10);
         let rows = tiles.div_ceil(columns);
@@ -361,14 +364,17 @@ mod tests {
 
     #[test]
     fn a_storyboard_fits_one_sheet_of_at_most_a_hundred_tiles() {
-        let short = Storyboard::plan(5.0, 1920, 1080);
+        let short = Storyboard::plan(5.0, 1920, 1080, 2);
         assert_eq!((short.interval_s, short.tiles, short.columns, short.rows, short.tile_height), (2, 3, 3, 1, 90));
-        let hour = Storyboard::plan(3600.0, 720, 1280);
+        let hour = Storyboard::plan(3600.0, 720, 1280, 2);
         assert_eq!((hour.interval_s, hour.tiles, hour.columns, hour.rows, hour.tile_height), (36, 100, 10, 10, 284));
+        // Tiles fall on keyframes: 7 s a tile would do, every fourth 2-second keyframe is taken.
+        let odd_length = Storyboard::plan(700.0, 1920, 1080, 2);
+        assert_eq!((odd_length.interval_s, odd_length.tiles, odd_length.rows), (8, 88, 9));
         let vtt = short.vtt(5.0, "storyboard.jpg");
         assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nstoryboard.jpg#xywh=0,0,160,90\n"), "{vtt}");
         assert!(vtt.ends_with("00:00:04.000 --> 00:00:05.000\nstoryboard.jpg#xywh=320,0,160,90\n"), "{vtt}");
-        let odd = Storyboard::plan(f64::NAN, 0, 0);
+        let odd = Storyboard::plan(f64::NAN, 0, 0, 0);
         assert_eq!((odd.tiles, odd.rows), (1, 1));
     }
 

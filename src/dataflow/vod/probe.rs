@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use super::context::{Turn, VodContext};
 use super::records::{TranscodeTask, VodError, VodFailure, VodInput, VodPlan, VodResult};
+use super::transcode::storyboard_plan;
 use crate::config::TranscodeMode;
 use crate::dataflow::retry;
 use crate::media::ladder::{Rung, ladder};
 use crate::media::probe::probe;
 use crate::model::library::{VodDeleted, VodEdit};
-use crate::model::{Storyboard, VodDoc, VodEvent, VodStatus, keys, now_ms};
+use crate::model::{VodDoc, VodEvent, VodStatus, keys, now_ms};
 use crate::storage::metadata::MetaWrite;
 
 /// Claims a video and takes its turn as the record arrives (on the worker, so in log order),
@@ -149,7 +150,7 @@ pub(super) async fn plan_ladder(
         doc.source = Some(info.clone());
         doc.rungs_planned = names;
         doc.poster_path = Some(keys::vod_poster(id));
-        doc.storyboard = Some(Storyboard::plan(info.duration_s, info.width, info.height));
+        doc.storyboard = Some(storyboard_plan(&info));
         doc.keyframe_aligned = true;
         doc.audio_track_id = has_audio.then(|| format!("audio-{id}"));
         doc.set_status(VodStatus::Transcoding, now_ms());

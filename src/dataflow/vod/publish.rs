@@ -14,9 +14,7 @@ use super::finish::variant_doc;
 use super::records::{VodError, VodPlan, ms_since};
 use super::transcode::SEGMENT_SECONDS;
 use crate::media::ladder::Rung;
-use crate::media::transcode::{
-    RungOutput, SegmentInfo, listed_segments, output_frame_rate, rendition_codecs, rung_playlist,
-};
+use crate::media::transcode::{RungOutput, RungRead, rung_playlist};
 use crate::media::vod_playlist::{master_playlist, rendition_playlist};
 use crate::model::{keys, now_ms};
 
@@ -29,25 +27,16 @@ pub struct Publisher<'a> {
     plan: &'a VodPlan,
     rungs: &'a [Rung],
     out_dir: &'a Path,
-    /// Per rung, its segments in the store, in order.
-    stored: Vec<Vec<SegmentInfo>>,
+    /// Per rung, what of it is read and in the store.
+    stored: Vec<RungRead>,
     /// Per rung, how many segments the stored playlist of an earlier, cut run lists: a playlist
     /// is rewritten once it lists more, so that it never shrinks under a player.
     listed_before: Vec<usize>,
-    codecs: Vec<Option<String>>,
     announced: bool,
-    /// Told once the task's rungs play.
-    playable: &'a Notify,
 }
 
 impl<'a> Publisher<'a> {
-    pub async fn new(
-        ctx: &'a VodContext,
-        plan: &'a VodPlan,
-        rungs: &'a [Rung],
-        out_dir: &'a Path,
-        playable: &'a Notify,
-    ) -> Publisher<'a> {
+    pub async fn new(ctx: &'a VodContext, plan: &'a VodPlan, rungs: &'a [Rung], out_dir: &'a Path) -> Publisher<'a> {
         let mut listed_before = Vec::with_capacity(rungs.len());
         for rung in rungs {
             let stored = ctx.backends.store.get_bytes(&playlist_key(plan, rung)).await;
@@ -59,11 +48,9 @@ impl<'a> Publisher<'a> {
             plan,
             rungs,
             out_dir,
-            stored: vec![Vec::new(); rungs.len()],
+            stored: vec![RungRead::default(); rungs.len()],
             listed_before,
-            codecs: vec![None; rungs.len()],
             announced: false,
-            playable,
         }
     }
 
@@ -82,67 +69,57 @@ impl<'a> Publisher<'a> {
     /// Stores the segments FFmpeg listed since the last look, and the playlists naming them;
     /// the rungs' are handled at once.
     async fn publish_new(&mut self) -> Result<(), VodError> {
-        let mut listed = Vec::with_capacity(self.rungs.len());
-        for (rung, stored) in self.rungs.iter().zip(&self.stored) {
-            // A playlist that cannot be read now is read again at the next look, and at the end.
-            let new = listed_segments(self.out_dir, rung, stored.len()).await.map(|(new, _)| new);
-            listed.push(new.unwrap_or_default());
-        }
-        // A rung's first segment tells its codecs.
-        let has_audio = self.plan.info.has_audio();
-        let probes = listed.iter().zip(&self.codecs).enumerate().filter_map(|(k, (new, codecs))| {
-            let first = new.first().filter(|_| codecs.is_none())?;
-            let path = self.out_dir.join(&first.file);
-            Some(async move { (k, rendition_codecs(&path, has_audio).await) })
+        let (out_dir, has_audio) = (self.out_dir, self.plan.info.has_audio());
+        // A rung that cannot be read now is read again at the next look, and at the end.
+        let looks = self.stored.iter_mut().zip(self.rungs).map(|(read, rung)| async move {
+            read.read_more(out_dir, rung, has_audio).await.map_or(0, |(count, _)| count)
         });
-        for (k, codecs) in join_all(probes).await {
-            self.codecs[k] = Some(codecs?);
-        }
+        let counts = join_all(looks).await;
         let this = &*self;
-        let stores = listed.iter().enumerate().filter(|(_, new)| !new.is_empty()).map(|(k, new)| async move {
-            for segment in new {
+        let grown = counts.iter().enumerate().filter(|(_, count)| **count > 0).map(|(k, &count)| async move {
+            let segments = &this.stored[k].segments;
+            for segment in &segments[segments.len() - count..] {
                 this.store(&segment.file, false).await?;
             }
-            Ok::<_, VodError>(k)
-        });
-        let grown = try_join_all(stores).await?;
-        for &k in &grown {
-            self.stored[k].append(&mut listed[k]);
-        }
-        let this = &*self;
-        let playlists =
-            grown.into_iter().filter(|&k| this.stored[k].len() > this.listed_before[k]).map(|k| async move {
+            if segments.len() > this.listed_before[k] {
                 let playlist = rendition_playlist(&this.output(k)?, SEGMENT_SECONDS, false);
-                this.put_playlist(&this.rungs[k], playlist).await
-            });
-        try_join_all(playlists).await?;
-        if !self.announced && self.stored.iter().all(|segments| !segments.is_empty()) {
+                this.put_playlist(&this.rungs[k], playlist).await?;
+            }
+            Ok::<_, VodError>(())
+        });
+        try_join_all(grown).await?;
+        if !self.announced && self.stored.iter().all(|read| !read.segments.is_empty()) {
             let outputs = (0..self.rungs.len()).map(|k| self.output(k)).collect::<Result<Vec<_>, _>>()?;
             announce_playable(self.ctx, self.plan, outputs).await?;
             self.announced = true;
-            self.playable.notify_one();
         }
         Ok(())
     }
 
-    /// Once FFmpeg is done: the rest of each rung's segments, and its playlist as `VOD`.
-    pub async fn finish(&mut self, outputs: &[RungOutput]) -> Result<(), VodError> {
-        for (k, output) in outputs.iter().enumerate() {
-            for segment in output.segments.iter().skip(self.stored[k].len()) {
+    /// Once FFmpeg is done: the rest of each rung's segments, and its playlist as `VOD`; gives
+    /// each rung's whole output, measured.
+    pub async fn finish(&mut self) -> Result<Vec<RungOutput>, VodError> {
+        let (out_dir, has_audio) = (self.out_dir, self.plan.info.has_audio());
+        let mut outputs = Vec::with_capacity(self.rungs.len());
+        for k in 0..self.rungs.len() {
+            let (rung, read) = (&self.rungs[k], &mut self.stored[k]);
+            let count = read.read_rest(out_dir, rung, has_audio).await?;
+            let segments = &self.stored[k].segments;
+            for segment in &segments[segments.len() - count..] {
                 self.store(&segment.file, true).await?;
             }
-            self.put_playlist(&output.rung, rendition_playlist(output, SEGMENT_SECONDS, true)).await?;
+            let output = self.stored[k].output(rung, self.plan.info.frame_rate)?;
+            self.put_playlist(rung, rendition_playlist(&output, SEGMENT_SECONDS, true)).await?;
+            outputs.push(output);
         }
-        Ok(())
+        Ok(outputs)
     }
 
     /// Rung `k` as far as it is stored; its peak bandwidth is at least what its encoder may
     /// reach, as the rest of it is not measured yet.
     fn output(&self, k: usize) -> Result<RungOutput, VodError> {
         let rung = &self.rungs[k];
-        let codecs = self.codecs[k].clone().unwrap_or_default();
-        let frame_rate = output_frame_rate(self.plan.info.frame_rate);
-        let mut output = RungOutput::of(rung, self.stored[k].clone(), codecs, frame_rate)?;
+        let mut output = self.stored[k].output(rung, self.plan.info.frame_rate)?;
         let audio_kbps = if self.plan.info.has_audio() { rung.audio_kbps } else { 0 };
         output.bandwidth = output.bandwidth.max(u64::from(rung.max_kbps + audio_kbps) * 1000);
         Ok(output)

@@ -1,6 +1,6 @@
 //! The transcode stage: one FFmpeg run from the pool for a task's rungs, its progress written
-//! to the video's document, the poster made alongside, the outputs published into the store
-//! as FFmpeg writes them.
+//! to the video's document, the poster made alongside and the storyboard after, the outputs
+//! published into the store as FFmpeg writes them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,10 +10,13 @@ use tokio::sync::Notify;
 use super::context::{VodContext, report_each_percent};
 use super::publish::Publisher;
 use super::records::{RungDone, TranscodeTask, VodError, VodPlan, VodResult};
+use crate::media::ladder::Rung;
 use crate::media::probe::MediaError;
-use crate::media::transcode::{RungOutput, TranscodeJob, encode, outputs, poster, poster_time, prepare, storyboard};
-use crate::model::Storyboard;
+use crate::media::transcode::{
+    RungOutput, TranscodeJob, encode, poster, poster_time, prepare, rung_playlist, storyboard,
+};
 use crate::model::keys::{self, VOD_POSTER_FILE, VOD_STORYBOARD_FILE, VOD_STORYBOARD_VTT_FILE};
+use crate::model::{MediaInfo, Storyboard};
 
 /// Seconds per segment, and between keyframes, in every rung.
 pub const SEGMENT_SECONDS: u32 = 2;
@@ -48,8 +51,7 @@ async fn run(ctx: &Arc<VodContext>, task: &TranscodeTask) -> Result<Vec<RungOutp
         segment_seconds: SEGMENT_SECONDS,
     };
     prepare(&job).await?;
-    let playable = Notify::new();
-    let mut publisher = Publisher::new(ctx, plan, &task.rungs, &out_dir, &playable).await;
+    let mut publisher = Publisher::new(ctx, plan, &task.rungs, &out_dir).await;
     // The segments go into the store as FFmpeg finishes them.
     let ffmpeg_done = Notify::new();
     let encoding = async {
@@ -58,22 +60,24 @@ async fn run(ctx: &Arc<VodContext>, task: &TranscodeTask) -> Result<Vec<RungOutp
         })
         .await;
         ffmpeg_done.notify_one();
-        playable.notify_one(); // or never will be
         done.map(drop).map_err(VodError::from)
     };
     // A failed write stops FFmpeg; a failed FFmpeg stops the publishing.
     let encoded = async { tokio::try_join!(encoding, publisher.follow(&ffmpeg_done)).map(drop) };
-    // The task with the top rung also makes the poster and storyboard, while FFmpeg encodes.
-    let poster_made = async {
-        if task.rungs[0] == plan.rungs[0] { make_poster(ctx, plan, &source, &out_dir, &playable).await } else { Ok(()) }
-    };
+    // The task with the top rung also makes the poster, while FFmpeg encodes.
+    let poster_made =
+        async { if task.rungs[0] == plan.rungs[0] { make_poster(ctx, plan, &source, &out_dir).await } else { Ok(()) } };
     let (encoded, poster_made) = tokio::join!(encoded, poster_made);
     drop(progress);
     let _ = reporter.await;
     encoded?;
     poster_made?;
-    let outputs = outputs(&job).await?;
-    publisher.finish(&outputs).await?;
+    // The task with the smallest rung makes the storyboard from it, before its last segments
+    // move into the store.
+    if let Some(smallest) = plan.rungs.last().filter(|smallest| task.rungs.contains(smallest)) {
+        make_storyboard(ctx, plan, &out_dir, smallest).await?;
+    }
+    let outputs = publisher.finish().await?;
     ctx.metrics.vod_rungs_transcoded_total.inc_by(outputs.len() as u64);
     Ok(outputs)
 }
@@ -96,33 +100,36 @@ fn report_progress(
     })
 }
 
-/// The poster, and once the video plays (a storyboard decodes the whole source, which would
-/// hold back its first segments), the storyboard's sprite sheet and WebVTT track.
-async fn make_poster(
-    ctx: &VodContext,
-    plan: &VodPlan,
-    source: &Path,
-    out_dir: &Path,
-    playable: &Notify,
-) -> Result<(), VodError> {
+/// The storyboard planned for a video of `info`: its tiles fall on the renditions' keyframes.
+pub fn storyboard_plan(info: &MediaInfo) -> Storyboard {
+    Storyboard::plan(info.duration_s, info.width, info.height, SEGMENT_SECONDS)
+}
+
+/// The poster: one frame of the source, made at once.
+async fn make_poster(ctx: &VodContext, plan: &VodPlan, source: &Path, out_dir: &Path) -> Result<(), VodError> {
     let file = out_dir.join(VOD_POSTER_FILE);
     poster(source, &file, poster_time(&plan.info)).await.map_err(VodError::Poster)?;
-    let poster_key = keys::vod_variant(&plan.stream_id, VOD_POSTER_FILE);
-    let stored = ctx.backends.store.put_file(&poster_key, &file).await;
-    stored.map_err(|source| VodError::Store { file: VOD_POSTER_FILE.into(), source })?;
-    playable.notified().await;
-    let info = &plan.info;
-    let board = Storyboard::plan(info.duration_s, info.width, info.height);
+    store(ctx, plan, VOD_POSTER_FILE, &file).await
+}
+
+/// The storyboard's sprite sheet, from the keyframes of the finished `smallest` rung, and its
+/// WebVTT track.
+async fn make_storyboard(ctx: &VodContext, plan: &VodPlan, out_dir: &Path, smallest: &Rung) -> Result<(), VodError> {
+    let board = storyboard_plan(&plan.info);
     let sprite = out_dir.join(VOD_STORYBOARD_FILE);
-    storyboard(source, &sprite, &board).await.map_err(VodError::Poster)?;
+    let rendition = out_dir.join(rung_playlist(smallest));
+    storyboard(&rendition, &sprite, &board, SEGMENT_SECONDS).await.map_err(VodError::Poster)?;
     let track = out_dir.join(VOD_STORYBOARD_VTT_FILE);
-    let vtt = board.vtt(info.duration_s, VOD_STORYBOARD_FILE);
+    let vtt = board.vtt(plan.info.duration_s, VOD_STORYBOARD_FILE);
     tokio::fs::write(&track, vtt)
         .await
         .map_err(|e| VodError::Poster(MediaError::io("writing the storyboard track", e)))?;
-    for (name, path) in [(VOD_STORYBOARD_FILE, &sprite), (VOD_STORYBOARD_VTT_FILE, &track)] {
-        let stored = ctx.backends.store.put_file(&keys::vod_variant(&plan.stream_id, name), path).await;
-        stored.map_err(|source| VodError::Store { file: name.into(), source })?;
-    }
-    Ok(())
+    store(ctx, plan, VOD_STORYBOARD_FILE, &sprite).await?;
+    store(ctx, plan, VOD_STORYBOARD_VTT_FILE, &track).await
+}
+
+/// Moves a made file into the store as the video's `name`.
+async fn store(ctx: &VodContext, plan: &VodPlan, name: &str, file: &Path) -> Result<(), VodError> {
+    let stored = ctx.backends.store.put_file(&keys::vod_variant(&plan.stream_id, name), file).await;
+    stored.map_err(|source| VodError::Store { file: name.into(), source })
 }

@@ -337,10 +337,17 @@ async fn unique_indexes_exist_and_refuse_duplicates() {
         // Another chunk index of the stream is a different key.
         chunks.insert_one(doc! { "stream_id": "live-a", "chunk_index": 10_i64 }).await.unwrap();
 
-        // Creating the indexes again (a second process, a restart) is a no-op.
+        // Creating the indexes again (a second process, a restart) is a no-op, but for the
+        // superseded word index of an earlier version, which goes.
         let before = indexes(&db, "live_metadata").await.len();
+        let videos = db.collection::<Document>("vod_metadata");
+        let old_words = doc! { "search_terms": 1, "created_at_ms": 1 };
+        videos.create_index(IndexModel::builder().keys(old_words.clone()).build()).await.unwrap();
         let again = MongoMetadata::connect(&mongo_uri(), db.name()).await.unwrap();
         assert_eq!(indexes(&db, "live_metadata").await.len(), before);
+        let video_keys: Vec<Document> = indexes(&db, "vod_metadata").await.into_iter().map(|i| i.keys).collect();
+        assert!(!video_keys.contains(&old_words), "{video_keys:?}");
+        assert!(video_keys.contains(&doc! { "search_terms": 1, "created_at_ms": 1, "stream_id": 1 }));
         assert_eq!(
             again.get_chunk("live-a", 9).await.unwrap(),
             Some(store.get_chunk("live-a", 9).await.unwrap().unwrap())
@@ -508,8 +515,9 @@ async fn a_library_of_ten_thousand_videos_pages_as_the_embedded_store_does() {
         for leading in [
             doc! { "created_at_ms": 1, "stream_id": 1 },
             doc! { "status": 1, "created_at_ms": 1, "stream_id": 1 },
+            doc! { "kind": 1, "created_at_ms": 1, "stream_id": 1 },
             doc! { "kind": 1, "status": 1, "created_at_ms": 1, "stream_id": 1 },
-            doc! { "search_terms": 1, "created_at_ms": 1 },
+            doc! { "search_terms": 1, "created_at_ms": 1, "stream_id": 1 },
         ] {
             assert!(keys.contains(&leading), "{leading} in {keys:?}");
         }

@@ -47,6 +47,8 @@ const MARKER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONCURRENCY: usize = 16;
 /// MongoDB's duplicate key error.
 const DUPLICATE_KEY: i32 = 11000;
+/// The server's code for an index that does not exist.
+const INDEX_NOT_FOUND: i32 = 27;
 
 /// Documents in MongoDB; cheap to clone (the driver's client is shared).
 #[derive(Clone)]
@@ -133,17 +135,25 @@ impl MongoMetadata {
                 .await
                 .map_err(|e| fail(&format!("refused the unique index of {collection}"), e))?;
         }
-        // The library's list queries: each filter (status, kind, both, words) with the sort.
+        // The library's list queries: each filter (status, kind, both, a word) with the whole
+        // sort after it, so that a page is read in order from the index, never sorted.
         let library = [
             doc! { "created_at_ms": 1, "stream_id": 1 },
             doc! { "status": 1, "created_at_ms": 1, "stream_id": 1 },
+            doc! { "kind": 1, "created_at_ms": 1, "stream_id": 1 },
             doc! { "kind": 1, "status": 1, "created_at_ms": 1, "stream_id": 1 },
-            doc! { SEARCH_TERMS: 1, "created_at_ms": 1 },
+            doc! { SEARCH_TERMS: 1, "created_at_ms": 1, "stream_id": 1 },
         ];
         for keys in library {
             let model = IndexModel::builder().keys(keys).build();
             let created = store.collection::<Document>(VODS).create_index(model).await;
             created.map_err(|e| fail(&format!("refused an index of {VODS}"), e))?;
+        }
+        // An earlier word index, without the sort's last field.
+        if let Err(e) = store.collection::<Document>(VODS).drop_index(format!("{SEARCH_TERMS}_1_created_at_ms_1")).await
+            && !is_code(&e, INDEX_NOT_FOUND)
+        {
+            return Err(fail(&format!("refused to drop a superseded index of {VODS}"), e));
         }
         // The job list, newest first.
         let model = IndexModel::builder().keys(doc! { "created_at_ms": -1, "job_id": -1 }).build();
@@ -389,9 +399,13 @@ fn recording_deletions(stream_id: &str) -> [(Key, Op); 3] {
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
-        _ => false,
+        _ => is_code(e, DUPLICATE_KEY),
     }
+}
+
+/// Whether the server refused a command with `code`.
+fn is_code(e: &mongodb::error::Error, code: i32) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Command(c) if c.code == code)
 }
 
 /// Keeps the URI's password out of every message.

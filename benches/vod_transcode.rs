@@ -8,7 +8,9 @@
 //! `cargo bench --bench vod_transcode -- playable`: how soon an upload plays. A 10-minute
 //! 1080p source (`SECONDS`, 600), uploaded; from the upload's answer to the video's first
 //! `playable` and to `ready`, beside FFmpeg alone on the same file: its first segment of every
-//! rung, and its end. The source is kept in `~/.cache/segflow/bench`. `READY=0` measures only
+//! rung, and its end; and the CPU seconds of each side (FFmpeg alone; segflow's FFmpeg and
+//! ffprobe runs, and segflow itself), which vary far less than the wall clock on a shared
+//! machine. The source is kept in `~/.cache/segflow/bench`. `READY=0` measures only
 //! the first-playable side: each upload is deleted once it plays, FFmpeg stopped once it has
 //! its first segments, so that many rounds take minutes.
 
@@ -170,13 +172,13 @@ async fn playable() {
         let segflow_first = round % 2 == 1;
         let mut flow = None;
         if segflow_first {
-            flow = Some(upload_to_playable(&client, &base, &source, to_ready).await);
+            flow = Some(upload_to_playable(&engine, &client, &base, &source, to_ready).await);
         }
         let _ = std::fs::remove_dir_all(&out_dir);
         for rung in &rungs {
             std::fs::create_dir_all(out_dir.join(&rung.name)).unwrap();
         }
-        let started = Instant::now();
+        let (started, (_, cpu_before)) = (Instant::now(), common::cpu_seconds_of("self"));
         let mut ffmpeg = Command::new("ffmpeg").args(&split).stdout(Stdio::null()).spawn().expect("ffmpeg runs");
         let first = until(started, || rungs.iter().all(|r| lists_a_segment(&out_dir.join(&r.name)))).await;
         let done = if to_ready {
@@ -193,54 +195,71 @@ async fn playable() {
             ffmpeg.wait().unwrap();
             f64::NAN
         };
+        let ffmpeg_cpu = common::cpu_seconds_of("self").1 - cpu_before;
         if !segflow_first {
-            flow = Some(upload_to_playable(&client, &base, &source, to_ready).await);
+            flow = Some(upload_to_playable(&engine, &client, &base, &source, to_ready).await);
         }
         let flow = flow.unwrap();
         eprintln!(
-            "round {round}: ffmpeg first segments {first:.2} s, done {done:.2} s; segflow playable {:.2} s \
-             (server {:.2} s), ready {:.2} s (server {:.2} s); ratios playable/first {:.2}, ready/done {:.3}",
+            "round {round}: ffmpeg first segments {first:.2} s, done {done:.2} s ({ffmpeg_cpu:.1} CPU s); segflow \
+             playable {:.2} s (server {:.2} s), ready {:.2} s (server {:.2} s; {:.1} CPU s in FFmpeg and ffprobe, \
+             {:.1} in segflow); ratios playable/first {:.2}, ready/done {:.3}",
             flow.playable,
             flow.server_playable,
             flow.ready,
             flow.server_ready,
+            flow.media_cpu,
+            flow.engine_cpu,
             flow.playable / first,
             flow.ready / done
         );
-        rows.push((first, done, flow));
+        rows.push((first, done, ffmpeg_cpu, flow));
     }
     engine.terminate();
     let names: Vec<_> = rungs.iter().map(|r| r.name.as_str()).collect();
     println!("source: {seconds} s of 1080p30 + AAC; ladder {names:?}; {rounds} rounds");
     println!(
-        "| round | FFmpeg alone: first segment of every rung | segflow: upload answered -> playable | FFmpeg alone: done | segflow: upload answered -> ready | ready / FFmpeg done |"
+        "| round | FFmpeg alone: first segment of every rung | segflow: upload answered -> playable | FFmpeg alone: done | segflow: upload answered -> ready | ready / FFmpeg done | CPU s: FFmpeg alone | CPU s: segflow's FFmpeg, ffprobe | CPU s: segflow |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (round, (first, done, flow)) in rows.iter().enumerate() {
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (round, (first, done, ffmpeg_cpu, flow)) in rows.iter().enumerate() {
         println!(
-            "| {round} | {first:.2} s | {:.2} s (server {:.2} s) | {done:.1} s | {:.1} s (server {:.1} s) | {:.3} |",
+            "| {round} | {first:.2} s | {:.2} s (server {:.2} s) | {done:.1} s | {:.1} s (server {:.1} s) | {:.3} | {ffmpeg_cpu:.1} | {:.1} | {:.1} |",
             flow.playable,
             flow.server_playable,
             flow.ready,
             flow.server_ready,
-            flow.ready / done
+            flow.ready / done,
+            flow.media_cpu,
+            flow.engine_cpu,
         );
     }
 }
 
 /// What a client saw of one upload, in seconds from the upload's answer; `server_*` are the
-/// document's own latencies, from the upload's acknowledgement.
+/// document's own latencies, from the upload's acknowledgement. CPU seconds from the upload's
+/// start: of the FFmpeg and ffprobe runs segflow made (`media_cpu`), and of segflow itself.
 struct Playable {
     playable: f64,
     server_playable: f64,
     ready: f64,
     server_ready: f64,
+    media_cpu: f64,
+    engine_cpu: f64,
 }
 
 /// Uploads the source; from its answer, polls until the video is playable, checks that it
 /// plays (master, a rendition's `EVENT` playlist, its first segment), then polls until `ready`
 /// and checks the rendition became `VOD`.
-async fn upload_to_playable(client: &reqwest::Client, base: &str, source: &Path, to_ready: bool) -> Playable {
+async fn upload_to_playable(
+    engine: &common::EngineProcess,
+    client: &reqwest::Client,
+    base: &str,
+    source: &Path,
+    to_ready: bool,
+) -> Playable {
+    let cpu = || (engine.children_cpu_seconds(), engine.cpu_seconds());
+    let (media_before, engine_before) = cpu();
     let (status, reply) = common::upload_video(client, base, source, "bench").await;
     assert_eq!(status, 201, "{reply}");
     let started = Instant::now();
@@ -259,8 +278,9 @@ async fn upload_to_playable(client: &reqwest::Client, base: &str, source: &Path,
                 let deleted = client.delete(format!("{base}/videos/{id}")).send().await.unwrap();
                 assert!(deleted.status().is_success(), "{}", deleted.status());
                 let server_playable = doc["playable_latency_ms"].as_f64().unwrap() / 1000.0;
-                let (ready, server_ready) = (f64::NAN, f64::NAN);
-                return Playable { playable: playable.unwrap(), server_playable, ready, server_ready };
+                let (ready, server_ready, media_cpu, engine_cpu) = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+                let playable = playable.unwrap();
+                return Playable { playable, server_playable, ready, server_ready, media_cpu, engine_cpu };
             }
         }
         if doc["status"] == "ready" || doc["status"] == "failed" {
@@ -269,6 +289,7 @@ async fn upload_to_playable(client: &reqwest::Client, base: &str, source: &Path,
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let ready = started.elapsed().as_secs_f64();
+    let (media_after, engine_after) = cpu();
     assert_eq!(doc["status"], "ready", "{doc}");
     let rendition = first_rendition(client, doc["manifest_url"].as_str().unwrap()).await;
     assert!(rendition.contains("#EXT-X-PLAYLIST-TYPE:VOD") && rendition.contains("#EXT-X-ENDLIST"));
@@ -277,6 +298,8 @@ async fn upload_to_playable(client: &reqwest::Client, base: &str, source: &Path,
         server_playable: doc["playable_latency_ms"].as_f64().unwrap() / 1000.0,
         ready,
         server_ready: doc["processing_latency_ms"].as_f64().unwrap() / 1000.0,
+        media_cpu: media_after - media_before,
+        engine_cpu: engine_after - engine_before,
     }
 }
 

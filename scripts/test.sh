@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit, oracle and end-to-end tests. The
-# end-to-end tests use real FFmpeg (installed here if missing) and run twice: on the embedded
+# end-to-end tests use real FFmpeg (installed here if missing), play in hls.js in headless
+# Chromium (scripts/install-player.sh), and run twice: on the embedded
 # backends and on real Kafka, S3 (MinIO) and MongoDB (FerretDB) servers, which
 # scripts/services.sh installs once (cached outside the clone) and starts on loopback. The
 # real-services feature turns on the tests that need those servers: nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/install-player.sh
 cargo fmt --check
 cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy --all-targets --features real-services --quiet -- -D warnings

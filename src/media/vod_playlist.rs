@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use m3u8_rs::{
-    MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
+    MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, QuotedOrUnquoted, Resolution, Start, VariantStream,
 };
 
 use super::transcode::RungOutput;
@@ -37,9 +37,10 @@ pub fn master_playlist(outputs: &[RungOutput]) -> String {
 }
 
 /// The media playlist of a rendition's segments: `EVENT` while it is encoded (players reload
-/// it as it grows), `VOD` with `ENDLIST` once `whole`. Segment URIs are relative to the
-/// rendition's folder; the target duration is at least `segment_seconds`, so that it does not
-/// change as segments are added.
+/// it as it grows), `VOD` with `ENDLIST` once `whole`. `EXT-X-START` at 0 has players start at
+/// the beginning even while it grows, where an `EVENT` playlist would start at its live edge.
+/// Segment URIs are relative to the rendition's folder; the target duration is at least
+/// `segment_seconds`, so that it does not change as segments are added.
 pub fn rendition_playlist(output: &RungOutput, segment_seconds: u32, whole: bool) -> String {
     super::live_playlist::set_float_precision();
     let folder = format!("{}/", output.rung.name);
@@ -49,6 +50,7 @@ pub fn rendition_playlist(output: &RungOutput, segment_seconds: u32, whole: bool
         target_duration: longest.max(segment_seconds.into()),
         media_sequence: 0,
         playlist_type: Some(if whole { MediaPlaylistType::Vod } else { MediaPlaylistType::Event }),
+        start: Some(Start { time_offset: 0.0, precise: None, other_attributes: HashMap::new() }),
         independent_segments: true,
         end_list: whole,
         segments: output
@@ -125,6 +127,7 @@ mod tests {
         assert_eq!(parsed.playlist_type, Some(MediaPlaylistType::Event), "{growing}");
         assert!(!parsed.end_list);
         assert_eq!(parsed.target_duration, 2);
+        assert_eq!(parsed.start.as_ref().map(|start| start.time_offset), Some(0.0), "{growing}");
         let uris: Vec<&str> = parsed.segments.iter().map(|s| s.uri.as_str()).collect();
         assert_eq!(uris, ["seg_00000.ts", "seg_00001.ts"]);
         assert!(growing.contains("#EXTINF:2.002,"), "{growing}");

@@ -14,8 +14,8 @@ on_both_backends!(
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Backends, TestEngine, clip, upload_video, wait_video, wait_video_final};
-use serde_json::Value;
+use crate::common::{Backends, Player, TestEngine, clip, upload_video, wait_video, wait_video_final};
+use serde_json::{Value, json};
 
 fn ffprobe_json(args: &[&str], target: &str) -> Value {
     let output = Command::new("ffprobe")
@@ -328,7 +328,18 @@ async fn an_upload_plays_while_it_is_processed_and_its_playlists_end_as_vod(back
     assert_eq!((status, stream["playlist_type"].as_str()), (200, Some("event")), "{stream}");
     let (status, not_yet) = engine.get_json(&format!("/videos/{id}/download?quality=360p")).await;
     assert_eq!(status, 409, "a download is of the whole rendition: {not_yet}");
-    // A player follows the growing playlist (FFmpeg starts a live one near its end) to ENDLIST.
+    // hls.js starts once 8 s are listed, past its live edge of 3 segments: EXT-X-START has it
+    // begin at 0 all the same.
+    let growing = loop {
+        let (kind, _, segments) = rendition(&engine, &rung_url).await;
+        assert_eq!(kind, Some(m3u8_rs::MediaPlaylistType::Event), "encoded before 8 s were listed");
+        if segments.len() >= 4 {
+            break segments.len();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let player = Player::start(master_url.as_str(), 4.0);
+    // FFmpeg follows the growing playlist (it starts a live one near its end) to ENDLIST.
     let (ok, frames, stderr) = crate::common::ffmpeg_decode(rung_url.as_str());
     assert!(ok && frames >= 60, "{frames} frames of the growing rendition: {stderr}");
 
@@ -344,5 +355,15 @@ async fn an_upload_plays_while_it_is_processed_and_its_playlists_end_as_vod(back
     let (ok, frames, stderr) = crate::common::ffmpeg_decode(master_url.as_str());
     assert!(ok && frames == 3 * 40 * 30, "{frames} frames: {stderr}");
     assert_eq!(engine.metric("segflow_vod_playable_seconds_count").await, 1.0);
+
+    // hls.js played from the start, through the change from EVENT to VOD, to the end.
+    let seen = player.report();
+    eprintln!("hls.js, started with {growing} segments listed: {seen}");
+    assert!(seen["ended"] == true && seen["fatal"].is_null(), "{growing} segments listed at its start: {seen}");
+    assert!(seen["start"].as_f64().unwrap() < 1.0, "{seen}");
+    assert_eq!(seen["kinds"].as_array().unwrap().first(), Some(&json!("EVENT:live")), "{seen}");
+    assert_eq!(seen["kinds"].as_array().unwrap().last(), Some(&json!("VOD:ended")), "{seen}");
+    assert!((seen["duration"].as_f64().unwrap() - 40.0).abs() < 0.5, "{seen}");
+    assert!(seen["decoded_frames"].as_u64().unwrap() >= 40 * 30 * 9 / 10, "{seen}");
     engine.shutdown().await;
 }

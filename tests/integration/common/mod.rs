@@ -395,6 +395,55 @@ pub fn ffmpeg_decode(url: &str) -> (bool, usize, String) {
     (output.status.success(), frames, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// hls.js playing a URL in headless Chromium, from a page of another origin, as a web viewer
+/// does (`tests/player/play.mjs`, installed by `scripts/install-player.sh`); killed if dropped.
+pub struct Player(Option<Child>);
+
+impl Player {
+    /// Starts playing `url` at `rate` times real time.
+    pub fn start(url: &str, rate: f64) -> Player {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/player/play.mjs");
+        let child = Command::new("node")
+            .arg(script)
+            .arg(url)
+            .args(["--rate", &rate.to_string(), "--timeout-s", "300"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node runs the player: scripts/install-player.sh installs it");
+        Player(Some(child))
+    }
+
+    /// Waits until the video ended or the player failed: what it saw (see play.mjs).
+    pub fn report(mut self) -> Value {
+        let output = self.0.take().unwrap().wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|_| panic!("the player printed no report: {stdout}\n{stderr}"))
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CPU seconds of process `pid` (or `self`) so far, user and kernel, from `/proc/{pid}/stat`:
+/// its own (all threads), and its children's that it has waited for.
+pub fn cpu_seconds_of(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised name, from the 12th: utime, stime, cutime, cstime, in
+    // USER_HZ ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks = |k: usize| fields[k].parse::<u64>().unwrap();
+    ((ticks(11) + ticks(12)) as f64 / 100.0, (ticks(13) + ticks(14)) as f64 / 100.0)
+}
+
 /// A `segflow` process started by a test or bench; killed when dropped while still running,
 /// so a failed assertion leaves no engine behind.
 pub struct EngineProcess(Child);
@@ -412,14 +461,14 @@ impl EngineProcess {
         let _ = self.0.wait();
     }
 
-    /// CPU time the process has used so far, all threads, user and kernel (`/proc/{pid}/stat`).
+    /// CPU time the process has used so far, all threads, user and kernel.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
-        // Fields after the parenthesised name: utime and stime are the 12th and 13th, in
-        // USER_HZ ticks (100 per second on Linux).
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks as f64 / 100.0
+        cpu_seconds_of(&self.0.id().to_string()).0
+    }
+
+    /// CPU time of the processes it ran and has reaped (FFmpeg, ffprobe).
+    pub fn children_cpu_seconds(&self) -> f64 {
+        cpu_seconds_of(&self.0.id().to_string()).1
     }
 
     /// How the process exited, if it has (a crash shows here).

@@ -10,7 +10,7 @@ on_both_backends!(
     accepted_media_is_never_replaced,
 );
 
-use crate::common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
+use crate::common::{Backends, Player, TestEngine, ffmpeg_decode, ffmpeg_segments, sha256_hex};
 use segflow::api::signed::UrlSigner;
 
 async fn live_stream_with_gap_late_fill_and_corruption_plays_in_ffmpeg(backends: Backends) {
@@ -167,7 +167,7 @@ async fn ffmpeg_push_round_trip(backends: Backends, segment_type: &str) -> Strin
         _ => (format!("X-Stream-Key: {key}\r\n"), engine.url(&format!("/ingest/{id}/live.m3u8"))),
     };
     let headers: &[&str] = if key_header.is_empty() { &[] } else { &["-headers", &key_header] };
-    let status = std::process::Command::new("ffmpeg")
+    let mut push = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440"])
         .args(["-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-keyint_min", "50"])
@@ -177,13 +177,24 @@ async fn ffmpeg_push_round_trip(backends: Backends, segment_type: &str) -> Strin
         .args(if segment_type == "fmp4" { &["-hls_flags", "program_date_time"][..] } else { &[] })
         .args(headers)
         .arg(playlist_url)
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
+    // A viewer joins once the first segment is in: hls.js in a browser, live, to the end.
+    engine.wait_stream(&id, |doc| doc["chunks_accepted"].as_u64() >= Some(1)).await;
+    let (_, live) = engine.get_json(&format!("/streams/{id}/live")).await;
+    let viewer = Player::start(live["manifest_url"].as_str().unwrap(), 1.0);
+    assert!(push.wait().unwrap().success());
     // FFmpeg exits without waiting for answers: its last playlist may still be on the wire.
     engine.wait_stream(&id, |doc| doc["chunks_accepted"] == 3).await;
     let (status, ended) = engine.post_json("/streams/end", &format!(r#"{{"stream_id":"{id}"}}"#)).await;
     assert_eq!(status, 200, "{ended}");
+    let seen = viewer.report();
+    eprintln!("hls.js, live {segment_type}: {seen}");
+    assert!(seen["ended"] == true && seen["fatal"].is_null(), "{seen}");
+    let kinds = seen["kinds"].as_array().unwrap();
+    assert_eq!((kinds.first(), kinds.last()), (Some(&"none:live".into()), Some(&"none:ended".into())), "{seen}");
+    assert!((seen["duration"].as_f64().unwrap() - 6.0).abs() < 0.5, "{seen}");
+    assert!(seen["decoded_frames"].as_u64().unwrap() >= 150 * 9 / 10, "{seen}");
     assert_eq!(ended["chunks_accepted"], 3, "{ended}");
     assert_eq!(ended["gaps_total"], 0);
     let manifest_url = ended["manifest_url"].as_str().unwrap();

@@ -10,7 +10,9 @@ on_both_backends!(
 
 use serde_json::Value;
 
-use crate::common::{Backends, TestEngine, ffmpeg_decode, ffmpeg_segments, list_keys, sha256_hex, wait_video_final};
+use crate::common::{
+    Backends, Player, TestEngine, ffmpeg_decode, ffmpeg_segments, list_keys, sha256_hex, wait_video_final,
+};
 
 /// 30 s of segments pushed to a stream with a 5-slot window, all but `skipped`; then the end.
 /// Returns the stream's id and the end's answer.
@@ -82,6 +84,12 @@ async fn an_ended_stream_becomes_a_video_of_every_chunk_with_its_gap(backends: B
     assert!(master.contains("RESOLUTION=320x240") && master.contains("\nrecording.m3u8\n"), "{master}");
     let (_ok, frames, stderr) = ffmpeg_decode(doc["manifest_url"].as_str().unwrap());
     assert_eq!(frames, 14 * 50, "ffmpeg said:\n{stderr}");
+    // hls.js, in a browser, plays it to the end over the gap's 2 s.
+    let seen = Player::start(doc["manifest_url"].as_str().unwrap(), 8.0).report();
+    eprintln!("hls.js: {seen}");
+    assert!(seen["ended"] == true && seen["fatal"].is_null(), "{seen}");
+    assert!((seen["duration"].as_f64().unwrap() - 30.0).abs() < 0.5, "{seen}");
+    assert!(seen["decoded_frames"].as_u64().unwrap() >= 14 * 50 * 9 / 10, "{seen}");
     let (status, stream) = engine.get_json(&format!("/videos/{id}/stream?quality=240p")).await;
     assert_eq!(status, 200, "{stream}");
     assert!(stream["url"].as_str().unwrap().ends_with(&format!("/{id}/recording.m3u8")), "{stream}");

@@ -8,10 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/install-player.sh
+# The player's install (mostly a download) runs beside the checks and the build.
+player_log="$(mktemp)"
+scripts/install-player.sh >"$player_log" 2>&1 &
+player=$!
 cargo fmt --check
 cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy --all-targets --features real-services --quiet -- -D warnings
+wait "$player" || { cat "$player_log" >&2; echo "scripts/install-player.sh failed" >&2; exit 1; }
 scripts/services.sh start
 trap 'scripts/services.sh clean' EXIT
 eval "$(scripts/services.sh env)"

@@ -192,25 +192,29 @@ pub struct VodQuery {
     pub limit: u64,
 }
 
+/// What a list query reads of a video to tell whether it is in the result: a store can keep
+/// it beside the document, in the list's order, and read only the page's documents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VodListing {
+    pub status: VodStatus,
+    pub kind: VodKind,
+    /// [`search_terms`].
+    pub terms: Vec<String>,
+}
+
+impl VodListing {
+    pub fn of(doc: &VodDoc) -> VodListing {
+        VodListing { status: doc.status, kind: doc.kind, terms: search_terms(doc) }
+    }
+}
+
 impl VodQuery {
     /// Whether a video is in the query's result (before paging).
-    pub fn matches(&self, doc: &VodDoc) -> bool {
-        if self.status.is_some_and(|s| s != doc.status) || self.kind.is_some_and(|k| k != doc.kind) {
+    pub fn matches(&self, video: &VodListing) -> bool {
+        if self.status.is_some_and(|s| s != video.status) || self.kind.is_some_and(|k| k != video.kind) {
             return false;
         }
-        if self.words.is_empty() {
-            return true;
-        }
-        let terms = search_terms(doc);
-        self.words.iter().all(|w| terms.binary_search(w).is_ok())
-    }
-
-    /// Sorts matching videos in the query's order.
-    pub fn sort(&self, docs: &mut [VodDoc]) {
-        docs.sort_by(|a, b| (a.created_at_ms, &a.stream_id).cmp(&(b.created_at_ms, &b.stream_id)));
-        if self.sort == VodSort::CreatedDesc {
-            docs.reverse();
-        }
+        self.words.iter().all(|w| video.terms.binary_search(w).is_ok())
     }
 }
 
@@ -255,23 +259,12 @@ mod tests {
             ["4k", "a", "at", "beach", "filmed", "on", "phone", "sunset", "the", "travel", "vlog"]
         );
         let query = |q: &str| VodQuery { words: words(q).collect(), ..VodQuery::default() };
+        let doc = VodListing::of(&doc);
         assert!(query("BEACH sunset").matches(&doc));
         assert!(query("vlog 4k").matches(&doc));
         assert!(!query("beach mountain").matches(&doc));
         assert!(!query("sun").matches(&doc), "whole words only");
         assert!(!VodQuery { status: Some(VodStatus::Ready), ..query("") }.matches(&doc));
         assert!(!VodQuery { kind: Some(VodKind::Recording), ..query("") }.matches(&doc));
-    }
-
-    #[test]
-    fn ties_in_creation_time_sort_by_id() {
-        let mut docs = vec![video("vod-b", "", 5), video("vod-a", "", 5), video("vod-c", "", 1)];
-        let query = VodQuery::default();
-        query.sort(&mut docs);
-        let ids: Vec<_> = docs.iter().map(|d| d.stream_id.as_str()).collect();
-        assert_eq!(ids, ["vod-b", "vod-a", "vod-c"]);
-        VodQuery { sort: VodSort::CreatedAsc, ..query }.sort(&mut docs);
-        let ids: Vec<_> = docs.iter().map(|d| d.stream_id.as_str()).collect();
-        assert_eq!(ids, ["vod-c", "vod-a", "vod-b"]);
     }
 }

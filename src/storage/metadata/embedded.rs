@@ -16,12 +16,15 @@ use serde::de::DeserializeOwned;
 use super::{MARKER_KEY, MARKER_TABLE, Marker, MarkerDoc, MetaWrite, MetadataError, MetadataStore};
 use crate::model::auth::TokenDoc;
 use crate::model::jobs::JobDoc;
-use crate::model::library::VodQuery;
+use crate::model::library::{VodListing, VodQuery, VodSort};
 use crate::model::{DeadLetterDoc, LiveChunkDoc, LiveGapsDoc, LiveStreamDoc, VodDoc};
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_streams");
 const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("live_metadata");
 const VODS: TableDefinition<&str, &[u8]> = TableDefinition::new("vod_metadata");
+/// The video list's index: each video under `(created_at_ms, stream_id)`, the list's order,
+/// with what a query filters on (a [`VodListing`]), so a page reads only its own documents.
+const VOD_LIST: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("vod_list");
 const GAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("live_gaps");
 const DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("dead_letters");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
@@ -38,6 +41,15 @@ fn json(doc: &impl Serialize) -> Result<Vec<u8>, MetadataError> {
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MetadataError> {
     Ok(serde_json::from_slice(bytes)?)
+}
+
+/// A stored video document's `created_at_ms`, read without the rest of it.
+fn created_at(doc: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        created_at_ms: u64,
+    }
+    serde_json::from_slice::<Created>(doc).ok().map(|doc| doc.created_at_ms)
 }
 
 #[derive(Clone)]
@@ -104,6 +116,7 @@ impl EmbeddedMetadata {
                 let mut chunks = txn.open_table(CHUNKS).map_err(backend)?;
                 let mut dead = txn.open_table(DEAD_LETTERS).map_err(backend)?;
                 let mut vods = txn.open_table(VODS).map_err(backend)?;
+                let mut vod_list = txn.open_table(VOD_LIST).map_err(backend)?;
                 let mut tokens = txn.open_table(TOKENS).map_err(backend)?;
                 let mut gaps = txn.open_table(GAPS).map_err(backend)?;
                 let mut jobs = txn.open_table(JOBS).map_err(backend)?;
@@ -123,11 +136,20 @@ impl EmbeddedMetadata {
                             dead.insert(key, json(doc)?.as_slice()).map_err(backend)?;
                         }
                         MetaWrite::Vod(doc) => {
-                            vods.insert(doc.stream_id.as_str(), json(doc)?.as_slice()).map_err(backend)?;
+                            let id = doc.stream_id.as_str();
+                            let before = vods.insert(id, json(doc)?.as_slice()).map_err(backend)?;
+                            if let Some(created) = before.and_then(|before| created_at(before.value())) {
+                                vod_list.remove((created, id)).map_err(backend)?;
+                            }
+                            let listing = json(&VodListing::of(doc))?;
+                            vod_list.insert((doc.created_at_ms, id), listing.as_slice()).map_err(backend)?;
                         }
                         MetaWrite::DeleteVod(stream_id) => {
                             let id = stream_id.as_str();
-                            vods.remove(id).map_err(backend)?;
+                            let before = vods.remove(id).map_err(backend)?;
+                            if let Some(created) = before.and_then(|before| created_at(before.value())) {
+                                vod_list.remove((created, id)).map_err(backend)?;
+                            }
                             // A recording's live documents go with it.
                             streams.remove(id).map_err(backend)?;
                             gaps.remove(id).map_err(backend)?;
@@ -233,13 +255,35 @@ impl MetadataStore for EmbeddedMetadata {
         self.get_by_id(GAPS, stream_id).await
     }
 
-    /// A scan of every video: the embedded store serves one process's library, where that is
-    /// milliseconds for thousands of videos.
+    /// Reads the list's index in its order, to count the matches and find the page's; reads
+    /// only the page's documents.
     async fn list_vods(&self, query: &VodQuery) -> Result<(Vec<VodDoc>, u64), MetadataError> {
-        let mut docs: Vec<VodDoc> = self.list_all(VODS).await?;
-        docs.retain(|doc| query.matches(doc));
-        query.sort(&mut docs);
-        Ok(page(docs, query.skip, query.limit))
+        let query = query.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let (list, vods) = (txn.open_table(VOD_LIST).map_err(backend)?, txn.open_table(VODS).map_err(backend)?);
+            let entries = list.iter().map_err(backend)?;
+            let entries: Box<dyn Iterator<Item = _>> =
+                if query.sort == VodSort::CreatedAsc { Box::new(entries) } else { Box::new(entries.rev()) };
+            let (mut total, mut page) = (0u64, Vec::new());
+            for entry in entries {
+                let (key, listing) = entry.map_err(backend)?;
+                if query.matches(&parse(listing.value())?) {
+                    if total >= query.skip && (page.len() as u64) < query.limit {
+                        page.push(key.value().1.to_string());
+                    }
+                    total += 1;
+                }
+            }
+            let mut docs = Vec::with_capacity(page.len());
+            for id in page {
+                if let Some(doc) = vods.get(id.as_str()).map_err(backend)? {
+                    docs.push(parse(doc.value())?);
+                }
+            }
+            Ok((docs, total))
+        })
+        .await
     }
 
     async fn get_job(&self, job_id: &str) -> Result<Option<JobDoc>, MetadataError> {
@@ -319,11 +363,93 @@ fn open_checked(path: &Path) -> Result<Database, Box<redb::Error>> {
     txn.open_table(STREAMS).map_err(boxed)?;
     txn.open_table(CHUNKS).map_err(boxed)?;
     txn.open_table(DEAD_LETTERS).map_err(boxed)?;
-    txn.open_table(VODS).map_err(boxed)?;
+    let vods = txn.open_table(VODS).map_err(boxed)?;
+    let mut vod_list = txn.open_table(VOD_LIST).map_err(boxed)?;
+    // A file of an earlier version has no list index, or one of other videos: it is made again.
+    if vod_list.len().map_err(boxed)? != vods.len().map_err(boxed)? {
+        vod_list.retain(|_, _| false).map_err(boxed)?;
+        for entry in vods.iter().map_err(boxed)? {
+            let (id, doc) = entry.map_err(boxed)?;
+            match serde_json::from_slice::<VodDoc>(doc.value()) {
+                Ok(doc) => {
+                    let listing = serde_json::to_vec(&VodListing::of(&doc)).expect("a listing serializes");
+                    vod_list.insert((doc.created_at_ms, id.value()), listing.as_slice()).map_err(boxed)?;
+                }
+                Err(error) => {
+                    tracing::warn!(stream_id = id.value(), %error, "a video document that does not parse is not listed")
+                }
+            }
+        }
+    }
+    drop((vods, vod_list));
     txn.open_table(TOKENS).map_err(boxed)?;
     txn.open_table(GAPS).map_err(boxed)?;
     txn.open_table(JOBS).map_err(boxed)?;
     txn.open_table(MARKER).map_err(boxed)?;
     txn.commit().map_err(boxed)?;
     Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{VodKind, VodStatus};
+
+    fn video(id: &str, title: &str, created: u64) -> VodDoc {
+        VodDoc::new(id, title, "", &format!("vod-raw/{id}/source.mp4"), created)
+    }
+
+    async fn ids(store: &EmbeddedMetadata, query: VodQuery) -> (Vec<String>, u64) {
+        let (docs, total) = store.list_vods(&query).await.unwrap();
+        (docs.into_iter().map(|doc| doc.stream_id).collect(), total)
+    }
+
+    fn all() -> VodQuery {
+        VodQuery { limit: 100, ..VodQuery::default() }
+    }
+
+    #[tokio::test]
+    async fn the_list_index_follows_every_write_and_is_made_again_for_an_older_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.redb");
+        let store = EmbeddedMetadata::open(&path).unwrap();
+        let mut beach = video("vod-b", "Beach", 5);
+        let docs = [beach.clone(), video("vod-a", "City", 5), video("vod-c", "Beach at night", 1)];
+        store.apply(Arc::new(docs.iter().map(|d| MetaWrite::Vod(Box::new(d.clone()))).collect())).await.unwrap();
+
+        // Newest first, ties by id; oldest first the other way round; pages of the same order.
+        assert_eq!(ids(&store, all()).await, (vec!["vod-b".into(), "vod-a".into(), "vod-c".into()], 3));
+        let oldest = VodQuery { sort: VodSort::CreatedAsc, ..all() };
+        assert_eq!(ids(&store, oldest).await.0, ["vod-c", "vod-a", "vod-b"]);
+        assert_eq!(ids(&store, VodQuery { skip: 1, limit: 1, ..all() }).await, (vec!["vod-a".into()], 3));
+        let words = |q: &str| VodQuery { words: vec![q.into()], ..all() };
+        assert_eq!(ids(&store, words("beach")).await, (vec!["vod-b".into(), "vod-c".into()], 2));
+
+        // An edit and a new status are listed as they are now, once.
+        beach.title = "Harbour".into();
+        beach.set_status(VodStatus::Ready, 9);
+        store.apply(Arc::new(vec![MetaWrite::Vod(Box::new(beach.clone()))])).await.unwrap();
+        assert_eq!(ids(&store, words("beach")).await.0, ["vod-c"]);
+        let ready = VodQuery { status: Some(VodStatus::Ready), ..all() };
+        assert_eq!(ids(&store, ready.clone()).await, (vec!["vod-b".into()], 1));
+        // A document written again with another creation time moves in the list.
+        beach.created_at_ms = 0;
+        store.apply(Arc::new(vec![MetaWrite::Vod(Box::new(beach))])).await.unwrap();
+        assert_eq!(ids(&store, all()).await, (vec!["vod-a".into(), "vod-c".into(), "vod-b".into()], 3));
+        store.apply(Arc::new(vec![MetaWrite::DeleteVod("vod-a".into())])).await.unwrap();
+        assert_eq!(ids(&store, all()).await, (vec!["vod-c".into(), "vod-b".into()], 2));
+        let recordings = VodQuery { kind: Some(VodKind::Recording), ..all() };
+        assert_eq!(ids(&store, recordings).await.1, 0);
+        drop(store);
+
+        // A file from before the index (its table emptied here) gets it back when opened.
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(VOD_LIST).unwrap().retain(|_, _| false).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = EmbeddedMetadata::open(&path).unwrap();
+        assert_eq!(ids(&store, all()).await, (vec!["vod-c".into(), "vod-b".into()], 2));
+        assert_eq!(ids(&store, ready).await.0, ["vod-b"]);
+    }
 }

@@ -417,6 +417,11 @@ impl RungRead {
         }
     }
 
+    /// The `count` segments read last.
+    pub fn last(&self, count: usize) -> &[SegmentInfo] {
+        &self.segments[self.segments.len().saturating_sub(count)..]
+    }
+
     /// The rung's output as far as it is read, for a source of `source_fps` frames a second.
     pub fn output(&self, rung: &Rung, source_fps: f64) -> Result<RungOutput, MediaError> {
         let codecs = self.codecs.clone().unwrap_or_default();

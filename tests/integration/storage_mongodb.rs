@@ -130,6 +130,10 @@ async fn indexes(db: &Database, collection: &str) -> Vec<IndexModel> {
     db.collection::<Document>(collection).list_indexes().await.unwrap().try_collect().await.unwrap()
 }
 
+async fn index_keys(db: &Database, collection: &str) -> Vec<Document> {
+    indexes(db, collection).await.into_iter().map(|i| i.keys).collect()
+}
+
 async fn count(db: &Database, collection: &str) -> u64 {
     db.collection::<Document>(collection).count_documents(doc! {}).await.unwrap()
 }
@@ -345,7 +349,7 @@ async fn unique_indexes_exist_and_refuse_duplicates() {
         videos.create_index(IndexModel::builder().keys(old_words.clone()).build()).await.unwrap();
         let again = MongoMetadata::connect(&mongo_uri(), db.name()).await.unwrap();
         assert_eq!(indexes(&db, "live_metadata").await.len(), before);
-        let video_keys: Vec<Document> = indexes(&db, "vod_metadata").await.into_iter().map(|i| i.keys).collect();
+        let video_keys = index_keys(&db, "vod_metadata").await;
         assert!(!video_keys.contains(&old_words), "{video_keys:?}");
         assert!(video_keys.contains(&doc! { "search_terms": 1, "created_at_ms": 1, "stream_id": 1 }));
         assert_eq!(
@@ -511,7 +515,7 @@ async fn a_library_of_ten_thousand_videos_pages_as_the_embedded_store_does() {
         assert_eq!((page.len(), total), (25, 286), "every 35th video is a night at the beach");
 
         // Every filter has an index that leads with it and goes on with the sort.
-        let keys: Vec<Document> = indexes(&db, "vod_metadata").await.into_iter().map(|i| i.keys).collect();
+        let keys = index_keys(&db, "vod_metadata").await;
         for leading in [
             doc! { "created_at_ms": 1, "stream_id": 1 },
             doc! { "status": 1, "created_at_ms": 1, "stream_id": 1 },

@@ -77,11 +77,10 @@ impl<'a> Publisher<'a> {
         let counts = join_all(looks).await;
         let this = &*self;
         let grown = counts.iter().enumerate().filter(|(_, count)| **count > 0).map(|(k, &count)| async move {
-            let segments = &this.stored[k].segments;
-            for segment in &segments[segments.len() - count..] {
+            for segment in this.stored[k].last(count) {
                 this.store(&segment.file, false).await?;
             }
-            if segments.len() > this.listed_before[k] {
+            if this.stored[k].segments.len() > this.listed_before[k] {
                 let playlist = rendition_playlist(&this.output(k)?, SEGMENT_SECONDS, false);
                 this.put_playlist(&this.rungs[k], playlist).await?;
             }
@@ -104,8 +103,7 @@ impl<'a> Publisher<'a> {
         for k in 0..self.rungs.len() {
             let (rung, read) = (&self.rungs[k], &mut self.stored[k]);
             let count = read.read_rest(out_dir, rung, has_audio).await?;
-            let segments = &self.stored[k].segments;
-            for segment in &segments[segments.len() - count..] {
+            for segment in self.stored[k].last(count) {
                 self.store(&segment.file, true).await?;
             }
             let output = self.stored[k].output(rung, self.plan.info.frame_rate)?;
